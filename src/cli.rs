@@ -1,0 +1,468 @@
+//! The command line: parses arguments, opens the locations, runs the engine
+//! and turns its summary into output and an exit code. No logic of its own
+//! beyond that; everything it does is a call into the library.
+//!
+//! Exit codes: 0 success, 1 the execution ended in ERROR, 2 bad usage or
+//! configuration, 130 cancelled (SIGINT/SIGTERM).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::diff::{Overwrite, PreserveDeleted, TransferMode};
+use crate::engine::report::{new_execution_id, Counters, ExecutionSummary, Status};
+use crate::engine::run::{execute, ExecutionRequest, TaskOptions, DEFAULT_CONCURRENCY};
+use crate::engine::transfer::VerifyMode;
+use crate::location::local::LocalLocation;
+use crate::location::s3::{S3Config, S3Location};
+use crate::location::Location;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "syncmount",
+    version,
+    about = "Sync tasks between S3 and local directories, the way AWS DataSync runs them"
+)]
+pub struct Cli {
+    /// Where state lives (multipart upload journal, later execution history).
+    /// Default: /var/lib/syncmount as root, else $XDG_STATE_HOME/syncmount.
+    #[arg(long, global = true, env = "SYNCMOUNT_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one task execution from SRC to DST (local path or s3://bucket/prefix).
+    Sync(SyncArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    /// Source: a local directory or s3://bucket[/prefix].
+    pub src: String,
+    /// Destination: a local directory or s3://bucket[/prefix].
+    pub dst: String,
+    #[command(flatten)]
+    pub both: SideArgs,
+    #[command(flatten)]
+    pub sides: PerSideArgs,
+    /// CHANGED copies what differs; ALL copies everything.
+    #[arg(long, value_enum, default_value = "changed")]
+    pub transfer_mode: TransferMode,
+    /// NEVER leaves existing destination objects alone.
+    #[arg(long, value_enum, default_value = "always")]
+    pub overwrite: Overwrite,
+    /// REMOVE deletes destination objects that are not in the source.
+    #[arg(
+        long = "preserve-deleted-files",
+        value_enum,
+        default_value = "preserve"
+    )]
+    pub preserve_deleted: PreserveDeleted,
+    #[arg(long, value_enum, default_value = "only-files-transferred")]
+    pub verify_mode: VerifyMode,
+    /// Include patterns, `|`-separated (e.g. "/photos|/docs/*").
+    #[arg(long)]
+    pub include: Option<String>,
+    /// Exclude patterns, `|`-separated (e.g. "*.tmp|/cache").
+    #[arg(long)]
+    pub exclude: Option<String>,
+    /// Bandwidth limit for bytes passing through this machine.
+    #[arg(long)]
+    pub bytes_per_second: Option<u64>,
+    /// Objects transferred at once.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// Print what would be copied or deleted, and why; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the per-object report (JSON lines) to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Print the final execution summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// S3 part size in bytes for multipart uploads and copies (min 5 MiB).
+    #[arg(long)]
+    pub part_size: Option<u64>,
+    /// Objects larger than this many bytes go up in parts.
+    #[arg(long)]
+    pub multipart_threshold: Option<u64>,
+}
+
+/// S3 connection settings that apply to both sides.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SideArgs {
+    #[arg(long)]
+    pub region: Option<String>,
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    #[arg(long)]
+    pub profile: Option<String>,
+}
+
+/// Per-side S3 settings; each overrides the shared one.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PerSideArgs {
+    #[arg(long)]
+    pub src_region: Option<String>,
+    #[arg(long)]
+    pub dst_region: Option<String>,
+    #[arg(long)]
+    pub src_endpoint_url: Option<String>,
+    #[arg(long)]
+    pub dst_endpoint_url: Option<String>,
+    #[arg(long)]
+    pub src_profile: Option<String>,
+    #[arg(long)]
+    pub dst_profile: Option<String>,
+    /// Role to assume (STS AssumeRole) for the source, like DataSync's BucketAccessRoleArn.
+    #[arg(long)]
+    pub src_role_arn: Option<String>,
+    /// Role to assume for the destination.
+    #[arg(long)]
+    pub dst_role_arn: Option<String>,
+}
+
+/// An error that is the user's to fix (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn default_state_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/syncmount");
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("syncmount")
+}
+
+/// One side's S3 settings, after per-side overrides.
+struct Side {
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    profile: Option<String>,
+    role_arn: Option<String>,
+}
+
+/// What a location spec denotes, before connecting.
+#[derive(Debug, PartialEq, Eq)]
+enum Spec {
+    Local(PathBuf),
+    S3(S3Config),
+}
+
+fn parse_spec(spec: &str, what: &str) -> Result<Spec, UsageError> {
+    if spec.starts_with("s3://") {
+        return S3Config::from_url(spec)
+            .map(Spec::S3)
+            .ok_or_else(|| UsageError(format!("{what} `{spec}`: expected s3://bucket[/prefix]")));
+    }
+    if spec.contains("://") {
+        return Err(UsageError(format!(
+            "{what} `{spec}`: only local paths and s3:// URLs are supported"
+        )));
+    }
+    Ok(Spec::Local(PathBuf::from(spec)))
+}
+
+/// Two specs that would read what they write (same place, or one inside the other).
+fn overlap(a: &Spec, b: &Spec) -> bool {
+    match (a, b) {
+        (Spec::Local(x), Spec::Local(y)) => {
+            let canon = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+            let (x, y) = (canon(x), canon(y));
+            x.starts_with(&y) || y.starts_with(&x)
+        }
+        (Spec::S3(x), Spec::S3(y)) => {
+            x.bucket == y.bucket
+                && (x.prefix.starts_with(&y.prefix) || y.prefix.starts_with(&x.prefix))
+        }
+        _ => false,
+    }
+}
+
+async fn open(
+    spec: Spec,
+    side: Side,
+    args: &SyncArgs,
+    journal: PathBuf,
+    is_src: bool,
+) -> anyhow::Result<Arc<dyn Location>> {
+    match spec {
+        Spec::Local(path) => {
+            if is_src && !path.is_dir() {
+                return Err(
+                    UsageError(format!("source `{}` is not a directory", path.display())).into(),
+                );
+            }
+            Ok(Arc::new(
+                LocalLocation::new(path).map_err(|e| UsageError(e.to_string()))?,
+            ))
+        }
+        Spec::S3(mut cfg) => {
+            cfg.region = side.region;
+            cfg.endpoint_url = side.endpoint_url;
+            cfg.profile = side.profile;
+            cfg.role_arn = side.role_arn;
+            cfg.part_size = args.part_size;
+            cfg.multipart_threshold = args.multipart_threshold;
+            let loc = S3Location::connect(cfg, Some(journal))
+                .await
+                .map_err(|e| UsageError(e.to_string()))?;
+            Ok(Arc::new(loc))
+        }
+    }
+}
+
+fn sides(args: &SyncArgs) -> (Side, Side) {
+    let b = &args.both;
+    let s = &args.sides;
+    let pick = |one: &Option<String>, all: &Option<String>| one.clone().or_else(|| all.clone());
+    (
+        Side {
+            region: pick(&s.src_region, &b.region),
+            endpoint_url: pick(&s.src_endpoint_url, &b.endpoint_url),
+            profile: pick(&s.src_profile, &b.profile),
+            role_arn: s.src_role_arn.clone(),
+        },
+        Side {
+            region: pick(&s.dst_region, &b.region),
+            endpoint_url: pick(&s.dst_endpoint_url, &b.endpoint_url),
+            profile: pick(&s.dst_profile, &b.profile),
+            role_arn: s.dst_role_arn.clone(),
+        },
+    )
+}
+
+fn task_options(args: &SyncArgs) -> TaskOptions {
+    TaskOptions {
+        transfer_mode: args.transfer_mode,
+        overwrite: args.overwrite,
+        preserve_deleted: args.preserve_deleted,
+        verify_mode: args.verify_mode,
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+        bytes_per_second: args.bytes_per_second,
+        concurrency: args.concurrency,
+        dry_run: args.dry_run,
+    }
+}
+
+pub async fn sync(args: SyncArgs, state_dir: PathBuf) -> anyhow::Result<i32> {
+    let launched = Instant::now();
+    let options = task_options(&args);
+    let filter = options.filter().map_err(|e| UsageError(e.to_string()))?;
+    if args.concurrency == 0 {
+        bail!(UsageError("--concurrency must be at least 1".into()));
+    }
+    if args.bytes_per_second == Some(0) {
+        bail!(UsageError("--bytes-per-second must be at least 1".into()));
+    }
+    let src_spec = parse_spec(&args.src, "source")?;
+    let dst_spec = parse_spec(&args.dst, "destination")?;
+    if overlap(&src_spec, &dst_spec) {
+        bail!(UsageError(format!(
+            "source `{}` and destination `{}` overlap (one is inside the other); pick separate folders",
+            args.src, args.dst
+        )));
+    }
+    let journal = state_dir.join("uploads");
+    let (src_side, dst_side) = sides(&args);
+    let src = open(src_spec, src_side, &args, journal.clone(), true).await?;
+    let dst = open(dst_spec, dst_side, &args, journal, false).await?;
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    spawn_signal_watch(cancel.clone());
+    let counters = Arc::new(Counters::default());
+    let progress = Progress::start(counters.clone(), !args.json && !args.dry_run);
+    let req = ExecutionRequest {
+        id: new_execution_id(),
+        options,
+        filter,
+        report_path: args.report.clone(),
+        echo_dry_run: args.dry_run && !args.json,
+        cancel,
+        counters,
+        launched,
+    };
+    let summary = execute(src, dst, req).await;
+    progress.finish();
+    print_summary(&summary, args.json)?;
+    Ok(match summary.status {
+        Status::Success => 0,
+        Status::Cancelled => 130,
+        _ => 1,
+    })
+}
+
+fn print_summary(s: &ExecutionSummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(s).context("serializing the summary")?
+        );
+    } else {
+        eprint!("{}", s.human());
+    }
+    Ok(())
+}
+
+/// First SIGINT/SIGTERM: stop starting new objects and let in-flight ones
+/// finish. A second one exits at once (temp files and uploads are cleaned
+/// by the next run).
+fn spawn_signal_watch(cancel: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                eprintln!("cancelling: finishing the objects in flight (again to stop at once)");
+                cancel.store(true, Ordering::Relaxed);
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+/// A progress bar on stderr when it is a terminal; nothing otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(counters: Arc<Counters>, wanted: bool) -> Progress {
+        if !wanted || !std::io::stderr().is_terminal() {
+            return Progress {
+                bar: None,
+                ticker: None,
+            };
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        let b = bar.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                let c = counters.snapshot();
+                b.set_message(format!(
+                    "{}/{} files, {} written, {} skipped, {} failed",
+                    c.files_transferred,
+                    c.estimated_files_to_transfer,
+                    indicatif::HumanBytes(c.bytes_written),
+                    c.files_skipped,
+                    c.files_failed
+                ));
+                b.tick();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Progress {
+            bar: Some(bar),
+            ticker: Some(ticker),
+        }
+    }
+
+    fn finish(self) {
+        if let Some(t) = self.ticker {
+            t.abort();
+        }
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("syncmount={default},warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The whole program; returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("syncmount: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let state_dir = cli.state_dir.clone().unwrap_or_else(default_state_dir);
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Sync(args) => sync(args, state_dir).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("syncmount: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_locations_are_detected() {
+        let s3 = |u: &str| parse_spec(u, "x").unwrap();
+        assert!(overlap(&s3("s3://b/a"), &s3("s3://b/a/b")));
+        assert!(overlap(&s3("s3://b"), &s3("s3://b/x")));
+        assert!(!overlap(&s3("s3://b/a"), &s3("s3://b/ab")));
+        assert!(!overlap(&s3("s3://b/a"), &s3("s3://c/a")));
+        assert!(overlap(&s3("/tmp/x"), &s3("/tmp/x/y")));
+        assert!(!overlap(&s3("/tmp/x"), &s3("/tmp/xy")));
+    }
+
+    #[test]
+    fn unknown_schemes_are_usage_errors() {
+        assert!(parse_spec("gs://b", "source")
+            .unwrap_err()
+            .0
+            .contains("source `gs://b`"));
+        assert!(parse_spec("s3://", "source").is_err());
+    }
+}

@@ -1,0 +1,356 @@
+//! The diff: a merge-join of two listings sorted in byte order into actions.
+//!
+//! Both listings are consumed one entry at a time, so memory does not grow
+//! with the number of keys. The decision for one key is a pure function
+//! ([`decide`]) of the two entries and the task options; when the listings
+//! alone cannot settle "changed or not" (an S3 listing carries no POSIX
+//! mtime), the action is [`Action::Check`] and a transfer worker fetches the
+//! metadata and calls [`decide_with_info`].
+
+use std::cmp::Ordering;
+use std::time::SystemTime;
+
+use futures::stream::{BoxStream, Peekable, StreamExt};
+
+use super::clash::ClashFilter;
+use super::filter::Filter;
+use crate::location::{key, Entry, LocationError, ObjectInfo, PosixMeta};
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TransferMode {
+    /// Copy only what differs (size, mtime or checksum).
+    Changed,
+    /// Copy everything, without comparing.
+    All,
+}
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Overwrite {
+    Always,
+    Never,
+}
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PreserveDeleted {
+    /// Keep destination keys the source no longer has.
+    Preserve,
+    /// Delete them.
+    Remove,
+}
+
+#[derive(Clone, Debug)]
+pub struct DiffOptions {
+    pub transfer_mode: TransferMode,
+    pub overwrite: Overwrite,
+    pub preserve_deleted: PreserveDeleted,
+    pub filter: Filter,
+    /// The destination maps keys to local paths: unsafe keys and
+    /// file/directory clashes are skipped.
+    pub dst_keys_are_paths: bool,
+}
+
+/// Why a key is copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CopyReason {
+    New,
+    SizeDiffers,
+    MtimeDiffers,
+    ChecksumDiffers,
+    TransferModeAll,
+}
+
+/// Why a key is left alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    Unchanged,
+    OverwriteNever,
+    /// The key cannot be transferred (unsafe path, DataSync-refused form,
+    /// symlink, file/directory clash); the text says why.
+    Refused(String),
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::Unchanged => f.write_str("unchanged"),
+            SkipReason::OverwriteNever => {
+                f.write_str("exists at destination and overwrite is NEVER")
+            }
+            SkipReason::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Copy {
+        src: Entry,
+        dst: Option<Entry>,
+        reason: CopyReason,
+    },
+    /// Sizes agree; stored metadata decides.
+    Check {
+        src: Entry,
+        dst: Entry,
+    },
+    Delete {
+        dst: Entry,
+    },
+    Skip {
+        key: String,
+        reason: SkipReason,
+    },
+}
+
+impl Action {
+    pub fn key(&self) -> &str {
+        match self {
+            Action::Copy { src, .. } | Action::Check { src, .. } => &src.key,
+            Action::Delete { dst } => &dst.key,
+            Action::Skip { key, .. } => key,
+        }
+    }
+}
+
+/// Two mtimes closer than this are the same: DataSync stores milliseconds,
+/// so a nanosecond clock read back through it differs below 1 ms.
+const MTIME_TOLERANCE_NS: i128 = 1_000_000;
+
+fn same_mtime(a: Option<i128>, b: Option<i128>) -> Option<bool> {
+    Some((a? - b?).abs() < MTIME_TOLERANCE_NS)
+}
+
+fn to_ns(t: SystemTime) -> i128 {
+    crate::location::meta::system_time_to_ns(t)
+}
+
+/// DataSync refuses keys starting with `/` or containing `//`, `/./`, `/../`
+/// even between buckets; local destinations refuse every unsafe path.
+fn refusal(key: &str, keys_are_paths: bool) -> Option<String> {
+    if keys_are_paths {
+        return key::check_key(key)
+            .err()
+            .map(|r| format!("not a safe local path: {r}"));
+    }
+    let padded = format!("/{key}");
+    let bad = key.starts_with('/')
+        || ["//", "/./", "/../"].iter().any(|p| padded.contains(p))
+        || padded.ends_with("/..")
+        || padded.ends_with("/.");
+    bad.then(|| "DataSync refuses keys with empty, `.` or `..` components".to_string())
+}
+
+/// The decision for one key from the two listings alone.
+pub fn decide(src: Option<&Entry>, dst: Option<&Entry>, opts: &DiffOptions) -> Option<Action> {
+    match (src, dst) {
+        (None, None) => None,
+        (None, Some(d)) => (opts.preserve_deleted == PreserveDeleted::Remove)
+            .then(|| Action::Delete { dst: d.clone() }),
+        (Some(s), None) => Some(copy(s, None, CopyReason::New)),
+        (Some(s), Some(d)) => Some(compare(s, d, opts)),
+    }
+}
+
+fn copy(src: &Entry, dst: Option<&Entry>, reason: CopyReason) -> Action {
+    Action::Copy {
+        src: src.clone(),
+        dst: dst.cloned(),
+        reason,
+    }
+}
+
+fn skip(key: &str, reason: SkipReason) -> Action {
+    Action::Skip {
+        key: key.to_string(),
+        reason,
+    }
+}
+
+fn compare(s: &Entry, d: &Entry, opts: &DiffOptions) -> Action {
+    if opts.overwrite == Overwrite::Never {
+        return skip(&s.key, SkipReason::OverwriteNever);
+    }
+    if opts.transfer_mode == TransferMode::All {
+        return copy(s, Some(d), CopyReason::TransferModeAll);
+    }
+    if s.is_dir_marker() {
+        return skip(&s.key, SkipReason::Unchanged);
+    }
+    if s.size != d.size {
+        return copy(s, Some(d), CopyReason::SizeDiffers);
+    }
+    if let (Some(a), Some(b)) = (&s.etag, &d.etag) {
+        if a == b {
+            return skip(&s.key, SkipReason::Unchanged);
+        }
+    }
+    let src_mtime = s.meta.and_then(|m| m.mtime_ns);
+    let dst_mtime = d.meta.and_then(|m| m.mtime_ns);
+    match same_mtime(src_mtime, dst_mtime) {
+        Some(true) => skip(&s.key, SkipReason::Unchanged),
+        Some(false) => copy(s, Some(d), CopyReason::MtimeDiffers),
+        // An object uploaded before the file was last modified is stale
+        // whatever its stored metadata says: no need to look.
+        None if src_mtime
+            .zip(d.modified.map(to_ns))
+            .is_some_and(|(sm, dm)| dm < sm) =>
+        {
+            copy(s, Some(d), CopyReason::MtimeDiffers)
+        }
+        None => Action::Check {
+            src: s.clone(),
+            dst: d.clone(),
+        },
+    }
+}
+
+/// Settles a [`Action::Check`] once both sides' stored metadata is known.
+/// Returns the copy reason, or `None` when unchanged.
+pub fn decide_with_info(src: &ObjectInfo, dst: &ObjectInfo) -> Option<CopyReason> {
+    if src.size != dst.size {
+        return Some(CopyReason::SizeDiffers);
+    }
+    if let (Some(a), Some(b)) = (src.checksum, dst.checksum) {
+        if std::mem::discriminant(&a) == std::mem::discriminant(&b) {
+            return (a != b).then_some(CopyReason::ChecksumDiffers);
+        }
+    }
+    let mtime = |i: &ObjectInfo| i.meta.mtime_ns.or(i.modified.map(to_ns));
+    match same_mtime(mtime(src), mtime(dst)) {
+        Some(true) => None,
+        _ => Some(CopyReason::MtimeDiffers),
+    }
+}
+
+/// POSIX metadata to write with a copy: the source's, as far as known.
+pub fn meta_to_write(src: &Entry, info: Option<&ObjectInfo>) -> PosixMeta {
+    let mut m = info.map(|i| i.meta).or(src.meta).unwrap_or_default();
+    if m.mtime_ns.is_none() {
+        m.mtime_ns = info.and_then(|i| i.modified).or(src.modified).map(to_ns);
+    }
+    m
+}
+
+type Listing<'a> = Peekable<BoxStream<'a, Result<Entry, LocationError>>>;
+
+/// An item of a listing that is skipped rather than fatal: reported per key.
+fn per_key_error(e: &LocationError) -> Option<(String, String)> {
+    match e {
+        LocationError::UnsafeKey { key, reason, .. } => {
+            Some((key.clone(), format!("not a safe key: {reason}")))
+        }
+        LocationError::FileDirClash { key, .. } => Some((key.clone(), e.to_string())),
+        LocationError::Io {
+            op: "skip",
+            key,
+            message,
+            ..
+        } => Some((key.clone(), message.clone())),
+        _ => None,
+    }
+}
+
+/// Streams the actions for two sorted listings. A fatal listing error ends
+/// the stream with that error.
+pub fn diff<'a>(
+    src: BoxStream<'a, Result<Entry, LocationError>>,
+    dst: BoxStream<'a, Result<Entry, LocationError>>,
+    opts: DiffOptions,
+) -> BoxStream<'a, Result<Action, LocationError>> {
+    let src = if opts.dst_keys_are_paths {
+        ClashFilter::wrap(src)
+    } else {
+        src
+    };
+    let state = (src.peekable(), dst.peekable(), opts, false);
+    futures::stream::unfold(state, |(mut s, mut d, opts, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            match next_action(&mut s, &mut d, &opts).await {
+                Step::Emit(a) => return Some((Ok(a), (s, d, opts, false))),
+                Step::Fatal(e) => return Some((Err(e), (s, d, opts, true))),
+                Step::Nothing => continue,
+                Step::End => return None,
+            }
+        }
+    })
+    .boxed()
+}
+
+enum Step {
+    Emit(Action),
+    Fatal(LocationError),
+    Nothing,
+    End,
+}
+
+async fn next_action<'a>(s: &mut Listing<'a>, d: &mut Listing<'a>, opts: &DiffOptions) -> Step {
+    // Errors first: a per-key one is a skip, anything else ends the diff.
+    for side in [&mut *s, &mut *d] {
+        if let Some(Err(_)) = std::pin::Pin::new(&mut *side).peek().await {
+            let Some(Err(e)) = side.next().await else {
+                return Step::Nothing;
+            };
+            return match per_key_error(&e) {
+                Some((key, why)) => Step::Emit(skip(&key, SkipReason::Refused(why))),
+                None => Step::Fatal(e),
+            };
+        }
+    }
+    let order = {
+        let sk = std::pin::Pin::new(&mut *s)
+            .peek()
+            .await
+            .and_then(|r| r.as_ref().ok())
+            .map(|e| e.key.clone());
+        let dk = std::pin::Pin::new(&mut *d)
+            .peek()
+            .await
+            .and_then(|r| r.as_ref().ok())
+            .map(|e| e.key.clone());
+        match (sk, dk) {
+            (None, None) => return Step::End,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(a), Some(b)) => a.as_bytes().cmp(b.as_bytes()),
+        }
+    };
+    let take = |x: Option<Result<Entry, LocationError>>| x.and_then(Result::ok);
+    let (se, de) = match order {
+        Ordering::Less => (take(s.next().await), None),
+        Ordering::Greater => (None, take(d.next().await)),
+        Ordering::Equal => (take(s.next().await), take(d.next().await)),
+    };
+    let key = se
+        .as_ref()
+        .or(de.as_ref())
+        .map(|e| e.key.clone())
+        .unwrap_or_default();
+    if !opts.filter.selects(&key) {
+        return Step::Nothing;
+    }
+    if se.is_some() {
+        if let Some(why) = refusal(&key, opts.dst_keys_are_paths) {
+            return Step::Emit(skip(&key, SkipReason::Refused(why)));
+        }
+    }
+    match decide(se.as_ref(), de.as_ref(), opts) {
+        Some(a) => Step::Emit(a),
+        None => Step::Nothing,
+    }
+}
+#[cfg(test)]
+#[path = "diff_tests.rs"]
+mod tests;

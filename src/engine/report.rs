@@ -1,0 +1,254 @@
+//! Counters with DataSync's names, the per-object task report (JSON lines)
+//! and the execution summary.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// Live counters, updated by the transfer workers.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub estimated_files: AtomicU64,
+    pub estimated_bytes: AtomicU64,
+    pub files_transferred: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub bytes_transferred: AtomicU64,
+    pub files_skipped: AtomicU64,
+    pub files_deleted: AtomicU64,
+    pub files_verified: AtomicU64,
+    pub files_failed: AtomicU64,
+}
+
+/// A snapshot of [`Counters`], serialized with DataSync's names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CounterValues {
+    pub estimated_files_to_transfer: u64,
+    pub estimated_bytes_to_transfer: u64,
+    pub files_transferred: u64,
+    pub bytes_written: u64,
+    pub bytes_transferred: u64,
+    pub files_skipped: u64,
+    pub files_deleted: u64,
+    pub files_verified: u64,
+    pub files_failed: u64,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> CounterValues {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterValues {
+            estimated_files_to_transfer: g(&self.estimated_files),
+            estimated_bytes_to_transfer: g(&self.estimated_bytes),
+            files_transferred: g(&self.files_transferred),
+            bytes_written: g(&self.bytes_written),
+            bytes_transferred: g(&self.bytes_transferred),
+            files_skipped: g(&self.files_skipped),
+            files_deleted: g(&self.files_deleted),
+            files_verified: g(&self.files_verified),
+            files_failed: g(&self.files_failed),
+        }
+    }
+}
+
+/// One line of the task report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ObjectRecord {
+    pub key: String,
+    /// copy | delete | skip | mkdir
+    pub action: &'static str,
+    /// ok | failed | skipped | dry-run
+    pub result: &'static str,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub verified: bool,
+}
+
+/// Writes report lines to a file, if one was asked for, and keeps the first
+/// few failures for the summary.
+#[derive(Debug)]
+pub struct Report {
+    file: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
+    path: Option<PathBuf>,
+    failures: Mutex<Vec<ObjectRecord>>,
+    /// Print dry-run lines on stdout as they come.
+    echo: bool,
+}
+
+/// Failures kept in the summary; the report file has them all.
+const SUMMARY_FAILURES: usize = 20;
+
+impl Report {
+    pub fn new(path: Option<&Path>, echo: bool) -> std::io::Result<Report> {
+        let file = match path {
+            Some(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                Some(Mutex::new(std::io::BufWriter::new(std::fs::File::create(
+                    p,
+                )?)))
+            }
+            None => None,
+        };
+        Ok(Report {
+            file,
+            path: path.map(Path::to_path_buf),
+            failures: Mutex::default(),
+            echo,
+        })
+    }
+
+    pub fn record(&self, r: ObjectRecord) {
+        if self.echo && r.result == "dry-run" {
+            println!(
+                "would {} {} ({})",
+                r.action,
+                r.key,
+                r.reason.as_deref().unwrap_or("")
+            );
+        }
+        if let Some(f) = &self.file {
+            if let (Ok(mut w), Ok(line)) = (f.lock(), serde_json::to_string(&r)) {
+                if let Err(e) = writeln!(w, "{line}") {
+                    tracing::warn!(error = %e, "cannot write the task report");
+                }
+            }
+        }
+        if r.result == "failed" {
+            if let Ok(mut f) = self.failures.lock() {
+                if f.len() < SUMMARY_FAILURES {
+                    f.push(r);
+                }
+            }
+        }
+    }
+
+    pub fn finish(&self) -> std::io::Result<()> {
+        if let Some(f) = &self.file {
+            if let Ok(mut w) = f.lock() {
+                w.flush()?;
+                w.get_ref().sync_all()?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn failures(&self) -> Vec<ObjectRecord> {
+        self.failures.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Queued,
+    Launching,
+    Preparing,
+    Transferring,
+    Verifying,
+    Success,
+    Error,
+    Cancelled,
+}
+
+/// Milliseconds spent in each phase.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PhaseDurations {
+    pub launching_ms: u64,
+    pub preparing_ms: u64,
+    pub transferring_ms: u64,
+    pub verifying_ms: u64,
+    pub total_ms: u64,
+}
+
+/// What `--json` prints at the end of an execution.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExecutionSummary {
+    pub execution_id: String,
+    pub status: Status,
+    pub source: String,
+    pub destination: String,
+    #[serde(flatten)]
+    pub counters: CounterValues,
+    pub phases: PhaseDurations,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_detail: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_objects: Vec<ObjectRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_path: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self).ok();
+        f.write_str(s.as_ref().and_then(|v| v.as_str()).unwrap_or("UNKNOWN"))
+    }
+}
+
+impl ExecutionSummary {
+    /// The human summary printed when `--json` is not given.
+    pub fn human(&self) -> String {
+        let c = &self.counters;
+        let mut s = format!(
+            "{} {}: {} → {}\n  transferred {} files ({} bytes written), skipped {}, deleted {}, verified {}, failed {}\n  phases: preparing {} ms, transferring {} ms, verifying {} ms, total {} ms\n",
+            self.execution_id,
+            self.status,
+            self.source,
+            self.destination,
+            c.files_transferred,
+            c.bytes_written,
+            c.files_skipped,
+            c.files_deleted,
+            c.files_verified,
+            c.files_failed,
+            self.phases.preparing_ms,
+            self.phases.transferring_ms,
+            self.phases.verifying_ms,
+            self.phases.total_ms,
+        );
+        if let Some(d) = &self.error_detail {
+            s.push_str(&format!("  error: {d}\n"));
+        }
+        for f in &self.failed_objects {
+            s.push_str(&format!(
+                "  failed: {} ({}): {}\n",
+                f.key,
+                f.action,
+                f.error.as_deref().unwrap_or("")
+            ));
+        }
+        if let Some(p) = &self.report_path {
+            s.push_str(&format!("  report: {}\n", p.display()));
+        }
+        s
+    }
+}
+
+/// A DataSync-style execution id: `exec-` and 17 hex digits.
+pub fn new_execution_id() -> String {
+    format!(
+        "exec-{:017x}",
+        rand::random::<u64>() & 0x0fff_ffff_ffff_ffff
+    )
+}

@@ -1,0 +1,327 @@
+//! One task execution from start to end: PREPARING (list both sides, diff)
+//! and TRANSFERRING (workers run actions) overlap as one stream, so the first
+//! copy starts before the listing ends and memory is bounded by the
+//! concurrency, not by the number of keys; then VERIFYING; then a status.
+//! The one-shot CLI and (later) the daemon both call [`execute`].
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::stream::StreamExt;
+
+use super::diff::{self, Action, DiffOptions, Overwrite, PreserveDeleted, TransferMode};
+use super::filter::{Filter, FilterError};
+use super::report::{Counters, ExecutionSummary, PhaseDurations, Report, Status};
+use super::throttle::Throttle;
+use super::transfer::{Transfer, VerifyMode};
+use crate::location::Location;
+
+/// DataSync's task options.
+#[derive(Clone, Debug)]
+pub struct TaskOptions {
+    pub transfer_mode: TransferMode,
+    pub overwrite: Overwrite,
+    pub preserve_deleted: PreserveDeleted,
+    pub verify_mode: VerifyMode,
+    pub include: Option<String>,
+    pub exclude: Option<String>,
+    pub bytes_per_second: Option<u64>,
+    pub concurrency: usize,
+    pub dry_run: bool,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        TaskOptions {
+            transfer_mode: TransferMode::Changed,
+            overwrite: Overwrite::Always,
+            preserve_deleted: PreserveDeleted::Preserve,
+            verify_mode: VerifyMode::OnlyFilesTransferred,
+            include: None,
+            exclude: None,
+            bytes_per_second: None,
+            concurrency: DEFAULT_CONCURRENCY,
+            dry_run: false,
+        }
+    }
+}
+
+/// Objects in flight at once. Small objects are latency-bound, so many in
+/// flight pay off; large ones are bounded by the stores' byte budgets.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+
+impl TaskOptions {
+    pub fn filter(&self) -> Result<Filter, FilterError> {
+        Filter::new(self.include.as_deref(), self.exclude.as_deref())
+    }
+
+    fn diff_options(&self, filter: Filter, dst: &dyn Location) -> DiffOptions {
+        DiffOptions {
+            transfer_mode: self.transfer_mode,
+            overwrite: self.overwrite,
+            preserve_deleted: self.preserve_deleted,
+            filter,
+            dst_keys_are_paths: dst.keys_are_paths(),
+        }
+    }
+}
+
+/// Everything an execution needs besides the two locations.
+pub struct ExecutionRequest {
+    pub id: String,
+    pub options: TaskOptions,
+    pub filter: Filter,
+    pub report_path: Option<PathBuf>,
+    /// Print `would copy …` lines on stdout (dry runs of the CLI).
+    pub echo_dry_run: bool,
+    /// Set to stop starting new actions; in-flight ones finish.
+    pub cancel: Arc<AtomicBool>,
+    pub counters: Arc<Counters>,
+    /// When the execution was launched (before the locations were opened).
+    pub launched: Instant,
+}
+
+struct Clock {
+    start: Instant,
+    first_action: Mutex<Option<Instant>>,
+}
+
+impl Clock {
+    fn action_started(&self) {
+        if let Ok(mut f) = self.first_action.lock() {
+            f.get_or_insert_with(Instant::now);
+        }
+    }
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+pub async fn execute(
+    src: Arc<dyn Location>,
+    dst: Arc<dyn Location>,
+    req: ExecutionRequest,
+) -> ExecutionSummary {
+    let launching_ms = ms(req.launched.elapsed());
+    let report = match Report::new(req.report_path.as_deref(), req.echo_dry_run) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            let mut s = summary(
+                &req,
+                &src,
+                &dst,
+                Status::Error,
+                PhaseDurations::default(),
+                None,
+            );
+            s.error_detail = Some(format!("cannot create the report file: {e}"));
+            return s;
+        }
+    };
+    let transfer = Transfer {
+        src: src.clone(),
+        dst: dst.clone(),
+        counters: req.counters.clone(),
+        report: report.clone(),
+        throttle: req.options.bytes_per_second.map(Throttle::new),
+        verify: req.options.verify_mode,
+        dry_run: req.options.dry_run,
+    };
+    let clock = Clock {
+        start: Instant::now(),
+        first_action: Mutex::new(None),
+    };
+    let mut fatal = None;
+    if !req.options.dry_run {
+        if let Err(e) = dst.clean_leftovers().await {
+            tracing::warn!(error = %e, "could not clean leftovers of earlier runs");
+        }
+    }
+    let diff_end = match run_actions(&transfer, &req, &clock, &src, &dst).await {
+        Ok(t) => t,
+        Err(e) => {
+            fatal = Some(e);
+            Instant::now()
+        }
+    };
+    let transfer_end = Instant::now();
+    if !req.options.dry_run {
+        // Local destinations learn about dead writers' temp files while listing.
+        let _ = dst.clean_leftovers().await;
+    }
+    let cancelled = req.cancel.load(Ordering::Relaxed);
+    if fatal.is_none()
+        && !cancelled
+        && !req.options.dry_run
+        && req.options.verify_mode == VerifyMode::PointInTimeConsistent
+    {
+        if let Err(e) = verify_whole(&transfer, &req).await {
+            fatal = Some(e);
+        }
+    }
+    let end = Instant::now();
+    let first = clock
+        .first_action
+        .lock()
+        .ok()
+        .and_then(|f| *f)
+        .unwrap_or(diff_end);
+    let phases = PhaseDurations {
+        launching_ms,
+        preparing_ms: ms(diff_end - clock.start),
+        transferring_ms: ms(transfer_end.saturating_duration_since(first)),
+        verifying_ms: ms(end - transfer_end),
+        total_ms: ms(req.launched.elapsed()),
+    };
+    if let Err(e) = report.finish() {
+        fatal.get_or_insert(format!("cannot write the report file: {e}"));
+    }
+    let failed = req.counters.snapshot().files_failed > 0;
+    let status = match (cancelled, fatal.is_some() || failed) {
+        (true, _) => Status::Cancelled,
+        (false, true) => Status::Error,
+        (false, false) => Status::Success,
+    };
+    let mut s = summary(
+        &req,
+        &src,
+        &dst,
+        status,
+        phases,
+        report.path().map(|p| p.to_path_buf()),
+    );
+    s.failed_objects = report.failures();
+    s.error_detail = fatal.or_else(|| {
+        failed.then(|| format!("{} objects failed; see the report", s.counters.files_failed))
+    });
+    s
+}
+
+fn summary(
+    req: &ExecutionRequest,
+    src: &Arc<dyn Location>,
+    dst: &Arc<dyn Location>,
+    status: Status,
+    phases: PhaseDurations,
+    report_path: Option<PathBuf>,
+) -> ExecutionSummary {
+    ExecutionSummary {
+        execution_id: req.id.clone(),
+        status,
+        source: src.describe(),
+        destination: dst.describe(),
+        counters: req.counters.snapshot(),
+        phases,
+        error_detail: None,
+        failed_objects: Vec::new(),
+        report_path,
+    }
+}
+
+/// Streams the diff into the workers; returns when the diff ended.
+async fn run_actions(
+    transfer: &Transfer,
+    req: &ExecutionRequest,
+    clock: &Clock,
+    src: &Arc<dyn Location>,
+    dst: &Arc<dyn Location>,
+) -> Result<Instant, String> {
+    let opts = req.options.diff_options(req.filter.clone(), dst.as_ref());
+    let fatal: Mutex<Option<String>> = Mutex::new(None);
+    let diff_end: Mutex<Option<Instant>> = Mutex::new(None);
+    let actions = diff::diff(src.list(), dst.list(), opts)
+        .take_while(|_| futures::future::ready(!req.cancel.load(Ordering::Relaxed)))
+        .filter_map(|item| {
+            let out = match item {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    if let Ok(mut f) = fatal.lock() {
+                        f.get_or_insert(e.to_string());
+                    }
+                    None
+                }
+            };
+            futures::future::ready(out)
+        })
+        .chain(
+            futures::stream::once(async {
+                if let Ok(mut d) = diff_end.lock() {
+                    *d = Some(Instant::now());
+                }
+                None::<Action>
+            })
+            .filter_map(futures::future::ready),
+        );
+    actions
+        .for_each_concurrent(req.options.concurrency.max(1), |a| async {
+            clock.action_started();
+            transfer.run(a).await
+        })
+        .await;
+    let end = diff_end
+        .lock()
+        .ok()
+        .and_then(|d| *d)
+        .unwrap_or_else(Instant::now);
+    match fatal.into_inner().ok().flatten() {
+        Some(e) => Err(e),
+        None => Ok(end),
+    }
+}
+
+/// POINT_IN_TIME_CONSISTENT: list both sides again and compare them; every
+/// difference left is a failed object.
+async fn verify_whole(transfer: &Transfer, req: &ExecutionRequest) -> Result<(), String> {
+    let mut opts = req
+        .options
+        .diff_options(req.filter.clone(), transfer.dst.as_ref());
+    opts.transfer_mode = TransferMode::Changed;
+    opts.overwrite = Overwrite::Always;
+    let actions = diff::diff(transfer.src.list(), transfer.dst.list(), opts);
+    // Checks need a HEAD each: run them with the execution's concurrency.
+    // Each outcome: None for keys that are refused anyway, else whether equal.
+    let mut outcomes = actions
+        .map(|item| async move {
+            let action = item.map_err(|e| format!("verification listing failed: {e}"))?;
+            let same = match &action {
+                Action::Skip {
+                    reason: diff::SkipReason::Unchanged,
+                    ..
+                } => Some(true),
+                Action::Skip { .. } => None,
+                Action::Check { src, dst } => Some(!transfer.differs(src, dst).await),
+                Action::Copy { .. } | Action::Delete { .. } => Some(false),
+            };
+            Ok::<_, String>((action.key().to_string(), same))
+        })
+        .buffer_unordered(req.options.concurrency.max(1));
+    let mut verified = 0;
+    while let Some(outcome) = outcomes.next().await {
+        match outcome? {
+            (_, Some(true)) => verified += 1,
+            (key, Some(false)) => {
+                Counters::add(&transfer.counters.files_failed, 1);
+                transfer.report.record(super::report::ObjectRecord {
+                    key,
+                    action: "verify",
+                    result: "failed",
+                    bytes: 0,
+                    reason: None,
+                    error: Some("source and destination differ after the transfer".into()),
+                    checksum: None,
+                    verified: false,
+                });
+            }
+            (_, None) => {}
+        }
+    }
+    // In this mode FilesVerified counts every object compared, not only the transferred ones.
+    transfer
+        .counters
+        .files_verified
+        .store(verified, Ordering::Relaxed);
+    Ok(())
+}

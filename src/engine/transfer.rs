@@ -1,0 +1,320 @@
+//! Runs one action of the diff: copy (server-side when both ends allow it,
+//! else streamed through a [`ByteSource`]), delete, or the metadata check
+//! that settles whether a same-size object changed. Transient failures are
+//! retried with backoff and jitter; what still fails is recorded for that
+//! object and the execution goes on with the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::diff::{decide_with_info, meta_to_write, Action, CopyReason, SkipReason};
+use super::report::{Counters, ObjectRecord, Report};
+use super::throttle::{Throttle, ThrottledSource};
+use crate::location::{
+    ByteSource, Checksum, Entry, Location, LocationError, LocationSource, ObjectInfo, WriteMode,
+    WriteOutcome,
+};
+
+/// Tries per object for transient failures, on top of the SDK's own retries
+/// (those cover one request; these cover a whole multipart transfer).
+const OBJECT_ATTEMPTS: u32 = 3;
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VerifyMode {
+    /// Verify every transferred file, then compare the whole source and
+    /// destination once the transfer is done.
+    PointInTimeConsistent,
+    /// Verify every transferred file against the checksum computed while it was sent.
+    OnlyFilesTransferred,
+    None,
+}
+
+/// What every worker shares for one execution.
+pub struct Transfer {
+    pub src: Arc<dyn Location>,
+    pub dst: Arc<dyn Location>,
+    pub counters: Arc<Counters>,
+    pub report: Arc<Report>,
+    pub throttle: Option<Arc<Throttle>>,
+    pub verify: VerifyMode,
+    pub dry_run: bool,
+}
+
+fn record(key: &str, action: &'static str, result: &'static str) -> ObjectRecord {
+    ObjectRecord {
+        key: key.to_string(),
+        action,
+        result,
+        bytes: 0,
+        reason: None,
+        error: None,
+        checksum: None,
+        verified: false,
+    }
+}
+
+impl Transfer {
+    /// Runs one action and records its outcome.
+    pub async fn run(&self, action: Action) {
+        let c = &self.counters;
+        match action {
+            Action::Skip { key, reason } => {
+                if let SkipReason::Refused(why) = &reason {
+                    tracing::warn!(key = %key, reason = %why, "skipped");
+                }
+                Counters::add(&c.files_skipped, 1);
+                let mut r = record(&key, "skip", "skipped");
+                r.reason = Some(reason.to_string());
+                self.report.record(r);
+            }
+            Action::Delete { dst } => self.delete(&dst).await,
+            Action::Check { src, dst } => self.check(src, dst).await,
+            Action::Copy { src, reason, .. } => self.copy(&src, None, reason).await,
+        }
+    }
+
+    fn planned(&self, src: &Entry) {
+        Counters::add(&self.counters.estimated_files, 1);
+        Counters::add(&self.counters.estimated_bytes, src.size);
+    }
+
+    async fn delete(&self, dst: &Entry) {
+        let mut r = record(&dst.key, "delete", "ok");
+        r.reason = Some("not at source".into());
+        if self.dry_run {
+            r.result = "dry-run";
+        } else {
+            match with_retries(|| self.dst.delete(&dst.key)).await {
+                Ok(()) => Counters::add(&self.counters.files_deleted, 1),
+                Err(e) => {
+                    Counters::add(&self.counters.files_failed, 1);
+                    r.result = "failed";
+                    r.error = Some(e.to_string());
+                }
+            }
+        }
+        self.report.record(r);
+    }
+
+    /// Same size, metadata unknown on one side: look, then copy or skip.
+    async fn check(&self, src: Entry, dst: Entry) {
+        let infos = futures::try_join!(
+            with_retries(|| info_of(self.src.as_ref(), &src)),
+            with_retries(|| info_of(self.dst.as_ref(), &dst)),
+        );
+        match infos {
+            Ok((si, di)) => match decide_with_info(&si, &di) {
+                None => {
+                    Counters::add(&self.counters.files_skipped, 1);
+                    let mut r = record(&src.key, "skip", "skipped");
+                    r.reason = Some(SkipReason::Unchanged.to_string());
+                    self.report.record(r);
+                }
+                Some(reason) => self.copy(&src, Some(si), reason).await,
+            },
+            Err(e) => {
+                Counters::add(&self.counters.files_failed, 1);
+                let mut r = record(&src.key, "copy", "failed");
+                r.error = Some(e.to_string());
+                self.report.record(r);
+            }
+        }
+    }
+
+    async fn copy(&self, src: &Entry, info: Option<ObjectInfo>, reason: CopyReason) {
+        self.planned(src);
+        let action = if src.is_dir_marker() { "mkdir" } else { "copy" };
+        let mut r = record(&src.key, action, "ok");
+        r.reason = Some(format!("{reason:?}"));
+        r.bytes = src.size;
+        if self.dry_run {
+            r.result = "dry-run";
+            self.report.record(r);
+            return;
+        }
+        let result = with_retries(|| self.copy_once(src, info.clone())).await;
+        let result = match result {
+            Ok(out) => self.verify_written(&src.key, out).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((out, verified)) => {
+                Counters::add(&self.counters.files_transferred, 1);
+                Counters::add(&self.counters.bytes_written, out.bytes);
+                if verified {
+                    Counters::add(&self.counters.files_verified, 1);
+                }
+                r.checksum = out.stored.map(|c| c.to_string());
+                r.verified = verified;
+            }
+            Err(e) => {
+                Counters::add(&self.counters.files_failed, 1);
+                r.result = "failed";
+                r.error = Some(e.to_string());
+            }
+        }
+        self.report.record(r);
+    }
+
+    async fn copy_once(
+        &self,
+        src: &Entry,
+        info: Option<ObjectInfo>,
+    ) -> Result<WriteOutcome, LocationError> {
+        if src.is_dir_marker() {
+            let info = match (&info, src.meta) {
+                (Some(_), _) | (None, Some(_)) => info,
+                (None, None) => self.src.stat(&src.key).await?,
+            };
+            self.dst
+                .make_dir(&src.key, &meta_to_write(src, info.as_ref()))
+                .await?;
+            return Ok(WriteOutcome {
+                bytes: 0,
+                crc32c: None,
+                stored: None,
+            });
+        }
+        let listed = ObjectInfo {
+            size: src.size,
+            modified: src.modified,
+            etag: src.etag.clone(),
+            ..Default::default()
+        };
+        // A server-side copy moves no bytes through this machine, so the
+        // bandwidth limit does not apply to it.
+        let as_listed = info.as_ref().unwrap_or(&listed);
+        if let Some(out) = self
+            .dst
+            .copy_from(self.src.as_ref(), &src.key, as_listed, &src.key)
+            .await?
+        {
+            return Ok(out);
+        }
+        let info = match (info, src.meta) {
+            (Some(i), _) => i,
+            (None, Some(m)) => ObjectInfo { meta: m, ..listed },
+            (None, None) => info_of(self.src.as_ref(), src).await?,
+        };
+        let source = self.source_for(src, &info);
+        let meta = meta_to_write(src, Some(&info));
+        let out = self
+            .dst
+            .write(&src.key, source, &meta, WriteMode::Replace)
+            .await?;
+        Counters::add(&self.counters.bytes_transferred, out.bytes);
+        Ok(out)
+    }
+
+    fn source_for(&self, src: &Entry, info: &ObjectInfo) -> Arc<dyn ByteSource> {
+        let plain: Arc<dyn ByteSource> = Arc::new(LocationSource {
+            location: self.src.clone(),
+            key: src.key.clone(),
+            size: src.size,
+            etag: info.etag.clone().or_else(|| src.etag.clone()),
+            crc32c: match info.checksum {
+                Some(Checksum::Crc32c(c)) => Some(c),
+                _ => None,
+            },
+        });
+        match &self.throttle {
+            Some(t) => Arc::new(ThrottledSource {
+                inner: plain,
+                throttle: t.clone(),
+            }),
+            None => plain,
+        }
+    }
+
+    /// Reads back what the destination stores and compares it with what was sent.
+    async fn verify_written(
+        &self,
+        key: &str,
+        out: WriteOutcome,
+    ) -> Result<(WriteOutcome, bool), LocationError> {
+        if self.verify == VerifyMode::None || key.ends_with('/') {
+            return Ok((out, false));
+        }
+        let actual = with_retries(|| self.dst.stored_checksum(key)).await?;
+        // Compare only what the store reports in the form we wrote: a
+        // multipart object's checksum is composite on S3, and a server that
+        // reports a full-object form for it (moto does) is not comparable.
+        let expected = match (actual, out.stored) {
+            (Some(Checksum::Crc32c(_)), Some(Checksum::Crc32c(_)) | None) => {
+                out.crc32c.map(Checksum::Crc32c)
+            }
+            (
+                Some(Checksum::Crc32cComposite { .. }),
+                Some(c @ Checksum::Crc32cComposite { .. }),
+            ) => Some(c),
+            _ => None,
+        };
+        match (expected, actual) {
+            (Some(e), Some(a)) if e != a => Err(LocationError::ChecksumMismatch {
+                location: self.dst.describe(),
+                key: key.to_string(),
+                expected: e.to_string(),
+                actual: a.to_string(),
+            }),
+            (Some(_), Some(_)) => Ok((out, true)),
+            // Nothing comparable is kept by the store (some servers): unverified.
+            _ => Ok((out, false)),
+        }
+    }
+}
+
+impl Transfer {
+    /// Whether a same-size pair still differs once stored metadata is read.
+    /// A failure to read counts as a difference.
+    pub async fn differs(&self, src: &Entry, dst: &Entry) -> bool {
+        let infos = futures::try_join!(
+            with_retries(|| info_of(self.src.as_ref(), src)),
+            with_retries(|| info_of(self.dst.as_ref(), dst)),
+        );
+        !matches!(infos, Ok((si, di)) if decide_with_info(&si, &di).is_none())
+    }
+}
+
+/// Stored metadata of a listed entry: the listing's when it has it, else a `stat`.
+async fn info_of(loc: &dyn Location, e: &Entry) -> Result<ObjectInfo, LocationError> {
+    if let Some(m) = e.meta {
+        return Ok(ObjectInfo {
+            size: e.size,
+            modified: e.modified,
+            etag: e.etag.clone(),
+            meta: m,
+            checksum: None,
+        });
+    }
+    loc.stat(&e.key)
+        .await?
+        .ok_or_else(|| LocationError::NotFound {
+            location: loc.describe(),
+            key: e.key.clone(),
+        })
+}
+
+/// Runs `f` again on transient errors, with exponential backoff and full jitter.
+pub async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, LocationError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, LocationError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(e) if e.is_transient() && attempt + 1 < OBJECT_ATTEMPTS => {
+                let cap = BACKOFF_BASE * 2u32.pow(attempt);
+                let wait = cap.mul_f64(rand::random::<f64>());
+                tracing::debug!(error = %e, ?wait, "transient failure, retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}

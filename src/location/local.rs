@@ -1,0 +1,785 @@
+//! A local directory as a [`Location`].
+//!
+//! Listing is a depth-first walk that yields keys in S3's byte order: each
+//! directory's children are sorted by name, a directory compared as `name/`,
+//! so `a-b` comes before `a/b` as it does in a bucket listing. The walk runs
+//! on a blocking thread and feeds a bounded channel, so memory is bounded by
+//! the widest directory on the current path, not by the tree.
+//!
+//! Writes go to a temp file in the target directory, are fsynced and renamed
+//! into place: a reader never sees a partial file. Temp files carry the
+//! writer's pid, so a later run can tell a dead writer's leftovers from a
+//! live writer's work in progress.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use tokio::io::AsyncWriteExt;
+
+use super::key::{self, UnsafeReason};
+use super::{
+    ByteSource, Checksum, Entry, Location, LocationError, ObjectInfo, PosixMeta, Result, WriteMode,
+    WriteOutcome,
+};
+
+/// Prefix of our temp files; they are never listed as keys.
+const TEMP_PREFIX: &str = ".syncmount-";
+const TEMP_SUFFIX: &str = ".tmp";
+/// Chunk size for streaming a source into a file: large enough to keep a
+/// ranged GET efficient, small enough that a few in flight stay cheap.
+const WRITE_CHUNK: u64 = 8 * 1024 * 1024;
+/// Chunks fetched ahead of the one being written.
+const WRITE_AHEAD: usize = 4;
+/// Entries buffered between the walking thread and the consumer.
+const LIST_CHANNEL: usize = 1024;
+
+/// Modes used when the source has none (DataSync's defaults).
+const DEFAULT_FILE_MODE: u32 = 0o644;
+const DEFAULT_DIR_MODE: u32 = 0o755;
+
+#[derive(Debug)]
+pub struct LocalLocation {
+    root: PathBuf,
+    /// Temp files of dead writers seen by the last listing.
+    leftovers: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+impl LocalLocation {
+    /// A directory location; the directory is created when missing.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let root: PathBuf = root.into();
+        if let Ok(m) = fs::metadata(&root) {
+            if !m.is_dir() {
+                return Err(LocationError::Config {
+                    location: root.display().to_string(),
+                    message: "exists but is not a directory".into(),
+                });
+            }
+        }
+        Ok(LocalLocation {
+            root,
+            leftovers: Arc::default(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf> {
+        key::key_to_relpath(key)
+            .map(|rel| self.root.join(rel))
+            .map_err(|reason| self.unsafe_key(key, reason))
+    }
+
+    fn unsafe_key(&self, key: &str, reason: UnsafeReason) -> LocationError {
+        LocationError::UnsafeKey {
+            location: self.describe(),
+            key: key.to_string(),
+            reason,
+        }
+    }
+
+    fn io_err(&self, op: &'static str, key: &str, e: io::Error) -> LocationError {
+        if e.kind() == io::ErrorKind::NotFound {
+            return LocationError::NotFound {
+                location: self.describe(),
+                key: key.to_string(),
+            };
+        }
+        LocationError::Io {
+            location: self.describe(),
+            op,
+            key: key.to_string(),
+            message: e.to_string(),
+            transient: matches!(
+                e.kind(),
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+            ),
+        }
+    }
+
+    /// Creates the parent directories of `path`; a file in the way is a clash.
+    fn make_parents(&self, key: &str, path: &Path) -> Result<()> {
+        let Some(parent) = path.parent() else {
+            return Ok(());
+        };
+        match fs::create_dir_all(parent) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if e.kind() == io::ErrorKind::AlreadyExists
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                Err(LocationError::FileDirClash {
+                    location: self.describe(),
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => Err(self.io_err("create directory for", key, e)),
+        }
+    }
+}
+
+fn temp_name() -> OsString {
+    let r: u64 = rand::random();
+    format!("{TEMP_PREFIX}{}-{r:016x}{TEMP_SUFFIX}", std::process::id()).into()
+}
+
+/// The pid in one of our temp file names, if it is one.
+fn temp_owner(name: &[u8]) -> Option<u32> {
+    let s = std::str::from_utf8(name).ok()?;
+    let rest = s.strip_prefix(TEMP_PREFIX)?.strip_suffix(TEMP_SUFFIX)?;
+    rest.split_once('-')?.0.parse().ok()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+pub(crate) fn meta_of(m: &fs::Metadata) -> PosixMeta {
+    let mtime_ns = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+    PosixMeta {
+        mtime_ns: Some(mtime_ns),
+        mode: Some(m.mode()),
+        uid: Some(m.uid()),
+        gid: Some(m.gid()),
+    }
+}
+
+/// Applies mode, owner and mtime; ownership only as root (others may not chown),
+/// and failures to chown are not fatal (a file system may not support it).
+fn apply_meta(
+    path: &Path,
+    file: Option<&fs::File>,
+    meta: &PosixMeta,
+    is_dir: bool,
+) -> io::Result<()> {
+    let default = if is_dir {
+        DEFAULT_DIR_MODE
+    } else {
+        DEFAULT_FILE_MODE
+    };
+    let perm = meta.mode.map(|m| m & 0o7777).unwrap_or(default);
+    fs::set_permissions(path, fs::Permissions::from_mode(perm))?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 && (meta.uid.is_some() || meta.gid.is_some()) {
+        let _ = std::os::unix::fs::chown(path, meta.uid, meta.gid);
+    }
+    if let Some(t) = meta.mtime() {
+        match file {
+            Some(f) => f.set_modified(t)?,
+            None => fs::File::open(path)?.set_modified(t)?,
+        }
+    }
+    Ok(())
+}
+
+/// Renames without replacing an existing file (for `WriteMode::CreateNew`).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    let f = CString::new(from.as_os_str().as_bytes())?;
+    let t = CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them as given.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[async_trait]
+impl Location for LocalLocation {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn keys_are_paths(&self) -> bool {
+        true
+    }
+
+    fn list(&self) -> BoxStream<'_, Result<Entry>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(LIST_CHANNEL);
+        let walker = Walker {
+            root: self.root.clone(),
+            location: self.describe(),
+            tx,
+            leftovers: self.leftovers.clone(),
+        };
+        tokio::task::spawn_blocking(move || walker.run());
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+            .boxed()
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let path = self.path_of(key)?;
+        let m = match tokio::fs::symlink_metadata(&path).await {
+            Ok(m) => m,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(self.io_err("stat", key, e)),
+        };
+        if m.is_dir() != key.ends_with('/') || !(m.is_dir() || m.is_file()) {
+            return Ok(None);
+        }
+        Ok(Some(ObjectInfo {
+            size: if m.is_dir() { 0 } else { m.len() },
+            modified: m.modified().ok(),
+            etag: None,
+            meta: meta_of(&m),
+            checksum: None,
+        }))
+    }
+
+    async fn read_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        _if_match: Option<&str>,
+    ) -> Result<Bytes> {
+        let path = self.path_of(key)?;
+        let len = (range.end - range.start) as usize;
+        let res = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
+            let f = fs::File::open(&path)?;
+            let mut buf = vec![0u8; len];
+            f.read_exact_at(&mut buf, range.start)?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))
+        .and_then(|r| r);
+        res.map(Bytes::from)
+            .map_err(|e| self.io_err("read", key, e))
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        source: Arc<dyn ByteSource>,
+        meta: &PosixMeta,
+        mode: WriteMode,
+    ) -> Result<WriteOutcome> {
+        let path = self.path_of(key)?;
+        self.make_parents(key, &path)?;
+        if tokio::fs::symlink_metadata(&path)
+            .await
+            .is_ok_and(|m| m.is_dir())
+        {
+            return Err(LocationError::FileDirClash {
+                location: self.describe(),
+                key: key.to_string(),
+            });
+        }
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let tmp = dir.join(temp_name());
+        let result = self.write_temp(key, &tmp, source, meta).await;
+        let result = match result {
+            Ok(out) => {
+                let renamed = match mode {
+                    WriteMode::Replace => tokio::fs::rename(&tmp, &path).await,
+                    WriteMode::CreateNew => {
+                        let (t, p) = (tmp.clone(), path.clone());
+                        tokio::task::spawn_blocking(move || rename_noreplace(&t, &p))
+                            .await
+                            .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
+                    }
+                };
+                renamed
+                    .map(|()| out)
+                    .map_err(|e| self.io_err("rename into", key, e))
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    async fn make_dir(&self, key: &str, meta: &PosixMeta) -> Result<()> {
+        let path = self.path_of(key)?;
+        self.make_parents(key, &path)?;
+        match tokio::fs::create_dir(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if !path.is_dir() {
+                    return Err(LocationError::FileDirClash {
+                        location: self.describe(),
+                        key: key.to_string(),
+                    });
+                }
+            }
+            Err(e) => return Err(self.io_err("create directory", key, e)),
+        }
+        apply_meta(&path, None, meta, true).map_err(|e| self.io_err("set metadata of", key, e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path_of(key)?;
+        let res = if key.ends_with('/') {
+            match tokio::fs::remove_dir(&path).await {
+                // A marker for a directory that still has content: the
+                // directory stays, as it would in a bucket.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
+                r => r,
+            }
+        } else {
+            tokio::fs::remove_file(&path).await
+        };
+        match res {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.io_err("delete", key, e)),
+        }
+        // A bucket has no empty directories once their last key is gone.
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
+    async fn stored_checksum(&self, key: &str) -> Result<Option<Checksum>> {
+        self.crc32c_of(key).await.map(|c| Some(Checksum::Crc32c(c)))
+    }
+
+    async fn clean_leftovers(&self) -> Result<u64> {
+        let found: Vec<PathBuf> =
+            std::mem::take(&mut *self.leftovers.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut n = 0;
+        for p in found {
+            if tokio::fs::remove_file(&p).await.is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl LocalLocation {
+    async fn write_temp(
+        &self,
+        key: &str,
+        tmp: &Path,
+        source: Arc<dyn ByteSource>,
+        meta: &PosixMeta,
+    ) -> Result<WriteOutcome> {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+            .await
+            .map_err(|e| self.io_err("create temp file for", key, e))?;
+        let len = source.len();
+        let ranges = super::part_ranges(len, WRITE_CHUNK);
+        let src = source.clone();
+        let mut chunks = futures::stream::iter(ranges)
+            .map(move |r| {
+                let src = src.clone();
+                async move { src.read_range(r).await }
+            })
+            .buffered(WRITE_AHEAD);
+        let mut crc = 0u32;
+        let mut written = 0u64;
+        while let Some(chunk) = chunks.try_next().await? {
+            crc = crc32c::crc32c_append(crc, &chunk);
+            written += chunk.len() as u64;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| self.io_err("write", key, e))?;
+        }
+        if written != len {
+            return Err(LocationError::Io {
+                location: self.describe(),
+                op: "write",
+                key: key.to_string(),
+                message: format!("source gave {written} bytes, expected {len}"),
+                transient: true,
+            });
+        }
+        if let Some(expected) = source.known_crc32c() {
+            if expected != crc {
+                return Err(LocationError::ChecksumMismatch {
+                    location: self.describe(),
+                    key: key.to_string(),
+                    expected: Checksum::Crc32c(expected).to_string(),
+                    actual: Checksum::Crc32c(crc).to_string(),
+                });
+            }
+        }
+        file.flush()
+            .await
+            .map_err(|e| self.io_err("write", key, e))?;
+        let std_file = file.into_std().await;
+        let tmp_owned = tmp.to_path_buf();
+        let meta = *meta;
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            std_file.sync_all()?;
+            apply_meta(&tmp_owned, Some(&std_file), &meta, false)
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
+        .map_err(|e| self.io_err("sync", key, e))?;
+        Ok(WriteOutcome {
+            bytes: written,
+            crc32c: Some(crc),
+            stored: Some(Checksum::Crc32c(crc)),
+        })
+    }
+}
+
+/// Reads a whole local file and returns its CRC32C (verification of local destinations).
+pub fn file_crc32c(path: &Path) -> io::Result<u32> {
+    let mut f = fs::File::open(path)?;
+    f.seek(SeekFrom::Start(0))?;
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut crc = 0;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(crc);
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+    }
+}
+
+impl LocalLocation {
+    /// CRC32C of a stored file (used by verification).
+    pub async fn crc32c_of(&self, key: &str) -> Result<u32> {
+        let path = self.path_of(key)?;
+        tokio::task::spawn_blocking(move || file_crc32c(&path))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
+            .map_err(|e| self.io_err("read", key, e))
+    }
+}
+
+/// A local file as a [`ByteSource`] (mount staging files, tests).
+pub struct FileSource {
+    file: Arc<fs::File>,
+    len: u64,
+}
+
+impl FileSource {
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(FileSource {
+            file: Arc::new(file),
+            len,
+        })
+    }
+}
+
+#[async_trait]
+impl ByteSource for FileSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    async fn read_range(&self, range: Range<u64>) -> Result<Bytes> {
+        let f = self.file.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
+            let mut buf = vec![0u8; (range.end - range.start) as usize];
+            f.read_exact_at(&mut buf, range.start)?;
+            Ok(buf)
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
+        .map(Bytes::from)
+        .map_err(|e| LocationError::Io {
+            location: "staging file".into(),
+            op: "read",
+            key: String::new(),
+            message: e.to_string(),
+            transient: false,
+        })
+    }
+}
+
+/// The blocking directory walk behind [`LocalLocation::list`].
+struct Walker {
+    root: PathBuf,
+    location: String,
+    tx: tokio::sync::mpsc::Sender<Result<Entry>>,
+    leftovers: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+/// One child of a directory, with the name it sorts by (`name/` for directories).
+struct Child {
+    sort_key: Vec<u8>,
+    name: OsString,
+    meta: fs::Metadata,
+}
+
+impl Walker {
+    fn run(self) {
+        // Each frame: a directory's relative path and its remaining children, reversed.
+        let mut stack: Vec<(PathBuf, Vec<Child>)> = Vec::new();
+        match self.children(Path::new("")) {
+            Ok(c) => stack.push((PathBuf::new(), c)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => {
+                let _ = self.send(Err(self.err("list", "", e)));
+                return;
+            }
+        }
+        while let Some((dir, children)) = stack.last_mut() {
+            let Some(child) = children.pop() else {
+                stack.pop();
+                continue;
+            };
+            let rel = dir.join(&child.name);
+            if !self.visit(rel, child, &mut stack) {
+                return;
+            }
+        }
+    }
+
+    /// Handles one child; false when the consumer has gone away.
+    fn visit(&self, rel: PathBuf, child: Child, stack: &mut Vec<(PathBuf, Vec<Child>)>) -> bool {
+        let ft = child.meta.file_type();
+        if ft.is_dir() {
+            return match self.children(&rel) {
+                Ok(c) if c.is_empty() => self.send_entry(&rel, &child.meta, true),
+                Ok(c) => {
+                    stack.push((rel, c));
+                    true
+                }
+                Err(e) => self.send(Err(self.err("list", &rel.to_string_lossy(), e))),
+            };
+        }
+        if ft.is_file() {
+            return self.send_entry(&rel, &child.meta, false);
+        }
+        let kind = if ft.is_symlink() {
+            "a symbolic link"
+        } else {
+            "not a regular file or directory"
+        };
+        self.send(Err(LocationError::Io {
+            location: self.location.clone(),
+            op: "skip",
+            key: rel.to_string_lossy().into_owned(),
+            message: format!("{kind}; skipped"),
+            transient: false,
+        }))
+    }
+
+    fn send_entry(&self, rel: &Path, m: &fs::Metadata, is_dir: bool) -> bool {
+        let entry = key::relpath_to_key(rel, is_dir)
+            .map(|key| Entry {
+                key,
+                size: if is_dir { 0 } else { m.len() },
+                modified: m.modified().ok(),
+                etag: None,
+                meta: Some(meta_of(m)),
+            })
+            .map_err(|reason| LocationError::UnsafeKey {
+                location: self.location.clone(),
+                key: rel.to_string_lossy().into_owned(),
+                reason,
+            });
+        self.send(entry)
+    }
+
+    fn send(&self, item: Result<Entry>) -> bool {
+        self.tx.blocking_send(item).is_ok()
+    }
+
+    fn err(&self, op: &'static str, key: &str, e: io::Error) -> LocationError {
+        LocationError::Io {
+            location: self.location.clone(),
+            op,
+            key: key.to_string(),
+            message: e.to_string(),
+            transient: false,
+        }
+    }
+
+    /// A directory's children sorted in S3 order, reversed for popping;
+    /// our temp files are left out (and remembered when their writer is dead).
+    fn children(&self, rel: &Path) -> io::Result<Vec<Child>> {
+        let dir = self.root.join(rel);
+        let mut out = Vec::new();
+        for de in fs::read_dir(&dir)? {
+            let de = de?;
+            let name = de.file_name();
+            if let Some(pid) = temp_owner(name.as_bytes()) {
+                if !pid_alive(pid) {
+                    if let Ok(mut l) = self.leftovers.lock() {
+                        l.push(dir.join(&name));
+                    }
+                }
+                continue;
+            }
+            let meta = match de.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let mut sort_key = name.as_bytes().to_vec();
+            if meta.is_dir() {
+                sort_key.push(b'/');
+            }
+            out.push(Child {
+                sort_key,
+                name,
+                meta,
+            });
+        }
+        out.sort_by(|a, b| b.sort_key.cmp(&a.sort_key));
+        Ok(out)
+    }
+}
+
+/// Used by tests and the engine to collect a listing.
+pub async fn collect_keys(loc: &dyn Location) -> Result<Vec<String>> {
+    loc.list().map_ok(|e| e.key).try_collect().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::location::meta::system_time_to_ns;
+
+    fn touch(root: &Path, rel: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, rel.as_bytes()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn listing_is_in_s3_byte_order_with_directories_as_name_slash() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["a-b", "a/b", "a.b", "a0", "b c", "é", "a/a/x", "z"] {
+            touch(d.path(), f);
+        }
+        fs::create_dir(d.path().join("empty")).unwrap();
+        let loc = LocalLocation::new(d.path()).unwrap();
+        let keys = collect_keys(&loc).await.unwrap();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(
+            keys,
+            vec!["a-b", "a.b", "a/a/x", "a/b", "a0", "b c", "empty/", "z", "é"]
+        );
+    }
+
+    #[tokio::test]
+    async fn write_is_atomic_and_keeps_metadata() {
+        let d = tempfile::tempdir().unwrap();
+        let loc = LocalLocation::new(d.path()).unwrap();
+        let meta = PosixMeta {
+            mtime_ns: Some(1_600_000_000_000_000_000),
+            mode: Some(0o100600),
+            uid: None,
+            gid: None,
+        };
+        let body = Bytes::from(vec![7u8; 20 * 1024 * 1024 + 3]);
+        let out = loc
+            .write(
+                "x/y.bin",
+                Arc::new(super::super::MemorySource(body.clone())),
+                &meta,
+                WriteMode::Replace,
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.crc32c, Some(crc32c::crc32c(&body)));
+        let m = fs::metadata(d.path().join("x/y.bin")).unwrap();
+        assert_eq!(m.len(), body.len() as u64);
+        assert_eq!(m.mode() & 0o7777, 0o600);
+        assert_eq!(
+            system_time_to_ns(m.modified().unwrap()),
+            1_600_000_000_000_000_000
+        );
+        assert_eq!(collect_keys(&loc).await.unwrap(), vec!["x/y.bin"]);
+    }
+
+    #[tokio::test]
+    async fn a_source_with_a_wrong_checksum_leaves_nothing() {
+        struct Lying;
+        #[async_trait]
+        impl ByteSource for Lying {
+            fn len(&self) -> u64 {
+                3
+            }
+            async fn read_range(&self, _r: Range<u64>) -> Result<Bytes> {
+                Ok(Bytes::from_static(b"abc"))
+            }
+            fn known_crc32c(&self) -> Option<u32> {
+                Some(1)
+            }
+        }
+        let d = tempfile::tempdir().unwrap();
+        let loc = LocalLocation::new(d.path()).unwrap();
+        let err = loc
+            .write(
+                "f",
+                Arc::new(Lying),
+                &PosixMeta::default(),
+                WriteMode::Replace,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, LocationError::ChecksumMismatch { .. }),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn dead_writers_temp_files_are_found_and_removed() {
+        let d = tempfile::tempdir().unwrap();
+        // pid 0 is never a live writer.
+        fs::write(d.path().join(".syncmount-999999999-00.tmp"), b"partial").unwrap();
+        touch(d.path(), "keep");
+        let loc = LocalLocation::new(d.path()).unwrap();
+        assert_eq!(collect_keys(&loc).await.unwrap(), vec!["keep"]);
+        assert_eq!(loc.clean_leftovers().await.unwrap(), 1);
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn create_new_refuses_to_replace() {
+        let d = tempfile::tempdir().unwrap();
+        touch(d.path(), "f");
+        let loc = LocalLocation::new(d.path()).unwrap();
+        let src = Arc::new(super::super::MemorySource(Bytes::from_static(b"new")));
+        assert!(loc
+            .write("f", src, &PosixMeta::default(), WriteMode::CreateNew)
+            .await
+            .is_err());
+        assert_eq!(fs::read(d.path().join("f")).unwrap(), b"f");
+    }
+}

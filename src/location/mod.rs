@@ -1,0 +1,339 @@
+//! The storage abstraction every layer above uses: a [`Location`] is a tree of
+//! keys (an S3 bucket + prefix, or a local directory) that can be listed as one
+//! stream sorted in S3's byte order, read by byte range, written atomically and
+//! deleted. Keys are relative to the location's root and use `/` as separator;
+//! a key ending in `/` is a directory marker (an empty directory).
+//!
+//! Nothing here knows about tasks, the engine or FUSE. The engine and the mount
+//! both go through the same `write`, so atomicity, multipart and checksums live
+//! in the store, once.
+
+pub mod key;
+pub mod local;
+pub mod meta;
+pub mod s3;
+mod s3_write;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub use meta::PosixMeta;
+
+/// One listed key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative key; ends with `/` for a directory marker.
+    pub key: String,
+    pub size: u64,
+    /// Local: the file's mtime. S3: LastModified (the stored POSIX mtime needs a `stat`).
+    pub modified: Option<SystemTime>,
+    /// S3 ETag (quoted as S3 sends it); None for local files.
+    pub etag: Option<String>,
+    /// POSIX metadata when the listing already carries it (local walks do, S3 listings do not).
+    pub meta: Option<PosixMeta>,
+}
+
+impl Entry {
+    pub fn is_dir_marker(&self) -> bool {
+        self.key.ends_with('/')
+    }
+}
+
+/// What `stat` knows about one key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+    pub etag: Option<String>,
+    pub meta: PosixMeta,
+    /// The store's own checksum, when it keeps one.
+    pub checksum: Option<Checksum>,
+}
+
+/// A CRC32C checksum, either of the whole object or S3's composite form
+/// (CRC32C of the parts' CRC32Cs, with the part count) for multipart uploads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Checksum {
+    Crc32c(u32),
+    Crc32cComposite { value: u32, parts: u32 },
+}
+
+impl Checksum {
+    /// S3's header form: base64 of the big-endian value, `-N` for composites.
+    pub fn to_header(self) -> String {
+        use base64::Engine as _;
+        let (v, parts) = match self {
+            Checksum::Crc32c(v) => (v, None),
+            Checksum::Crc32cComposite { value, parts } => (value, Some(parts)),
+        };
+        let b = base64::engine::general_purpose::STANDARD.encode(v.to_be_bytes());
+        match parts {
+            Some(n) => format!("{b}-{n}"),
+            None => b,
+        }
+    }
+
+    pub fn from_header(s: &str) -> Option<Checksum> {
+        use base64::Engine as _;
+        let (b, parts) = match s.split_once('-') {
+            Some((b, n)) => (b, Some(n.parse::<u32>().ok()?)),
+            None => (s, None),
+        };
+        let raw = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
+        let v = u32::from_be_bytes(raw.try_into().ok()?);
+        Some(match parts {
+            Some(parts) => Checksum::Crc32cComposite { value: v, parts },
+            None => Checksum::Crc32c(v),
+        })
+    }
+}
+
+impl std::fmt::Display for Checksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "crc32c:{}", self.to_header())
+    }
+}
+
+/// What a write produced: the checksums of the bytes that reached the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub bytes: u64,
+    /// CRC32C of the whole content, computed while streaming (unknown for a
+    /// server-side copy whose store reports only a composite).
+    pub crc32c: Option<u32>,
+    /// The checksum the store itself reports for the new object (composite for multipart).
+    pub stored: Option<Checksum>,
+}
+
+/// Errors of the storage layer. `Transient` ones are worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum LocationError {
+    #[error("{location}: key `{key}` not found")]
+    NotFound { location: String, key: String },
+    #[error("{location}: key `{key}` cannot be a local path: {reason}")]
+    UnsafeKey {
+        location: String,
+        key: String,
+        reason: key::UnsafeReason,
+    },
+    #[error("{location}: key `{key}` is both a file and a directory")]
+    FileDirClash { location: String, key: String },
+    #[error("{location}: key `{key}` changed while it was read (expected ETag {expected})")]
+    Changed {
+        location: String,
+        key: String,
+        expected: String,
+    },
+    #[error("{location}: {op} `{key}`: {message}")]
+    Io {
+        location: String,
+        op: &'static str,
+        key: String,
+        message: String,
+        transient: bool,
+    },
+    #[error("{location}: checksum mismatch for `{key}`: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        location: String,
+        key: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{location}: {message}")]
+    Config { location: String, message: String },
+}
+
+impl LocationError {
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LocationError::Io {
+                transient: true,
+                ..
+            }
+        )
+    }
+}
+
+pub type Result<T, E = LocationError> = std::result::Result<T, E>;
+
+/// A byte source of known length that can be read by ranges, concurrently.
+/// Writes pull from it, so a multipart upload reads its parts in parallel
+/// whether they come from a local file, a staged mount file or another bucket.
+#[async_trait]
+pub trait ByteSource: Send + Sync {
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Reads exactly `range` (callers keep ranges to a part size).
+    async fn read_range(&self, range: Range<u64>) -> Result<Bytes>;
+    /// The source's stored checksum of the whole content, if it has one.
+    fn known_crc32c(&self) -> Option<u32> {
+        None
+    }
+}
+
+/// How a write should treat an existing key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    Replace,
+    /// Fail instead of replacing an existing key (S3 `If-None-Match: *`).
+    CreateNew,
+}
+
+#[async_trait]
+pub trait Location: Send + Sync + std::fmt::Debug {
+    /// How the location is named in messages (`s3://bucket/prefix`, `/path`).
+    fn describe(&self) -> String;
+
+    /// True when keys must map to local paths (a file and a directory of the
+    /// same name cannot coexist).
+    fn keys_are_paths(&self) -> bool;
+
+    /// Every key under the root, sorted in byte order, as a stream.
+    fn list(&self) -> BoxStream<'_, Result<Entry>>;
+
+    /// Metadata of one key; `Ok(None)` when it does not exist.
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>>;
+
+    /// Reads a byte range of a key. With `if_match`, fails with `Changed` when
+    /// the key's ETag is no longer the given one.
+    async fn read_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes>;
+
+    /// Writes `source` to `key` atomically: nothing partial is ever visible.
+    async fn write(
+        &self,
+        key: &str,
+        source: Arc<dyn ByteSource>,
+        meta: &PosixMeta,
+        mode: WriteMode,
+    ) -> Result<WriteOutcome>;
+
+    /// Creates a directory marker (`key` ends with `/`).
+    async fn make_dir(&self, key: &str, meta: &PosixMeta) -> Result<()>;
+
+    /// Server-side copy from `src` when both ends allow it. `Ok(None)` means
+    /// "not possible here, stream it instead".
+    async fn copy_from(
+        &self,
+        _src: &dyn Location,
+        _src_key: &str,
+        _info: &ObjectInfo,
+        _key: &str,
+    ) -> Result<Option<WriteOutcome>> {
+        Ok(None)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// The checksum of what is stored at `key` now, as the store keeps it
+    /// (S3: its own CRC32C, composite for multipart; local: computed by
+    /// reading the file). Used to verify a transfer.
+    async fn stored_checksum(&self, key: &str) -> Result<Option<Checksum>>;
+
+    /// Removes leftovers of interrupted writes of ours (temp files, multipart uploads).
+    /// Returns how many were removed.
+    async fn clean_leftovers(&self) -> Result<u64>;
+
+    /// For downcasting in server-side copy.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// A [`ByteSource`] reading a key of a location, pinned to the ETag seen when
+/// it was listed, so a changing object is never mixed.
+pub struct LocationSource {
+    pub location: Arc<dyn Location>,
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub crc32c: Option<u32>,
+}
+
+#[async_trait]
+impl ByteSource for LocationSource {
+    fn len(&self) -> u64 {
+        self.size
+    }
+    async fn read_range(&self, range: Range<u64>) -> Result<Bytes> {
+        self.location
+            .read_range(&self.key, range, self.etag.as_deref())
+            .await
+    }
+    fn known_crc32c(&self) -> Option<u32> {
+        self.crc32c
+    }
+}
+
+/// An in-memory [`ByteSource`] (small bodies, tests).
+pub struct MemorySource(pub Bytes);
+
+#[async_trait]
+impl ByteSource for MemorySource {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    async fn read_range(&self, range: Range<u64>) -> Result<Bytes> {
+        Ok(self.0.slice(range.start as usize..range.end as usize))
+    }
+}
+
+/// CRC32C over S3 parts: the composite checksum S3 reports for a multipart upload.
+pub fn composite_crc32c(part_crcs: &[u32]) -> Checksum {
+    let mut buf = Vec::with_capacity(part_crcs.len() * 4);
+    for c in part_crcs {
+        buf.extend_from_slice(&c.to_be_bytes());
+    }
+    Checksum::Crc32cComposite {
+        value: crc32c::crc32c(&buf),
+        parts: part_crcs.len() as u32,
+    }
+}
+
+/// Splits `len` bytes into ranges of at most `part` bytes (at least one range, even when empty).
+pub fn part_ranges(len: u64, part: u64) -> Vec<Range<u64>> {
+    if len == 0 {
+        // One empty range, so an empty object is still written once.
+        return std::iter::once(0..0).collect();
+    }
+    let part = part.max(1);
+    (0..len.div_ceil(part))
+        .map(|i| i * part..((i + 1) * part).min(len))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_header_round_trips() {
+        for c in [
+            Checksum::Crc32c(0xdead_beef),
+            Checksum::Crc32cComposite {
+                value: 7,
+                parts: 12,
+            },
+        ] {
+            assert_eq!(Checksum::from_header(&c.to_header()), Some(c));
+        }
+        assert_eq!(Checksum::from_header("not base64!"), None);
+    }
+
+    #[test]
+    fn part_ranges_cover_everything_once() {
+        assert_eq!(part_ranges(0, 8), vec![0..0]);
+        assert_eq!(part_ranges(8, 8), vec![0..8]);
+        assert_eq!(part_ranges(17, 8), vec![0..8, 8..16, 16..17]);
+    }
+}

@@ -1,0 +1,471 @@
+//! An S3 bucket + prefix as a [`Location`], through aws-sdk-s3.
+//!
+//! Credentials come from the standard AWS chain (env, profiles, SSO, IMDS),
+//! optionally exchanged through STS AssumeRole for a role in another account
+//! (DataSync's BucketAccessRoleArn). A custom endpoint (any S3-compatible
+//! server) gets path-style addressing. Throttling, 5xx and dropped
+//! connections are retried by the SDK's standard retry (exponential backoff
+//! with jitter); what still fails is reported as a transient error so the
+//! engine can try the object again later.
+//!
+//! Writes are in `s3_write.rs`: one PUT up to the multipart threshold, else
+//! a multipart upload completed only when every part succeeded.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::ChecksumMode;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use tokio::sync::Semaphore;
+
+use super::{
+    ByteSource, Checksum, Entry, Location, LocationError, ObjectInfo, PosixMeta, Result, WriteMode,
+    WriteOutcome,
+};
+
+/// Attempts per request in the SDK's retry loop (the first try included).
+const MAX_ATTEMPTS: u32 = 8;
+/// 8 MiB parts: S3's minimum is 5 MiB; 8 MiB is what mountpoint-s3 and the
+/// AWS CLI use, and keeps a 1 GiB object at 128 parts.
+pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
+/// Objects above this are uploaded (and copied) in parts.
+pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// Bytes of part payload in flight at once across every transfer of this
+/// location: bounds memory whatever the object count or concurrency.
+pub const DEFAULT_BYTE_BUDGET: u64 = 256 * 1024 * 1024;
+
+/// How to reach one bucket + prefix.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Empty, or ending in `/`.
+    pub prefix: String,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub profile: Option<String>,
+    pub role_arn: Option<String>,
+    pub part_size: Option<u64>,
+    pub multipart_threshold: Option<u64>,
+}
+
+impl S3Config {
+    /// Parses `s3://bucket[/prefix]`; the prefix gets a trailing `/`.
+    pub fn from_url(url: &str) -> Option<S3Config> {
+        let rest = url.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return None;
+        }
+        let prefix = prefix.trim_matches('/');
+        Some(S3Config {
+            bucket: bucket.to_string(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            ..Default::default()
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+#[derive(Debug)]
+pub struct S3Location {
+    pub(super) cfg: S3Config,
+    pub(super) client: aws_sdk_s3::Client,
+    pub(super) part_size: u64,
+    pub(super) threshold: u64,
+    /// Limits part payload in flight (permits are KiB).
+    pub(super) budget: Arc<Semaphore>,
+    /// Where in-flight multipart uploads are journalled, so a crashed run's
+    /// uploads can be aborted by the next one.
+    pub(super) journal_dir: Option<std::path::PathBuf>,
+    /// Set once a server-side copy was refused, so we stop trying.
+    pub(super) copy_refused: AtomicBool,
+}
+
+impl S3Location {
+    /// Builds the client; does not touch the network except to assume a role.
+    pub async fn connect(cfg: S3Config, journal_dir: Option<std::path::PathBuf>) -> Result<Self> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(p) = &cfg.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(r) = &cfg.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        if let Some(e) = &cfg.endpoint_url {
+            loader = loader.endpoint_url(e);
+        }
+        let base = loader.load().await;
+        if base.region().is_none() {
+            return Err(LocationError::Config {
+                location: cfg.url(),
+                message: "no AWS Region configured; pass --region (or set AWS_REGION)".into(),
+            });
+        }
+        let mut builder = aws_sdk_s3::config::Builder::from(&base)
+            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
+        if let Some(arn) = &cfg.role_arn {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(arn.clone())
+                .session_name(format!("syncmount-{}", std::process::id()))
+                .configure(&base)
+                .build()
+                .await;
+            builder = builder.credentials_provider(provider);
+        }
+        // Any endpoint of our choosing is likely not AWS: path-style works everywhere.
+        let path_style = cfg.endpoint_url.is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        builder = builder.force_path_style(path_style);
+        let part_size = cfg
+            .part_size
+            .unwrap_or(DEFAULT_PART_SIZE)
+            .max(5 * 1024 * 1024);
+        let threshold = cfg
+            .multipart_threshold
+            .unwrap_or(DEFAULT_MULTIPART_THRESHOLD);
+        Ok(S3Location {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            part_size,
+            threshold,
+            budget: Arc::new(Semaphore::new(budget_kib(part_size))),
+            journal_dir,
+            copy_refused: AtomicBool::new(false),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &S3Config {
+        &self.cfg
+    }
+
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    pub(super) fn full_key(&self, key: &str) -> String {
+        format!("{}{}", self.cfg.prefix, key)
+    }
+
+    /// Maps an SDK error to ours, naming the location, the S3 action and the key.
+    pub(super) fn err<E>(
+        &self,
+        op: &'static str,
+        key: &str,
+        e: SdkError<E, HttpResponse>,
+    ) -> LocationError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let code = e.code().map(str::to_string);
+        if status == Some(404) || matches!(code.as_deref(), Some("NoSuchKey" | "NotFound")) {
+            return LocationError::NotFound {
+                location: self.describe(),
+                key: key.to_string(),
+            };
+        }
+        let transient = match &e {
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => true,
+            _ => {
+                matches!(status, Some(429 | 500..=599))
+                    || matches!(
+                        code.as_deref(),
+                        Some("SlowDown" | "Throttling" | "RequestTimeout" | "InternalError")
+                    )
+            }
+        };
+        let message = match (code, e.message()) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (Some(c), None) => c,
+            _ => match status {
+                Some(s) => format!("HTTP {s}"),
+                None => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+            },
+        };
+        let hint = match status {
+            Some(301) => format!(
+                " (bucket `{}` is in another Region: set the location's region)",
+                self.cfg.bucket
+            ),
+            Some(403) => " (check the credentials' permissions for this action)".to_string(),
+            _ => String::new(),
+        };
+        LocationError::Io {
+            location: self.describe(),
+            op,
+            key: key.to_string(),
+            message: format!("{message}{hint}"),
+            transient,
+        }
+    }
+
+    pub(super) fn info_from_head(
+        &self,
+        h: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+    ) -> ObjectInfo {
+        let empty = HashMap::new();
+        ObjectInfo {
+            size: h.content_length().unwrap_or(0).max(0) as u64,
+            modified: h
+                .last_modified()
+                .and_then(|t| SystemTime::try_from(*t).ok()),
+            etag: h.e_tag().map(str::to_string),
+            meta: PosixMeta::from_user_metadata(h.metadata().unwrap_or(&empty)),
+            checksum: h.checksum_crc32_c().and_then(Checksum::from_header),
+        }
+    }
+
+    /// The listing as pages of entries; keys leave the prefix behind.
+    fn list_pages(&self) -> BoxStream<'_, Result<Vec<Entry>>> {
+        let pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.cfg.bucket)
+            .prefix(&self.cfg.prefix)
+            .into_paginator()
+            .send();
+        futures::stream::unfold(pages, move |mut pages| async move {
+            let page = pages.next().await?;
+            let item = page
+                .map_err(|e| self.err("ListObjectsV2", "", e))
+                .map(|out| {
+                    out.contents()
+                        .iter()
+                        .filter_map(|o| {
+                            let key = o.key()?.strip_prefix(&self.cfg.prefix)?;
+                            (!key.is_empty()).then(|| Entry {
+                                key: key.to_string(),
+                                size: o.size().unwrap_or(0).max(0) as u64,
+                                modified: o
+                                    .last_modified()
+                                    .and_then(|t| SystemTime::try_from(*t).ok()),
+                                etag: o.e_tag().map(str::to_string),
+                                meta: None,
+                            })
+                        })
+                        .collect()
+                });
+            Some((item, pages))
+        })
+        .boxed()
+    }
+}
+
+/// Checks that a listing really is sorted: the merge-join depends on it, and
+/// a server that returns keys out of order would otherwise cause wrong deletes.
+pub(crate) fn ensure_sorted<'a>(
+    location: String,
+    s: BoxStream<'a, Result<Entry>>,
+) -> BoxStream<'a, Result<Entry>> {
+    let mut last: Option<String> = None;
+    s.map(move |item| {
+        let e = item?;
+        if let Some(prev) = &last {
+            if prev.as_bytes() >= e.key.as_bytes() {
+                return Err(LocationError::Io {
+                    location: location.clone(),
+                    op: "ListObjectsV2",
+                    key: e.key.clone(),
+                    message: format!("listing is not in byte order (`{prev}` came before it); refusing to compare"),
+                    transient: false,
+                });
+            }
+        }
+        last = Some(e.key.clone());
+        Ok(e)
+    })
+    .boxed()
+}
+
+#[async_trait]
+impl Location for S3Location {
+    fn describe(&self) -> String {
+        self.cfg.url()
+    }
+
+    fn keys_are_paths(&self) -> bool {
+        false
+    }
+
+    fn list(&self) -> BoxStream<'_, Result<Entry>> {
+        let flat = self
+            .list_pages()
+            .flat_map(|page| match page {
+                Ok(entries) => futures::stream::iter(entries.into_iter().map(Ok)).boxed(),
+                Err(e) => futures::stream::iter([Err(e)]).boxed(),
+            })
+            .boxed();
+        ensure_sorted(self.describe(), flat)
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let res = self
+            .client
+            .head_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await;
+        match res {
+            Ok(h) => Ok(Some(self.info_from_head(&h))),
+            Err(e) => match self.err("HeadObject", key, e) {
+                LocationError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn read_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let res = self
+            .client
+            .get_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.map(str::to_string))
+            .send()
+            .await;
+        let out = match res {
+            Ok(o) => o,
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
+                return Err(LocationError::Changed {
+                    location: self.describe(),
+                    key: key.to_string(),
+                    expected: if_match.unwrap_or_default().to_string(),
+                })
+            }
+            Err(e) => return Err(self.err("GetObject", key, e)),
+        };
+        let body = out.body.collect().await.map_err(|e| LocationError::Io {
+            location: self.describe(),
+            op: "GetObject",
+            key: key.to_string(),
+            message: format!("reading the body failed: {e}"),
+            transient: true,
+        })?;
+        let bytes = body.into_bytes();
+        if bytes.len() as u64 != range.end - range.start {
+            return Err(LocationError::Io {
+                location: self.describe(),
+                op: "GetObject",
+                key: key.to_string(),
+                message: format!(
+                    "asked for {} bytes, got {} (the object changed or is shorter)",
+                    range.end - range.start,
+                    bytes.len()
+                ),
+                transient: true,
+            });
+        }
+        Ok(bytes)
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        source: Arc<dyn ByteSource>,
+        meta: &PosixMeta,
+        mode: WriteMode,
+    ) -> Result<WriteOutcome> {
+        self.write_object(key, source, meta, mode).await
+    }
+
+    async fn make_dir(&self, key: &str, meta: &PosixMeta) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .set_metadata(Some(meta.to_user_metadata()))
+            .body(Bytes::new().into())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("PutObject", key, e))
+    }
+
+    async fn copy_from(
+        &self,
+        src: &dyn Location,
+        src_key: &str,
+        info: &ObjectInfo,
+        key: &str,
+    ) -> Result<Option<WriteOutcome>> {
+        let Some(src) = src.as_any().downcast_ref::<S3Location>() else {
+            return Ok(None);
+        };
+        self.server_side_copy(src, src_key, info, key).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("DeleteObject", key, e))
+    }
+
+    async fn stored_checksum(&self, key: &str) -> Result<Option<Checksum>> {
+        Ok(self.stat(key).await?.and_then(|i| i.checksum))
+    }
+
+    async fn clean_leftovers(&self) -> Result<u64> {
+        self.abort_journalled_uploads().await
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// The byte budget in KiB permits; always room for two parts.
+pub(super) fn budget_kib(part_size: u64) -> usize {
+    (DEFAULT_BYTE_BUDGET.max(part_size * 2) / 1024) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_into_bucket_and_slash_terminated_prefix() {
+        let c = S3Config::from_url("s3://b/some/prefix/").unwrap();
+        assert_eq!(
+            (c.bucket.as_str(), c.prefix.as_str()),
+            ("b", "some/prefix/")
+        );
+        let c = S3Config::from_url("s3://b").unwrap();
+        assert_eq!(c.prefix, "");
+        assert!(S3Config::from_url("s3:///x").is_none());
+        assert!(S3Config::from_url("/local").is_none());
+    }
+}

@@ -1,0 +1,524 @@
+//! Writes into S3: single PUT, multipart upload, server-side copy, and the
+//! journal of in-flight multipart uploads.
+//!
+//! Every body is sent with its CRC32C, computed here while reading the source,
+//! so the server rejects a corrupted body (BadDigest) instead of storing it.
+//! A multipart upload is completed only when every part succeeded and is
+//! aborted otherwise; its id is journalled in the state directory while it is
+//! open, so that after a crash (SIGKILL) the next run aborts it: nothing
+//! partial is ever visible and no debris is billed.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, MetadataDirective,
+};
+use bytes::Bytes;
+use futures::stream::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::s3::S3Location;
+use super::{
+    composite_crc32c, part_ranges, ByteSource, Checksum, Location, LocationError, ObjectInfo,
+    PosixMeta, Result, WriteMode, WriteOutcome,
+};
+
+/// Parts of one object uploaded at once; the global byte budget still caps the total.
+const PART_CONCURRENCY: usize = 8;
+/// CopyObject handles up to 5 GiB in one request.
+const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
+
+#[derive(Serialize, Deserialize)]
+struct JournalEntry {
+    pid: u32,
+    bucket: String,
+    key: String,
+    upload_id: String,
+}
+
+/// The journal file of one open upload. `finish` removes it once the upload
+/// is completed or aborted; a dropped (cancelled) upload keeps its entry so
+/// a later run aborts it.
+struct JournalGuard(Option<PathBuf>);
+
+impl JournalGuard {
+    fn finish(self) {
+        if let Some(p) = self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn crc_header(crc: u32) -> String {
+    Checksum::Crc32c(crc).to_header()
+}
+
+/// Percent-encodes a copy source (`bucket/key`), keeping `/` as is.
+fn encode_copy_source(bucket: &str, key: &str) -> String {
+    let mut out = format!("{bucket}/");
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl S3Location {
+    pub(super) async fn write_object(
+        &self,
+        key: &str,
+        source: Arc<dyn ByteSource>,
+        meta: &PosixMeta,
+        mode: WriteMode,
+    ) -> Result<WriteOutcome> {
+        let out = if source.len() <= self.threshold {
+            self.put_single(key, source.as_ref(), meta, mode).await?
+        } else {
+            self.put_multipart(key, source.clone(), meta, mode).await?
+        };
+        if let (Some(expected), Some(actual)) = (source.known_crc32c(), out.crc32c) {
+            if expected != actual {
+                // The object is already written with what we read; remove it
+                // rather than leave bytes that differ from the source.
+                let _ = self.delete(key).await;
+                return Err(LocationError::ChecksumMismatch {
+                    location: self.describe(),
+                    key: key.to_string(),
+                    expected: Checksum::Crc32c(expected).to_string(),
+                    actual: Checksum::Crc32c(actual).to_string(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn acquire_budget(&self, bytes: u64) -> tokio::sync::SemaphorePermit<'_> {
+        let kib = (bytes.div_ceil(1024) as usize).clamp(1, super::s3::budget_kib(self.part_size));
+        // The semaphore is never closed, so acquiring cannot fail.
+        self.budget
+            .acquire_many(kib as u32)
+            .await
+            .expect("byte budget semaphore is never closed")
+    }
+
+    async fn put_single(
+        &self,
+        key: &str,
+        source: &dyn ByteSource,
+        meta: &PosixMeta,
+        mode: WriteMode,
+    ) -> Result<WriteOutcome> {
+        let len = source.len();
+        let _permit = self.acquire_budget(len).await;
+        let body = source.read_range(0..len).await?;
+        let crc = crc32c::crc32c(&body);
+        let res = self
+            .client
+            .put_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .set_metadata(Some(meta.to_user_metadata()))
+            .checksum_crc32_c(crc_header(crc))
+            .set_if_none_match((mode == WriteMode::CreateNew).then(|| "*".to_string()))
+            .body(body.into())
+            .send()
+            .await
+            .map_err(|e| self.err("PutObject", key, e))?;
+        Ok(WriteOutcome {
+            bytes: len,
+            crc32c: Some(crc),
+            stored: res
+                .checksum_crc32_c()
+                .and_then(Checksum::from_header)
+                .or(Some(Checksum::Crc32c(crc))),
+        })
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &str,
+        source: Arc<dyn ByteSource>,
+        meta: &PosixMeta,
+        mode: WriteMode,
+    ) -> Result<WriteOutcome> {
+        let full_key = self.full_key(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.cfg.bucket)
+            .key(&full_key)
+            .set_metadata(Some(meta.to_user_metadata()))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .send()
+            .await
+            .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let journal = self.journal(&full_key, &upload_id);
+        let parts = self.upload_parts(key, &upload_id, source.clone()).await;
+        let result = match parts {
+            Ok(parts) => {
+                self.complete(key, &upload_id, parts, source.len(), mode)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.abort(&full_key, &upload_id).await;
+        }
+        journal.finish();
+        result
+    }
+
+    /// Uploads every part, in parallel; returns (part, crc, len) in order.
+    async fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        source: Arc<dyn ByteSource>,
+    ) -> Result<Vec<(CompletedPart, u32, u64)>> {
+        let ranges = part_ranges(source.len(), self.part_size);
+        let mut parts: Vec<(CompletedPart, u32, u64)> =
+            futures::stream::iter(ranges.into_iter().enumerate())
+                .map(|(i, r)| {
+                    let source = source.clone();
+                    async move {
+                        let _permit = self.acquire_budget(r.end - r.start).await;
+                        let body = source.read_range(r.clone()).await?;
+                        self.upload_part(key, upload_id, i as i32 + 1, body).await
+                    }
+                })
+                .buffer_unordered(PART_CONCURRENCY)
+                .try_collect()
+                .await?;
+        parts.sort_by_key(|(p, _, _)| p.part_number());
+        Ok(parts)
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<(CompletedPart, u32, u64)> {
+        let crc = crc32c::crc32c(&body);
+        let len = body.len() as u64;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .upload_id(upload_id)
+            .part_number(number)
+            .checksum_crc32_c(crc_header(crc))
+            .body(body.into())
+            .send()
+            .await
+            .map_err(|e| self.err("UploadPart", key, e))?;
+        let part = CompletedPart::builder()
+            .set_e_tag(out.e_tag().map(str::to_string))
+            .part_number(number)
+            .checksum_crc32_c(crc_header(crc))
+            .build();
+        Ok((part, crc, len))
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<(CompletedPart, u32, u64)>,
+        len: u64,
+        mode: WriteMode,
+    ) -> Result<WriteOutcome> {
+        let crcs: Vec<u32> = parts.iter().map(|(_, c, _)| *c).collect();
+        let whole = parts.iter().fold(0u32, |acc, (_, c, l)| {
+            crc32c::crc32c_combine(acc, *c, *l as usize)
+        });
+        let done = CompletedMultipartUpload::builder()
+            .set_parts(Some(parts.into_iter().map(|(p, _, _)| p).collect()))
+            .build();
+        let res = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .upload_id(upload_id)
+            .multipart_upload(done)
+            .set_if_none_match((mode == WriteMode::CreateNew).then(|| "*".to_string()))
+            .send()
+            .await
+            .map_err(|e| self.err("CompleteMultipartUpload", key, e))?;
+        Ok(WriteOutcome {
+            bytes: len,
+            crc32c: Some(whole),
+            stored: res
+                .checksum_crc32_c()
+                .and_then(Checksum::from_header)
+                .or(Some(composite_crc32c(&crcs))),
+        })
+    }
+
+    async fn abort(&self, full_key: &str, upload_id: &str) {
+        let res = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.cfg.bucket)
+            .key(full_key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(key = full_key, error = %self.err("AbortMultipartUpload", full_key, e), "could not abort a failed upload; the next run retries");
+        }
+    }
+
+    fn journal(&self, full_key: &str, upload_id: &str) -> JournalGuard {
+        let Some(dir) = &self.journal_dir else {
+            return JournalGuard(None);
+        };
+        let entry = JournalEntry {
+            pid: std::process::id(),
+            bucket: self.cfg.bucket.clone(),
+            key: full_key.to_string(),
+            upload_id: upload_id.to_string(),
+        };
+        let name = format!("{}-{:016x}.json", std::process::id(), rand::random::<u64>());
+        let path = dir.join(name);
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&path, serde_json::to_vec(&entry).unwrap_or_default()));
+        match written {
+            Ok(()) => JournalGuard(Some(path)),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot journal a multipart upload; a crash would leave it behind");
+                JournalGuard(None)
+            }
+        }
+    }
+
+    /// Aborts uploads journalled by processes that are gone (this bucket only).
+    pub(super) async fn abort_journalled_uploads(&self) -> Result<u64> {
+        let Some(dir) = &self.journal_dir else {
+            return Ok(0);
+        };
+        let Ok(read) = std::fs::read_dir(dir) else {
+            return Ok(0);
+        };
+        let mut aborted = 0;
+        for de in read.flatten() {
+            let path = de.path();
+            let Some(entry) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<JournalEntry>(&b).ok())
+            else {
+                continue;
+            };
+            let alive = entry.pid == std::process::id()
+                || std::path::Path::new(&format!("/proc/{}", entry.pid)).exists();
+            if alive || entry.bucket != self.cfg.bucket {
+                continue;
+            }
+            let res = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&entry.bucket)
+                .key(&entry.key)
+                .upload_id(&entry.upload_id)
+                .send()
+                .await;
+            let gone = match res {
+                Ok(_) => true,
+                Err(e) => matches!(
+                    self.err("AbortMultipartUpload", &entry.key, e),
+                    LocationError::NotFound { .. }
+                ),
+            };
+            if gone {
+                aborted += 1;
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(aborted)
+    }
+
+    /// CopyObject / UploadPartCopy from another S3 location on the same
+    /// endpoint, with this location's credentials. `None` when refused (the
+    /// credentials cannot read the source): the caller streams instead.
+    pub(super) async fn server_side_copy(
+        &self,
+        src: &S3Location,
+        src_key: &str,
+        info: &ObjectInfo,
+        key: &str,
+    ) -> Result<Option<WriteOutcome>> {
+        if self.copy_refused.load(Ordering::Relaxed)
+            || src.cfg.endpoint_url != self.cfg.endpoint_url
+        {
+            return Ok(None);
+        }
+        let source = encode_copy_source(&src.cfg.bucket, &src.full_key(src_key));
+        let res = if info.size > self.threshold.min(MAX_SINGLE_COPY) {
+            // Unlike CopyObject, a multipart copy does not carry the user
+            // metadata over: read it from the source when the caller has not.
+            let full;
+            let info = if info.meta == PosixMeta::default() {
+                full = src.stat(src_key).await?.unwrap_or_else(|| info.clone());
+                &full
+            } else {
+                info
+            };
+            self.copy_multipart(&source, info, key).await
+        } else {
+            self.copy_single(&source, info, key).await
+        };
+        match res {
+            Err(LocationError::Io { ref message, .. }) if message.starts_with("AccessDenied") => {
+                tracing::info!(src = %src.describe(), dst = %self.describe(), "server-side copy refused; streaming through this process instead");
+                self.copy_refused.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            other => other.map(Some),
+        }
+    }
+
+    async fn copy_single(
+        &self,
+        source: &str,
+        info: &ObjectInfo,
+        key: &str,
+    ) -> Result<WriteOutcome> {
+        let out = self
+            .client
+            .copy_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .copy_source(source)
+            .set_copy_source_if_match(info.etag.clone())
+            .metadata_directive(MetadataDirective::Copy)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .send()
+            .await
+            .map_err(|e| self.err("CopyObject", key, e))?;
+        let stored = out
+            .copy_object_result()
+            .and_then(|r| r.checksum_crc32_c())
+            .and_then(Checksum::from_header);
+        Ok(WriteOutcome {
+            bytes: info.size,
+            crc32c: match stored {
+                Some(Checksum::Crc32c(c)) => Some(c),
+                _ => None,
+            },
+            stored,
+        })
+    }
+
+    async fn copy_multipart(
+        &self,
+        source: &str,
+        info: &ObjectInfo,
+        key: &str,
+    ) -> Result<WriteOutcome> {
+        let full_key = self.full_key(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.cfg.bucket)
+            .key(&full_key)
+            .set_metadata(Some(info.meta.to_user_metadata()))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .send()
+            .await
+            .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let journal = self.journal(&full_key, &upload_id);
+        let ranges = part_ranges(info.size, self.part_size);
+        let parts: Result<Vec<CompletedPart>> =
+            futures::stream::iter(ranges.into_iter().enumerate())
+                .map(|(i, r)| {
+                    let upload_id = upload_id.clone();
+                    async move {
+                        let n = i as i32 + 1;
+                        let out = self
+                            .client
+                            .upload_part_copy()
+                            .bucket(&self.cfg.bucket)
+                            .key(self.full_key(key))
+                            .upload_id(upload_id)
+                            .part_number(n)
+                            .copy_source(source)
+                            .copy_source_range(format!("bytes={}-{}", r.start, r.end - 1))
+                            .set_copy_source_if_match(info.etag.clone())
+                            .send()
+                            .await
+                            .map_err(|e| self.err("UploadPartCopy", key, e))?;
+                        let res = out.copy_part_result();
+                        Ok(CompletedPart::builder()
+                            .set_e_tag(res.and_then(|r| r.e_tag()).map(str::to_string))
+                            .set_checksum_crc32_c(
+                                res.and_then(|r| r.checksum_crc32_c()).map(str::to_string),
+                            )
+                            .part_number(n)
+                            .build())
+                    }
+                })
+                .buffer_unordered(PART_CONCURRENCY)
+                .try_collect()
+                .await;
+        let result = match parts {
+            Ok(mut parts) => {
+                parts.sort_by_key(|p| p.part_number());
+                self.complete_copy(key, &upload_id, parts, info.size).await
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.abort(&full_key, &upload_id).await;
+        }
+        journal.finish();
+        result
+    }
+
+    async fn complete_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+        size: u64,
+    ) -> Result<WriteOutcome> {
+        let res = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err("CompleteMultipartUpload", key, e))?;
+        Ok(WriteOutcome {
+            bytes: size,
+            crc32c: None,
+            stored: res.checksum_crc32_c().and_then(Checksum::from_header),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_is_percent_encoded_but_keeps_slashes() {
+        assert_eq!(encode_copy_source("b", "a b/é+x"), "b/a%20b/%C3%A9%2Bx");
+    }
+}
