@@ -14,7 +14,7 @@ use futures::stream::{BoxStream, Peekable, StreamExt};
 
 use super::clash::ClashFilter;
 use super::filter::Filter;
-use crate::location::{key, Entry, LocationError, ObjectInfo, PosixMeta};
+use crate::location::{key, Checksum, Entry, LocationError, ObjectInfo, PosixMeta};
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -220,10 +220,14 @@ pub fn decide_with_info(src: &ObjectInfo, dst: &ObjectInfo) -> Option<CopyReason
     if src.size != dst.size {
         return Some(CopyReason::SizeDiffers);
     }
-    if let (Some(a), Some(b)) = (src.checksum, dst.checksum) {
-        if std::mem::discriminant(&a) == std::mem::discriminant(&b) {
+    match (src.checksum, dst.checksum) {
+        (Some(a @ Checksum::Crc32c(_)), Some(b @ Checksum::Crc32c(_))) => {
             return (a != b).then_some(CopyReason::ChecksumDiffers);
         }
+        // Composites depend on the part size: equal ones prove equal
+        // content, different ones prove nothing; the mtime decides.
+        (Some(a), Some(b)) if a == b => return None,
+        _ => {}
     }
     let mtime = |i: &ObjectInfo| i.meta.mtime_ns.or(i.modified.map(to_ns));
     match same_mtime(mtime(src), mtime(dst)) {
@@ -296,51 +300,64 @@ enum Step {
     End,
 }
 
+/// The head of a listing: an entry's key, a per-key error's key, a fatal
+/// error, or the end.
+enum Head {
+    Key(String),
+    Fatal,
+    End,
+}
+
+async fn head(l: &mut Listing<'_>) -> Head {
+    match std::pin::Pin::new(l).peek().await {
+        None => Head::End,
+        Some(Ok(e)) => Head::Key(e.key.clone()),
+        Some(Err(e)) => match per_key_error(e) {
+            Some((key, _)) => Head::Key(key),
+            None => Head::Fatal,
+        },
+    }
+}
+
+/// Merges per-key errors in key order like entries: a key refused on either
+/// side is skipped whole (neither copied nor deleted).
 async fn next_action<'a>(s: &mut Listing<'a>, d: &mut Listing<'a>, opts: &DiffOptions) -> Step {
-    // Errors first: a per-key one is a skip, anything else ends the diff.
-    for side in [&mut *s, &mut *d] {
-        if let Some(Err(_)) = std::pin::Pin::new(&mut *side).peek().await {
-            let Some(Err(e)) = side.next().await else {
-                return Step::Nothing;
-            };
-            return match per_key_error(&e) {
-                Some((key, why)) => Step::Emit(skip(&key, SkipReason::Refused(why))),
-                None => Step::Fatal(e),
+    let (hs, hd) = (head(s).await, head(d).await);
+    for (h, side) in [(&hs, &mut *s), (&hd, &mut *d)] {
+        if let Head::Fatal = h {
+            return match side.next().await {
+                Some(Err(e)) => Step::Fatal(e),
+                _ => Step::Nothing,
             };
         }
     }
-    let order = {
-        let sk = std::pin::Pin::new(&mut *s)
-            .peek()
-            .await
-            .and_then(|r| r.as_ref().ok())
-            .map(|e| e.key.clone());
-        let dk = std::pin::Pin::new(&mut *d)
-            .peek()
-            .await
-            .and_then(|r| r.as_ref().ok())
-            .map(|e| e.key.clone());
-        match (sk, dk) {
-            (None, None) => return Step::End,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(a), Some(b)) => a.as_bytes().cmp(b.as_bytes()),
-        }
+    let order = match (&hs, &hd) {
+        (Head::Key(a), Head::Key(b)) => a.as_bytes().cmp(b.as_bytes()),
+        (Head::Key(_), _) => Ordering::Less,
+        (_, Head::Key(_)) => Ordering::Greater,
+        _ => return Step::End,
     };
-    let take = |x: Option<Result<Entry, LocationError>>| x.and_then(Result::ok);
-    let (se, de) = match order {
-        Ordering::Less => (take(s.next().await), None),
-        Ordering::Greater => (None, take(d.next().await)),
-        Ordering::Equal => (take(s.next().await), take(d.next().await)),
+    let (si, di) = match order {
+        Ordering::Less => (s.next().await, None),
+        Ordering::Greater => (None, d.next().await),
+        Ordering::Equal => (s.next().await, d.next().await),
     };
-    let key = se
-        .as_ref()
-        .or(de.as_ref())
-        .map(|e| e.key.clone())
-        .unwrap_or_default();
+    let key = match if order == Ordering::Greater { hd } else { hs } {
+        Head::Key(k) => k,
+        _ => return Step::Nothing,
+    };
     if !opts.filter.selects(&key) {
         return Step::Nothing;
     }
+    let refused = [&si, &di].into_iter().find_map(|i| {
+        i.as_ref()
+            .and_then(|r| r.as_ref().err())
+            .and_then(per_key_error)
+    });
+    if let Some((_, why)) = refused {
+        return Step::Emit(skip(&key, SkipReason::Refused(why)));
+    }
+    let (se, de) = (si.and_then(Result::ok), di.and_then(Result::ok));
     if se.is_some() {
         if let Some(why) = refusal(&key, opts.dst_keys_are_paths) {
             return Step::Emit(skip(&key, SkipReason::Refused(why)));
@@ -351,6 +368,7 @@ async fn next_action<'a>(s: &mut Listing<'a>, d: &mut Listing<'a>, opts: &DiffOp
         None => Step::Nothing,
     }
 }
+
 #[cfg(test)]
 #[path = "diff_tests.rs"]
 mod tests;

@@ -108,24 +108,47 @@ impl LocalLocation {
         }
     }
 
-    /// Creates the parent directories of `path`; a file in the way is a clash.
+    /// Creates the parent directories of `path` one by one below the root.
+    /// A file in the way is a clash; a symbolic link in the way is refused,
+    /// since following it could write outside the destination root.
     fn make_parents(&self, key: &str, path: &Path) -> Result<()> {
         let Some(parent) = path.parent() else {
             return Ok(());
         };
-        match fs::create_dir_all(parent) {
-            Ok(()) => Ok(()),
-            Err(e)
-                if e.kind() == io::ErrorKind::AlreadyExists
-                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
-            {
-                Err(LocationError::FileDirClash {
-                    location: self.describe(),
-                    key: key.to_string(),
-                })
+        let rel = parent.strip_prefix(&self.root).unwrap_or(Path::new(""));
+        let mut dir = self.root.clone();
+        for comp in rel.components() {
+            dir.push(comp);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => continue,
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(LocationError::Io {
+                        location: self.describe(),
+                        op: "write",
+                        key: key.to_string(),
+                        message: format!(
+                            "`{}` is a symbolic link; refusing to write through it",
+                            dir.display()
+                        ),
+                        transient: false,
+                    })
+                }
+                Ok(_) => {
+                    return Err(LocationError::FileDirClash {
+                        location: self.describe(),
+                        key: key.to_string(),
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    // Another writer made it meanwhile: look again.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                    Err(e) => return Err(self.io_err("create directory for", key, e)),
+                },
+                Err(e) => return Err(self.io_err("create directory for", key, e)),
             }
-            Err(e) => Err(self.io_err("create directory for", key, e)),
         }
+        Ok(())
     }
 }
 
@@ -323,7 +346,8 @@ impl Location for LocalLocation {
         match tokio::fs::create_dir(&path).await {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                if !path.is_dir() {
+                // lstat: a symlink to a directory is not ours to chmod.
+                if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
                     return Err(LocationError::FileDirClash {
                         location: self.describe(),
                         key: key.to_string(),
@@ -768,6 +792,21 @@ mod tests {
         assert_eq!(collect_keys(&loc).await.unwrap(), vec!["keep"]);
         assert_eq!(loc.clean_leftovers().await.unwrap(), 1);
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_symlinked_directory_in_the_destination_is_never_written_through() {
+        let outside = tempfile::tempdir().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("link")).unwrap();
+        let loc = LocalLocation::new(d.path()).unwrap();
+        let src = Arc::new(super::super::MemorySource(Bytes::from_static(b"x")));
+        let err = loc
+            .write("link/f", src, &PosixMeta::default(), WriteMode::Replace)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
     #[tokio::test]

@@ -447,3 +447,5 @@ pub fn tempdir() -> tempfile::TempDir {
         .tempdir()
         .expect("create a temporary directory")
 }
+
+pub mod fault_proxy;
