@@ -326,6 +326,13 @@ async fn an_object_that_always_gets_slowdown_fails_after_retries_and_the_others_
         c.log()
     );
     assert_eq!(c.faults(), c.matching(), "{:?}", c.log());
+    // ... with backoff between the tries (full jitter: a sum of many random
+    // waits of up to seconds each, far above this floor).
+    assert!(
+        elapsed >= std::time::Duration::from_secs(2),
+        "{} tries for poison in {elapsed:?}: no backoff?",
+        c.matching()
+    );
     assert_eq!(c.slow_downs(), c.matching());
     println!("poison was tried {} times over {elapsed:?}", c.matching());
 

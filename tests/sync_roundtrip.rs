@@ -11,8 +11,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_credential_types::Credentials;
+use aws_sdk_s3::config::{BehaviorVersion, Region, ResponseChecksumValidation};
 use aws_sdk_s3::primitives::ByteStream;
-use common::{RunOutput, S3Server};
+use common::{RunOutput, S3Server, ServerKind};
 use serde_json::Value;
 
 const MIB: usize = 1024 * 1024;
@@ -128,6 +130,42 @@ async fn put_with_meta(
         .unwrap_or_else(|e| panic!("PutObject s3://{bucket}/{key}: {e:?}"));
 }
 
+/// A client that does not ask for (nor validate) response checksums.
+///
+/// moto stores wrong checksums for some objects it did not receive whole: a
+/// CopyObject asking for CRC32C labels the source's CRC32 as CRC32C, and a
+/// multipart upload's CRC32C is neither the full-object nor the composite
+/// value. The SDK's default validation then rejects correct bytes, so moto's
+/// objects are read without it (s3s-fs's are read with it).
+fn lenient_client(endpoint: &str, credentials: Credentials) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(common::REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(credentials)
+        .force_path_style(true)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// The object's bytes through the S3 API (see [`lenient_client`] for moto).
+async fn read_object(server: &S3Server, bucket: &str, key: &str) -> Vec<u8> {
+    match server.kind {
+        ServerKind::Moto => {
+            let creds = Credentials::new(
+                &server.access_key,
+                &server.secret_key,
+                None,
+                None,
+                "syncmount-test",
+            );
+            get_with(&lenient_client(&server.endpoint, creds), bucket, key).await
+        }
+        ServerKind::S3sFs => server.get(bucket, key).await,
+    }
+}
+
 async fn bucket_names(client: &aws_sdk_s3::Client) -> Vec<String> {
     client
         .list_buckets()
@@ -239,7 +277,7 @@ async fn check_mixed_tree_round_trip(server: &S3Server) {
     expected_keys.sort();
     assert_eq!(server.keys(&bucket, "").await, expected_keys, "{kind:?}");
     for (rel, body) in &files {
-        let got = server.get(&bucket, &format!("{prefix}/{rel}")).await;
+        let got = read_object(server, &bucket, &format!("{prefix}/{rel}")).await;
         assert!(
             got == *body,
             "{kind:?}: s3://{bucket}/{prefix}/{rel}: {} bytes read, {} expected (or content differs)",
@@ -277,18 +315,25 @@ async fn check_mixed_tree_round_trip(server: &S3Server) {
         "{kind:?}: never a bare mode: {meta:?}"
     );
 
-    // And back down into a fresh directory.
-    let down = sync_ok(server, state.path(), &[&dst_url, &path_str(back.path())]);
+    // And back down into a fresh directory. moto reports a bogus CRC32C for
+    // multipart objects (neither full-object nor composite), which a
+    // verifying download rightly refuses: on moto the multipart file stays
+    // up (its bytes were checked through the S3 API above).
+    let mut down_args = vec![dst_url.clone(), path_str(back.path())];
+    let mut expected_tree = common::read_tree(src.path());
+    if kind == ServerKind::Moto {
+        down_args.extend(["--exclude".to_string(), "/big".to_string()]);
+        expected_tree.remove("big/twelve-mib.bin");
+        mtimes.remove("big/twelve-mib.bin");
+    }
+    let down_args: Vec<&str> = down_args.iter().map(String::as_str).collect();
+    let down = sync_ok(server, state.path(), &down_args);
     assert_eq!(
         counter(&down, "FilesTransferred"),
-        files.len() as u64,
+        expected_tree.len() as u64,
         "{kind:?}: {down}"
     );
-    assert_eq!(
-        common::read_tree(back.path()),
-        common::read_tree(src.path()),
-        "{kind:?}"
-    );
+    assert_eq!(common::read_tree(back.path()), expected_tree, "{kind:?}");
     for (rel, t) in &mtimes {
         assert_eq!(
             mtime(&back.path().join(rel)),
@@ -338,6 +383,11 @@ async fn check_ordering_trap(server: &S3Server) {
         .collect();
     let borrowed: Vec<(&str, &[u8])> = files.iter().map(|(k, v)| (*k, v.as_slice())).collect();
     common::write_tree(src.path(), &borrowed);
+    // Old mtimes: this test is about order, not about how fresh files are
+    // compared (see the same-second test below).
+    for (i, n) in names.iter().enumerate() {
+        set_mtime(&src.path().join(n), at(1_660_000_000 + i as u64, 1));
+    }
 
     let url = server.url(&bucket, "");
     let up = sync_ok(server, state.path(), &[&path_str(src.path()), &url]);
@@ -480,6 +530,52 @@ async fn a_rerun_to_s3s_fs_transfers_nothing_until_one_file_changes() {
     check_noop_rerun(&common::s3s()).await;
 }
 
+/// S3 listings give LastModified to the second (moto and AWS alike: `.000Z`),
+/// so a file written earlier in the same second as its upload looks newer
+/// than its object. That must not make it "changed" on the next run.
+async fn check_fresh_files_rerun(server: &S3Server) {
+    let kind = server.kind;
+    let bucket = server.new_bucket("fresh").await;
+    let state = common::tempdir();
+    let src = common::tempdir();
+    // Write just after a second starts, so the upload lands in that second.
+    let into_second = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_millis();
+    if into_second > 50 {
+        tokio::time::sleep(Duration::from_millis(u64::from(1020 - into_second))).await;
+    }
+    common::write_tree(
+        src.path(),
+        &[
+            ("fresh-1.txt", b"just written"),
+            ("dir/fresh-2.txt", b"also new"),
+        ],
+    );
+    let url = server.url(&bucket, "");
+    let src_arg = path_str(src.path());
+    let first = sync_ok(server, state.path(), &[&src_arg, &url]);
+    assert_eq!(counter(&first, "FilesTransferred"), 2, "{kind:?}: {first}");
+    let again = sync_ok(server, state.path(), &[&src_arg, &url]);
+    assert_eq!(
+        counter(&again, "FilesTransferred"),
+        0,
+        "{kind:?}: files unchanged since their upload were copied again: {again}"
+    );
+    assert_eq!(counter(&again, "FilesSkipped"), 2, "{kind:?}: {again}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_uploaded_to_moto_in_the_second_they_were_written_are_unchanged_on_a_rerun() {
+    check_fresh_files_rerun(&common::moto()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_uploaded_to_s3s_fs_in_the_second_they_were_written_are_unchanged_on_a_rerun() {
+    check_fresh_files_rerun(&common::s3s()).await;
+}
+
 // ---------------------------------------------------------------------------
 // 4. POSIX metadata written by other tools
 // ---------------------------------------------------------------------------
@@ -614,7 +710,8 @@ async fn check_foreign_copies_are_unchanged(server: &S3Server) {
     let local = common::tempdir();
     // Local files, and the objects another tool made of them earlier
     // (uploaded now, so LastModified is later than the files' mtimes).
-    let cases: [(&str, &[u8], SystemTime, &[(&str, &str)]); 3] = [
+    type Case<'a> = (&'a str, &'a [u8], SystemTime, &'a [(&'a str, &'a str)]);
+    let cases: [Case; 3] = [
         (
             "by-rclone.bin",
             b"copied by rclone earlier",
@@ -699,6 +796,7 @@ async fn empty_directories_become_markers_on_moto_and_come_back_as_empty_directo
     common::write_tree(src.path(), &[("full/file.txt", b"not empty")]);
     std::fs::create_dir_all(src.path().join("empty")).unwrap();
     std::fs::create_dir_all(src.path().join("nested/deeper/empty too")).unwrap();
+    set_mtime(&src.path().join("full/file.txt"), at(1_660_000_000, 0));
 
     let url = server.url(&bucket, "m");
     let up = sync_ok(&server, state.path(), &[&path_str(src.path()), &url]);
@@ -794,8 +892,8 @@ async fn check_s3_to_s3_same_account(server: &S3Server) {
         .collect();
     assert_eq!(dst_keys, src_keys, "{kind:?}");
     for key in &src_keys {
-        let a = server.get(&src_bucket, key).await;
-        let b = server.get(&dst_bucket, &format!("copy/{key}")).await;
+        let a = read_object(server, &src_bucket, key).await;
+        let b = read_object(server, &dst_bucket, &format!("copy/{key}")).await;
         assert!(
             a == b,
             "{kind:?}: {key}: content differs ({} vs {} bytes)",
@@ -885,8 +983,10 @@ async fn a_bucket_copies_into_a_second_moto_account_through_dst_role_arn() {
     let mut expected: Vec<String> = objects.iter().map(|(k, _)| format!("from-a/{k}")).collect();
     expected.sort();
     assert_eq!(keys_with(&other, &dst_bucket).await, expected);
+    // Read with that account's credentials (leniently: see lenient_client).
+    let reader = lenient_client(&server.endpoint, server.account_credentials(OTHER).await);
     for (k, v) in &objects {
-        let got = get_with(&other, &dst_bucket, &format!("from-a/{k}")).await;
+        let got = get_with(&reader, &dst_bucket, &format!("from-a/{k}")).await;
         assert!(
             got == *v,
             "{k}: content differs ({} vs {} bytes)",

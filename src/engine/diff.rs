@@ -126,6 +126,9 @@ impl Action {
 /// so a nanosecond clock read back through it differs below 1 ms.
 const MTIME_TOLERANCE_NS: i128 = 1_000_000;
 
+/// S3 listings truncate LastModified to the second.
+const LISTED_TIME_GRANULARITY_NS: i128 = 1_000_000_000;
+
 fn same_mtime(a: Option<i128>, b: Option<i128>) -> Option<bool> {
     Some((a? - b?).abs() < MTIME_TOLERANCE_NS)
 }
@@ -147,7 +150,9 @@ fn refusal(key: &str, keys_are_paths: bool) -> Option<String> {
         || ["//", "/./", "/../"].iter().any(|p| padded.contains(p))
         || padded.ends_with("/..")
         || padded.ends_with("/.");
-    bad.then(|| "DataSync refuses keys with empty, `.` or `..` components".to_string())
+    bad.then(|| {
+        "DataSync refuses keys that start with `/` or contain `//`, `/./` or `/../`".to_string()
+    })
 }
 
 /// The decision for one key from the two listings alone.
@@ -200,10 +205,12 @@ fn compare(s: &Entry, d: &Entry, opts: &DiffOptions) -> Action {
         Some(true) => skip(&s.key, SkipReason::Unchanged),
         Some(false) => copy(s, Some(d), CopyReason::MtimeDiffers),
         // An object uploaded before the file was last modified is stale
-        // whatever its stored metadata says: no need to look.
+        // whatever its stored metadata says: no need to look. Listings give
+        // LastModified in whole seconds, so the upload may have happened up
+        // to a second after the time shown.
         None if src_mtime
             .zip(d.modified.map(to_ns))
-            .is_some_and(|(sm, dm)| dm < sm) =>
+            .is_some_and(|(sm, dm)| dm + LISTED_TIME_GRANULARITY_NS <= sm) =>
         {
             copy(s, Some(d), CopyReason::MtimeDiffers)
         }

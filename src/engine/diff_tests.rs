@@ -293,12 +293,28 @@ fn mtimes_a_millisecond_or_more_apart_are_copied() {
 }
 
 #[test]
-fn a_destination_uploaded_before_the_source_was_modified_is_copied_without_a_check() {
+fn a_destination_uploaded_a_whole_second_before_the_source_was_modified_is_copied_without_a_check()
+{
     let s = with_mtime(entry("a", 3), 100 * SEC);
-    let d = uploaded_at(entry("a", 3), 100 * SEC - 1);
+    let d = uploaded_at(entry("a", 3), 99 * SEC);
     assert_eq!(
         decide(Some(&s), Some(&d), &opts()),
         Some(copy_of(&s, Some(&d), CopyReason::MtimeDiffers))
+    );
+}
+
+#[test]
+fn a_listed_upload_time_within_the_second_of_the_mtime_needs_a_check() {
+    // Listings truncate LastModified to the second: an object listed at
+    // 99.0 s may have been uploaded at 99.9 s, after a file modified at 99.5 s.
+    let s = with_mtime(entry("a", 3), 99 * SEC + SEC / 2);
+    let d = uploaded_at(entry("a", 3), 99 * SEC);
+    assert_eq!(
+        decide(Some(&s), Some(&d), &opts()),
+        Some(Action::Check {
+            src: s.clone(),
+            dst: d.clone()
+        })
     );
 }
 
@@ -810,7 +826,7 @@ async fn datasync_refused_keys_are_skipped_for_an_s3_destination_while_odd_but_v
         if refused.contains(&k) {
             assert_eq!(
                 refused_reason(a),
-                "DataSync refuses keys with empty, `.` or `..` components",
+                "DataSync refuses keys that start with `/` or contain `//`, `/./` or `/../`",
                 "{k}"
             );
         } else {

@@ -16,8 +16,10 @@ use crate::location::{
 };
 
 /// Tries per object for transient failures, on top of the SDK's own retries
-/// (those cover one request; these cover a whole multipart transfer).
-const OBJECT_ATTEMPTS: u32 = 3;
+/// (those cover one request; this one more try covers a body cut off
+/// mid-stream or a multipart transfer that lost a part). Kept at two because
+/// the attempts multiply: 5 SDK attempts x 2 is already 10 requests.
+const OBJECT_ATTEMPTS: u32 = 2;
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 
 #[derive(

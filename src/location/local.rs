@@ -115,6 +115,9 @@ impl LocalLocation {
         let Some(parent) = path.parent() else {
             return Ok(());
         };
+        // The destination root itself is the user's choice: made as given.
+        fs::create_dir_all(&self.root)
+            .map_err(|e| self.io_err("create destination directory for", key, e))?;
         let rel = parent.strip_prefix(&self.root).unwrap_or(Path::new(""));
         let mut dir = self.root.clone();
         for comp in rel.components() {

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::types::ChecksumMode;
+use aws_sdk_s3::types::{ChecksumMode, EncodingType};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
@@ -32,8 +32,10 @@ use super::{
     WriteOutcome,
 };
 
-/// Attempts per request in the SDK's retry loop (the first try included).
-const MAX_ATTEMPTS: u32 = 8;
+/// Attempts per request in the SDK's retry loop (the first try included);
+/// with its exponential backoff and jitter, about 8 s of waiting at most
+/// before an object is given up for this round.
+const MAX_ATTEMPTS: u32 = 5;
 /// 8 MiB parts: S3's minimum is 5 MiB; 8 MiB is what mountpoint-s3 and the
 /// AWS CLI use, and keeps a 1 GiB object at 128 parts.
 pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
@@ -195,10 +197,14 @@ impl S3Location {
         let message = match (code, e.message()) {
             (Some(c), Some(m)) => format!("{c}: {m}"),
             (Some(c), None) => c,
-            _ => match status {
-                Some(s) => format!("HTTP {s}"),
-                None => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
-            },
+            // No S3 error code: a transport or parse failure; the chain says which.
+            _ => {
+                let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+                match status {
+                    Some(s) => format!("HTTP {s}: {detail}"),
+                    None => detail,
+                }
+            }
         };
         let hint = match status {
             Some(301) => format!(
@@ -240,6 +246,9 @@ impl S3Location {
             .list_objects_v2()
             .bucket(&self.cfg.bucket)
             .prefix(&self.cfg.prefix)
+            // Keys may hold characters XML 1.0 cannot carry (NUL, other
+            // controls): ask for URL-encoded keys and decode them here.
+            .encoding_type(EncodingType::Url)
             .into_paginator()
             .send();
         futures::stream::unfold(pages, move |mut pages| async move {
@@ -247,10 +256,18 @@ impl S3Location {
             let item = page
                 .map_err(|e| self.err("ListObjectsV2", "", e))
                 .map(|out| {
+                    // A server that ignores the request sends keys as they are.
+                    let encoded = out.encoding_type() == Some(&EncodingType::Url);
                     out.contents()
                         .iter()
                         .filter_map(|o| {
-                            let key = o.key()?.strip_prefix(&self.cfg.prefix)?;
+                            let raw = o.key()?;
+                            let full = if encoded {
+                                url_decode(raw)?
+                            } else {
+                                raw.to_string()
+                            };
+                            let key = full.strip_prefix(&self.cfg.prefix)?;
                             (!key.is_empty()).then(|| Entry {
                                 key: key.to_string(),
                                 size: o.size().unwrap_or(0).max(0) as u64,
@@ -267,6 +284,27 @@ impl S3Location {
         })
         .boxed()
     }
+}
+
+/// Decodes a key of a listing asked with `encoding-type=url` (form
+/// encoding: `+` is a space). `None` when the result is not UTF-8.
+fn url_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Checks that a listing really is sorted: the merge-join depends on it, and
@@ -467,5 +505,16 @@ mod tests {
         assert_eq!(c.prefix, "");
         assert!(S3Config::from_url("s3:///x").is_none());
         assert!(S3Config::from_url("/local").is_none());
+    }
+
+    #[test]
+    fn url_encoded_listing_keys_are_decoded() {
+        assert_eq!(
+            url_decode("a+b%2Bc%00d%C3%A9").as_deref(),
+            Some("a b+c\0dé")
+        );
+        assert_eq!(url_decode("plain/key").as_deref(), Some("plain/key"));
+        assert_eq!(url_decode("bad%zz"), None);
+        assert_eq!(url_decode("%FF"), None);
     }
 }

