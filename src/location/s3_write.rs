@@ -8,6 +8,7 @@
 //! open, so that after a crash (SIGKILL) the next run aborts it: nothing
 //! partial is ever visible and no debris is billed.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,6 +37,13 @@ struct JournalEntry {
     bucket: String,
     key: String,
     upload_id: String,
+}
+
+/// One finished part: what CompleteMultipartUpload needs and, for a part
+/// whose bytes we sent ourselves, its CRC32C and length.
+struct PartDone {
+    part: CompletedPart,
+    sent: Option<(u32, u64)>,
 }
 
 /// The journal file of one open upload. `finish` removes it once the upload
@@ -146,6 +154,32 @@ impl S3Location {
         meta: &PosixMeta,
         mode: WriteMode,
     ) -> Result<WriteOutcome> {
+        self.multipart(key, meta, source.len(), mode, |upload_id, number, range| {
+            let source = source.clone();
+            async move {
+                let _permit = self.acquire_budget(range.end - range.start).await;
+                let body = source.read_range(range).await?;
+                self.upload_part(key, &upload_id, number, body).await
+            }
+        })
+        .await
+    }
+
+    /// The lifecycle every multipart write shares: create the upload (with
+    /// the metadata and CRC32C), journal it, run `send_part` for every part
+    /// range in parallel, complete only when all succeeded, abort otherwise.
+    async fn multipart<F, Fut>(
+        &self,
+        key: &str,
+        meta: &PosixMeta,
+        size: u64,
+        mode: WriteMode,
+        send_part: F,
+    ) -> Result<WriteOutcome>
+    where
+        F: Fn(String, i32, Range<u64>) -> Fut,
+        Fut: std::future::Future<Output = Result<PartDone>>,
+    {
         let full_key = self.full_key(key);
         let created = self
             .client
@@ -159,44 +193,21 @@ impl S3Location {
             .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let journal = self.journal(&full_key, &upload_id);
-        let parts = self.upload_parts(key, &upload_id, source.clone()).await;
-        let result = match parts {
-            Ok(parts) => {
-                self.complete(key, &upload_id, parts, source.len(), mode)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            self.abort(&full_key, &upload_id).await;
-        }
-        journal.finish();
-        result
-    }
-
-    /// Uploads every part, in parallel; returns (part, crc, len) in order.
-    async fn upload_parts(
-        &self,
-        key: &str,
-        upload_id: &str,
-        source: Arc<dyn ByteSource>,
-    ) -> Result<Vec<(CompletedPart, u32, u64)>> {
-        let ranges = part_ranges(source.len(), self.part_size);
-        let mut parts: Vec<(CompletedPart, u32, u64)> =
-            futures::stream::iter(ranges.into_iter().enumerate())
-                .map(|(i, r)| {
-                    let source = source.clone();
-                    async move {
-                        let _permit = self.acquire_budget(r.end - r.start).await;
-                        let body = source.read_range(r.clone()).await?;
-                        self.upload_part(key, upload_id, i as i32 + 1, body).await
-                    }
-                })
+        let parts: Result<Vec<PartDone>> =
+            futures::stream::iter(part_ranges(size, self.part_size).into_iter().enumerate())
+                .map(|(i, r)| send_part(upload_id.clone(), i as i32 + 1, r))
                 .buffer_unordered(PART_CONCURRENCY)
                 .try_collect()
-                .await?;
-        parts.sort_by_key(|(p, _, _)| p.part_number());
-        Ok(parts)
+                .await;
+        let result = match parts {
+            Ok(parts) => self.complete(key, &upload_id, parts, size, mode).await,
+            Err(e) => Err(e),
+        };
+        let settled = result.is_ok() || self.abort(&full_key, &upload_id).await;
+        if settled {
+            journal.finish();
+        }
+        result
     }
 
     async fn upload_part(
@@ -205,7 +216,7 @@ impl S3Location {
         upload_id: &str,
         number: i32,
         body: Bytes,
-    ) -> Result<(CompletedPart, u32, u64)> {
+    ) -> Result<PartDone> {
         let crc = crc32c::crc32c(&body);
         let len = body.len() as u64;
         let out = self
@@ -225,23 +236,25 @@ impl S3Location {
             .part_number(number)
             .checksum_crc32_c(crc_header(crc))
             .build();
-        Ok((part, crc, len))
+        Ok(PartDone {
+            part,
+            sent: Some((crc, len)),
+        })
     }
 
     async fn complete(
         &self,
         key: &str,
         upload_id: &str,
-        parts: Vec<(CompletedPart, u32, u64)>,
+        mut parts: Vec<PartDone>,
         len: u64,
         mode: WriteMode,
     ) -> Result<WriteOutcome> {
-        let crcs: Vec<u32> = parts.iter().map(|(_, c, _)| *c).collect();
-        let whole = parts.iter().fold(0u32, |acc, (_, c, l)| {
-            crc32c::crc32c_combine(acc, *c, *l as usize)
-        });
+        parts.sort_by_key(|p| p.part.part_number());
+        // Parts we sent ourselves give the whole CRC32C and the composite.
+        let sent: Option<Vec<(u32, u64)>> = parts.iter().map(|p| p.sent).collect();
         let done = CompletedMultipartUpload::builder()
-            .set_parts(Some(parts.into_iter().map(|(p, _, _)| p).collect()))
+            .set_parts(Some(parts.into_iter().map(|p| p.part).collect()))
             .build();
         let res = self
             .client
@@ -254,17 +267,25 @@ impl S3Location {
             .send()
             .await
             .map_err(|e| self.err("CompleteMultipartUpload", key, e))?;
+        let whole = sent.as_ref().map(|s| {
+            s.iter().fold(0u32, |acc, (c, l)| {
+                crc32c::crc32c_combine(acc, *c, *l as usize)
+            })
+        });
+        let composite =
+            sent.map(|s| composite_crc32c(&s.iter().map(|(c, _)| *c).collect::<Vec<_>>()));
         Ok(WriteOutcome {
             bytes: len,
-            crc32c: Some(whole),
+            crc32c: whole,
             stored: res
                 .checksum_crc32_c()
                 .and_then(Checksum::from_header)
-                .or(Some(composite_crc32c(&crcs))),
+                .or(composite),
         })
     }
 
-    async fn abort(&self, full_key: &str, upload_id: &str) {
+    /// Aborts an upload; false when that failed (the journal keeps it for a later run).
+    async fn abort(&self, full_key: &str, upload_id: &str) -> bool {
         let res = self
             .client
             .abort_multipart_upload()
@@ -273,8 +294,12 @@ impl S3Location {
             .upload_id(upload_id)
             .send()
             .await;
-        if let Err(e) = res {
-            tracing::warn!(key = full_key, error = %self.err("AbortMultipartUpload", full_key, e), "could not abort a failed upload; the next run retries");
+        match res {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(key = full_key, error = %self.err("AbortMultipartUpload", full_key, e), "could not abort a failed upload; the next run retries");
+                false
+            }
         }
     }
 
@@ -424,92 +449,37 @@ impl S3Location {
         info: &ObjectInfo,
         key: &str,
     ) -> Result<WriteOutcome> {
-        let full_key = self.full_key(key);
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.cfg.bucket)
-            .key(&full_key)
-            .set_metadata(Some(info.meta.to_user_metadata()))
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-            .send()
-            .await
-            .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let journal = self.journal(&full_key, &upload_id);
-        let ranges = part_ranges(info.size, self.part_size);
-        let parts: Result<Vec<CompletedPart>> =
-            futures::stream::iter(ranges.into_iter().enumerate())
-                .map(|(i, r)| {
-                    let upload_id = upload_id.clone();
-                    async move {
-                        let n = i as i32 + 1;
-                        let out = self
-                            .client
-                            .upload_part_copy()
-                            .bucket(&self.cfg.bucket)
-                            .key(self.full_key(key))
-                            .upload_id(upload_id)
-                            .part_number(n)
-                            .copy_source(source)
-                            .copy_source_range(format!("bytes={}-{}", r.start, r.end - 1))
-                            .set_copy_source_if_match(info.etag.clone())
-                            .send()
-                            .await
-                            .map_err(|e| self.err("UploadPartCopy", key, e))?;
-                        let res = out.copy_part_result();
-                        Ok(CompletedPart::builder()
-                            .set_e_tag(res.and_then(|r| r.e_tag()).map(str::to_string))
-                            .set_checksum_crc32_c(
-                                res.and_then(|r| r.checksum_crc32_c()).map(str::to_string),
-                            )
-                            .part_number(n)
-                            .build())
-                    }
-                })
-                .buffer_unordered(PART_CONCURRENCY)
-                .try_collect()
-                .await;
-        let result = match parts {
-            Ok(mut parts) => {
-                parts.sort_by_key(|p| p.part_number());
-                self.complete_copy(key, &upload_id, parts, info.size).await
-            }
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            self.abort(&full_key, &upload_id).await;
-        }
-        journal.finish();
-        result
-    }
-
-    async fn complete_copy(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: Vec<CompletedPart>,
-        size: u64,
-    ) -> Result<WriteOutcome> {
-        let res = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.cfg.bucket)
-            .key(self.full_key(key))
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| self.err("CompleteMultipartUpload", key, e))?;
-        Ok(WriteOutcome {
-            bytes: size,
-            crc32c: None,
-            stored: res.checksum_crc32_c().and_then(Checksum::from_header),
-        })
+        self.multipart(
+            key,
+            &info.meta,
+            info.size,
+            WriteMode::Replace,
+            |upload_id, number, r| async move {
+                let out = self
+                    .client
+                    .upload_part_copy()
+                    .bucket(&self.cfg.bucket)
+                    .key(self.full_key(key))
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .copy_source(source)
+                    .copy_source_range(format!("bytes={}-{}", r.start, r.end - 1))
+                    .set_copy_source_if_match(info.etag.clone())
+                    .send()
+                    .await
+                    .map_err(|e| self.err("UploadPartCopy", key, e))?;
+                let res = out.copy_part_result();
+                let part = CompletedPart::builder()
+                    .set_e_tag(res.and_then(|r| r.e_tag()).map(str::to_string))
+                    .set_checksum_crc32_c(
+                        res.and_then(|r| r.checksum_crc32_c()).map(str::to_string),
+                    )
+                    .part_number(number)
+                    .build();
+                Ok(PartDone { part, sent: None })
+            },
+        )
+        .await
     }
 }
 
