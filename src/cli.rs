@@ -400,8 +400,9 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
+    // Other crates only at error: the SDK warns about things users did on purpose.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("syncmount={default},warn"))
+        tracing_subscriber::EnvFilter::new(format!("syncmount={default},error"))
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

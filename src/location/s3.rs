@@ -286,6 +286,19 @@ impl S3Location {
     }
 }
 
+/// An error and its causes, `: `-joined (the SDK's top-level messages are
+/// often just "streaming error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Decodes a key of a listing asked with `encoding-type=url` (form
 /// encoding: `+` is a space). `None` when the result is not UTF-8.
 fn url_decode(s: &str) -> Option<String> {
@@ -405,7 +418,7 @@ impl Location for S3Location {
             location: self.describe(),
             op: "GetObject",
             key: key.to_string(),
-            message: format!("reading the body failed: {e}"),
+            message: format!("reading the body failed: {}", error_chain(&e)),
             transient: true,
         })?;
         let bytes = body.into_bytes();

@@ -424,8 +424,9 @@ impl S3Location {
             .key(self.full_key(key))
             .copy_source(source)
             .set_copy_source_if_match(info.etag.clone())
+            // No checksum algorithm asked: S3 then keeps the source's checksum
+            // (and moto would store a wrong value if one were asked).
             .metadata_directive(MetadataDirective::Copy)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .send()
             .await
             .map_err(|e| self.err("CopyObject", key, e))?;
