@@ -32,6 +32,9 @@ use super::{
     WriteOutcome,
 };
 
+/// The Region assumed for a custom endpoint when none is configured.
+const DEFAULT_COMPATIBLE_REGION: &str = "us-east-1";
+
 /// Attempts per request in the SDK's retry loop (the first try included);
 /// with its exponential backoff and jitter, about 8 s of waiting at most
 /// before an object is given up for this round.
@@ -112,7 +115,14 @@ impl S3Location {
         if let Some(e) = &cfg.endpoint_url {
             loader = loader.endpoint_url(e);
         }
-        let base = loader.load().await;
+        let mut base = loader.load().await;
+        // S3-compatible servers take any Region; AWS needs the right one.
+        if base.region().is_none() && cfg.endpoint_url.is_some() {
+            base = base
+                .into_builder()
+                .region(aws_config::Region::new(DEFAULT_COMPATIBLE_REGION))
+                .build();
+        }
         if base.region().is_none() {
             return Err(LocationError::Config {
                 location: cfg.url(),
