@@ -8,24 +8,6 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_s3::primitives::ByteStream;
 use common::{S3Server, ServerKind};
 
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand::fill(&mut v[..]);
-    v
-}
-
-async fn bucket_names(client: &aws_sdk_s3::Client) -> Vec<String> {
-    client
-        .list_buckets()
-        .send()
-        .await
-        .expect("ListBuckets")
-        .buckets()
-        .iter()
-        .filter_map(|b| b.name().map(str::to_string))
-        .collect()
-}
-
 async fn check_bucket_put_get(server: &S3Server) {
     let bucket = server.new_bucket("smoke put-get").await;
     let client = server.client().await;
@@ -38,14 +20,14 @@ async fn check_bucket_put_get(server: &S3Server) {
         .await
         .unwrap_or_else(|e| panic!("{:?}: HeadBucket {bucket}: {e:?}", server.kind));
     assert!(
-        bucket_names(&client).await.contains(&bucket),
+        common::bucket_names(&client).await.contains(&bucket),
         "{:?}: {bucket} not in ListBuckets",
         server.kind
     );
     assert_eq!(server.keys(&bucket, "").await, Vec::<String>::new());
 
     // Binary bodies come back byte for byte, the empty one included.
-    let body = random_bytes(300 * 1024 + 7);
+    let body = common::random_bytes(300 * 1024 + 7);
     server.put(&bucket, "dir/blob.bin", &body).await;
     assert_eq!(server.get(&bucket, "dir/blob.bin").await, body);
     server.put(&bucket, "empty", b"").await;
@@ -157,7 +139,7 @@ async fn new_bucket_names_are_unique() {
     let a = server.new_bucket("same").await;
     let b = server.new_bucket("same").await;
     assert_ne!(a, b);
-    let names = bucket_names(&server.client().await).await;
+    let names = common::bucket_names(&server.client().await).await;
     assert!(names.contains(&a) && names.contains(&b), "{names:?}");
 }
 
@@ -212,8 +194,8 @@ async fn moto_accounts_have_separate_buckets() {
         .expect("CreateBucket in account 222222222222");
     let in_default = server.new_bucket("default-account").await;
 
-    let other_names = bucket_names(&other).await;
-    let default_names = bucket_names(&default).await;
+    let other_names = common::bucket_names(&other).await;
+    let default_names = common::bucket_names(&default).await;
     assert!(other_names.contains(&in_other), "{other_names:?}");
     assert!(!other_names.contains(&in_default), "{other_names:?}");
     assert!(default_names.contains(&in_default), "{default_names:?}");

@@ -26,12 +26,6 @@ const SLOW: &str = "4000000";
 /// How long we wait for the slow run to reach the point where we kill it.
 const WAIT_FOR_PROGRESS: Duration = Duration::from_secs(20);
 
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand::fill(&mut v[..]);
-    v
-}
-
 /// A `syncmount` process running in the background, its output in files.
 struct Running {
     child: Child,
@@ -113,18 +107,6 @@ where
     }
 }
 
-fn sync_cmd(server: &S3Server, src: &str, dst: &str, state: &Path) -> Command {
-    let mut cmd = common::syncmount_for(server);
-    cmd.arg("sync")
-        .arg(src)
-        .arg(dst)
-        .arg("--endpoint-url")
-        .arg(&server.endpoint)
-        .arg("--state-dir")
-        .arg(state);
-    cmd
-}
-
 /// The open multipart uploads of `bucket` as (key, upload id); `None` when
 /// the server does not implement ListMultipartUploads.
 async fn open_uploads(server: &S3Server, bucket: &str) -> Option<Vec<(String, String)>> {
@@ -184,27 +166,11 @@ fn journalled_upload_ids(state: &Path, bucket: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
-async fn object_exists(server: &S3Server, bucket: &str, key: &str) -> bool {
-    match server
-        .client()
-        .await
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-    {
-        Ok(_) => true,
-        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => false,
-        Err(e) => panic!("HeadObject {bucket}/{key}: {e:?}"),
-    }
-}
-
 async fn upload_killed_mid_multipart_is_invisible_then_cleaned_and_completed(server: &S3Server) {
     let bucket = server.new_bucket("crash-up").await;
     let src = common::tempdir();
     let state = common::tempdir();
-    let data = random_bytes(BIG);
+    let data = common::random_bytes(BIG);
     std::fs::write(src.path().join("big.bin"), &data).expect("write big.bin");
     let key = "crash/big.bin";
     let src_arg = src.path().to_string_lossy().into_owned();
@@ -217,7 +183,7 @@ async fn upload_killed_mid_multipart_is_invisible_then_cleaned_and_completed(ser
     // the SDK cannot parse: parts are only looked at on s3s-fs.
     let parts_listable = server.kind == ServerKind::S3sFs;
 
-    let mut slow = sync_cmd(server, &src_arg, &dst_arg, state.path());
+    let mut slow = common::sync_cmd(server, state.path(), &[&src_arg, &dst_arg]);
     slow.args(["--multipart-threshold", PART, "--part-size", PART])
         .args(["--bytes-per-second", SLOW]);
     let mut run = Running::spawn(slow);
@@ -250,7 +216,7 @@ async fn upload_killed_mid_multipart_is_invisible_then_cleaned_and_completed(ser
 
     // Nothing partial is visible.
     assert!(
-        !object_exists(server, &bucket, key).await,
+        !server.exists(&bucket, key).await,
         "{:?}: a partial object is visible after the crash",
         server.kind
     );
@@ -274,7 +240,7 @@ async fn upload_killed_mid_multipart_is_invisible_then_cleaned_and_completed(ser
     }
 
     // The next run with the same state directory cleans up and completes.
-    let mut again = sync_cmd(server, &src_arg, &dst_arg, state.path());
+    let mut again = common::sync_cmd(server, state.path(), &[&src_arg, &dst_arg]);
     again.arg("--json");
     let out = common::run(again);
     assert_eq!(out.status, 0, "{:?}: the re-run succeeds", server.kind);
@@ -305,23 +271,14 @@ async fn upload_killed_mid_multipart_is_invisible_then_cleaned_and_completed(ser
 
 /// Every path under `root` whose file name starts with `.syncmount-`.
 fn temp_files(root: &Path) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if e.file_name().to_string_lossy().starts_with(".syncmount-") {
-                out.push(path.clone());
-            }
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                walk(&path, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, &mut out);
-    out
+    common::tree_entries(root)
+        .into_values()
+        .map(|(path, _)| path)
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".syncmount-"))
+        })
+        .collect()
 }
 
 fn is_our_temp_file(p: &Path) -> bool {
@@ -334,7 +291,7 @@ fn is_our_temp_file(p: &Path) -> bool {
 
 async fn download_killed_mid_file_is_invisible_then_cleaned_and_completed(server: &S3Server) {
     let bucket = server.new_bucket("crash-down").await;
-    let data = random_bytes(BIG);
+    let data = common::random_bytes(BIG);
     server.put(&bucket, "dl/big.bin", &data).await;
     let parent = common::tempdir();
     let dest = parent.path().join("dest");
@@ -343,7 +300,7 @@ async fn download_killed_mid_file_is_invisible_then_cleaned_and_completed(server
     let src_arg = server.url(&bucket, "dl/");
     let dst_arg = dest.to_string_lossy().into_owned();
 
-    let mut slow = sync_cmd(server, &src_arg, &dst_arg, state.path());
+    let mut slow = common::sync_cmd(server, state.path(), &[&src_arg, &dst_arg]);
     slow.args(["--bytes-per-second", SLOW]);
     let mut run = Running::spawn(slow);
     let tmp = wait_for(&mut run, "temp file in the destination", || async {
@@ -366,7 +323,7 @@ async fn download_killed_mid_file_is_invisible_then_cleaned_and_completed(server
         server.kind
     );
 
-    let mut again = sync_cmd(server, &src_arg, &dst_arg, state.path());
+    let mut again = common::sync_cmd(server, state.path(), &[&src_arg, &dst_arg]);
     again.arg("--json");
     let out = common::run(again);
     assert_eq!(out.status, 0, "{:?}: the re-run succeeds", server.kind);

@@ -28,48 +28,18 @@ async fn put_exact(server: &S3Server, bucket: &str, key: &str, body: &[u8]) {
     );
 }
 
-/// `syncmount sync` with the common options (endpoint, JSON, report, state).
-fn sync_cmd(
-    server: &S3Server,
-    src: &str,
-    dst: &str,
-    state: &Path,
-    report: &Path,
-) -> std::process::Command {
-    let mut cmd = common::syncmount_for(server);
-    cmd.arg("sync")
-        .arg(src)
-        .arg(dst)
-        .arg("--endpoint-url")
-        .arg(&server.endpoint)
-        .arg("--json")
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--report")
-        .arg(report);
-    cmd
-}
-
-fn summary(out: &common::RunOutput) -> serde_json::Value {
-    serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}): {}", out.stdout))
-}
-
 /// The report, one JSON value per line, by key (a key reported twice is an error).
 fn report_by_key(path: &Path) -> BTreeMap<String, serde_json::Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read report {}: {e}", path.display()));
+    let lines = common::read_report(path);
     let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("report line {line:?}: {e}"));
+    for v in &lines {
         let key = v["key"]
             .as_str()
-            .unwrap_or_else(|| panic!("report line without key: {line}"))
+            .unwrap_or_else(|| panic!("report line without key: {v}"))
             .to_string();
         assert!(
-            out.insert(key.clone(), v).is_none(),
-            "{key:?} reported twice in {text}"
+            out.insert(key.clone(), v.clone()).is_none(),
+            "{key:?} reported twice in {lines:#?}"
         );
     }
     out
@@ -90,27 +60,7 @@ fn assert_skipped_with_reason(report: &BTreeMap<String, serde_json::Value>, key:
 /// Every path under `root` (files, directories, symlinks, anything), relative,
 /// '/'-separated; symlinks are not followed.
 fn walk_all(root: &Path) -> BTreeSet<String> {
-    fn walk(dir: &Path, rel: &str, out: &mut BTreeSet<String>) {
-        let entries =
-            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
-        for entry in entries {
-            let entry = entry.unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let child = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            out.insert(child.clone());
-            if is_dir {
-                walk(&entry.path(), &child, out);
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(root, "", &mut out);
-    out
+    common::tree_entries(root).into_keys().collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -152,13 +102,14 @@ async fn unsafe_keys_are_skipped_and_reported_and_nothing_lands_outside_the_dest
     let report = out_dir.path().join("report.jsonl");
     let abs_existed = Path::new("/abs").exists();
 
-    let out = common::run(sync_cmd(
+    let out = common::run_sync_with_report(
         &server,
+        &server.endpoint,
         &server.url(&bucket, PREFIX),
         &dest.to_string_lossy(),
         state.path(),
         &report,
-    ));
+    );
 
     // Nothing outside the destination root: the parent holds `dest` alone,
     // and nothing appeared at the root of the filesystem.
@@ -203,7 +154,7 @@ async fn unsafe_keys_are_skipped_and_reported_and_nothing_lands_outside_the_dest
 
     // Skips are not failures.
     assert_eq!(out.status, 0, "skipped keys must not fail the execution");
-    let s = summary(&out);
+    let s = common::parse_summary(&out);
     assert_eq!(s["Status"], "SUCCESS", "{s}");
     assert_eq!(s["FilesTransferred"], 2, "{s}");
     assert_eq!(s["FilesFailed"], 0, "{s}");
@@ -254,13 +205,14 @@ async fn a_key_with_a_nul_byte_is_skipped_and_reported() {
     let state = common::tempdir();
     let out_dir = common::tempdir();
     let report = out_dir.path().join("report.jsonl");
-    let out = common::run(sync_cmd(
+    let out = common::run_sync_with_report(
         &server,
+        &server.endpoint,
         &server.url(&bucket, PREFIX),
         &dest.to_string_lossy(),
         state.path(),
         &report,
-    ));
+    );
 
     assert_eq!(
         walk_all(parent.path()),
@@ -271,34 +223,7 @@ async fn a_key_with_a_nul_byte_is_skipped_and_reported() {
     );
     assert_skipped_with_reason(&report_by_key(&report), "nul\0byte");
     assert_eq!(out.status, 0);
-    assert_eq!(summary(&out)["FilesFailed"], 0);
-}
-
-/// GetObject without response checksum validation. moto's CopyObject with
-/// `x-amz-checksum-algorithm: CRC32C` stores the source's CRC32 value under
-/// the CRC32C name, so the SDK's validation of a copied object fails on moto
-/// although the bytes are right; the bytes are what is compared here.
-async fn get_unvalidated(server: &S3Server, bucket: &str, key: &str) -> Vec<u8> {
-    let conf = server
-        .client()
-        .await
-        .config()
-        .to_builder()
-        .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GetObject s3://{bucket}/{key}: {e:?}"))
-        .body
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("reading body of s3://{bucket}/{key}: {e:?}"))
-        .into_bytes()
-        .to_vec()
+    assert_eq!(common::parse_summary(&out)["FilesFailed"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -326,20 +251,23 @@ async fn between_buckets_keys_datasync_refuses_are_skipped_and_odd_valid_keys_ar
     let out_dir = common::tempdir();
     let report = out_dir.path().join("report.jsonl");
 
-    let out = common::run(sync_cmd(
+    let out = common::run_sync_with_report(
         &server,
+        &server.endpoint,
         &server.url(&src_bucket, PREFIX),
         &server.url(&dst_bucket, "copy"),
         state.path(),
         &report,
-    ));
+    );
 
     let mut expected: Vec<String> = copied.iter().map(|k| format!("copy/{k}")).collect();
     expected.sort();
     assert_eq!(server.keys(&dst_bucket, "").await, expected);
     for key in copied {
         assert_eq!(
-            get_unvalidated(&server, &dst_bucket, &format!("copy/{key}")).await,
+            server
+                .get_unvalidated(&dst_bucket, &format!("copy/{key}"))
+                .await,
             format!("body of {key}").into_bytes(),
             "{key}"
         );
@@ -357,7 +285,7 @@ async fn between_buckets_keys_datasync_refuses_are_skipped_and_odd_valid_keys_ar
         );
     }
     assert_eq!(out.status, 0, "refused keys are skips, not failures");
-    let s = summary(&out);
+    let s = common::parse_summary(&out);
     assert_eq!(s["Status"], "SUCCESS", "{s}");
     assert_eq!(s["FilesTransferred"], copied.len(), "{s}");
     assert_eq!(s["FilesSkipped"], refused.len(), "{s}");
@@ -378,16 +306,17 @@ async fn a_destination_root_that_does_not_exist_yet_is_created_and_filled() {
     let state = common::tempdir();
     let out_dir = common::tempdir();
     let report = out_dir.path().join("report.jsonl");
-    let out = common::run(sync_cmd(
+    let out = common::run_sync_with_report(
         &server,
+        &server.endpoint,
         &server.url(&bucket, PREFIX),
         &dest.to_string_lossy(),
         state.path(),
         &report,
-    ));
+    );
 
     assert_eq!(out.status, 0, "a missing destination root is created");
-    assert_eq!(summary(&out)["FilesTransferred"], 2);
+    assert_eq!(common::parse_summary(&out)["FilesTransferred"], 2);
     let expected: BTreeMap<String, Vec<u8>> = [
         ("ok/normal".to_string(), b"normal".to_vec()),
         ("top".to_string(), b"top".to_vec()),

@@ -8,81 +8,15 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use common::{RunOutput, S3Server};
-use serde_json::Value;
+use common::{
+    at, counter, path_str, read_report, records_for, set_mtime, sync_cmd, sync_json, sync_ok,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// `syncmount sync ARGS... --state-dir …`, with `--endpoint-url` and the
-/// server's credentials when a server is given.
-fn sync_cmd(server: Option<&S3Server>, state: &Path, args: &[&str]) -> Command {
-    let mut cmd = match server {
-        Some(s) => {
-            let mut c = common::syncmount_for(s);
-            c.arg("sync")
-                .args(args)
-                .arg("--endpoint-url")
-                .arg(&s.endpoint);
-            c
-        }
-        None => {
-            let mut c = common::syncmount();
-            c.arg("sync").args(args);
-            c
-        }
-    };
-    cmd.arg("--state-dir").arg(state);
-    cmd
-}
-
-/// Runs with `--json`; returns the output and the parsed summary.
-fn sync_json(server: Option<&S3Server>, state: &Path, args: &[&str]) -> (RunOutput, Value) {
-    let mut cmd = sync_cmd(server, state, args);
-    cmd.arg("--json");
-    let out = common::run(cmd);
-    let summary = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "--json output is not one JSON document ({e}):\n{}\nstderr:\n{}",
-            out.stdout, out.stderr
-        )
-    });
-    (out, summary)
-}
-
-/// Like [`sync_json`], asserting exit 0 and Status SUCCESS.
-fn sync_ok(server: Option<&S3Server>, state: &Path, args: &[&str]) -> Value {
-    let (out, summary) = sync_json(server, state, args);
-    assert_eq!(out.status, 0, "sync {args:?} failed: {}", out.stderr);
-    assert_eq!(summary["Status"], "SUCCESS", "{summary}");
-    summary
-}
-
-fn counter(summary: &Value, name: &str) -> u64 {
-    summary[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("summary has no numeric {name}: {summary}"))
-}
-
-fn path_str(p: &Path) -> String {
-    p.to_str().expect("temp paths are UTF-8").to_string()
-}
-
-fn set_mtime(path: &Path, t: SystemTime) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_modified(t))
-        .unwrap_or_else(|e| panic!("set mtime of {}: {e}", path.display()));
-}
-
-fn at(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
-}
 
 /// A local tree of `n` small files `f00.txt`, `f01.txt`, … with old mtimes.
 fn small_tree(root: &Path, n: usize) -> Vec<(String, Vec<u8>)> {
@@ -94,31 +28,11 @@ fn small_tree(root: &Path, n: usize) -> Vec<(String, Vec<u8>)> {
             )
         })
         .collect();
-    let borrowed: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_slice()))
-        .collect();
-    common::write_tree(root, &borrowed);
+    common::write_files(root, &files);
     for (i, (rel, _)) in files.iter().enumerate() {
-        set_mtime(&root.join(rel), at(1_680_000_000 + i as u64));
+        set_mtime(&root.join(rel), at(1_680_000_000 + i as u64, 0));
     }
     files
-}
-
-/// Parses a JSON-lines report, one object per line.
-fn read_report(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read report {}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("report line {l:?} is not JSON: {e}"))
-        })
-        .collect()
-}
-
-fn records_for<'a>(report: &'a [Value], key: &str) -> Vec<&'a Value> {
-    report.iter().filter(|r| r["key"] == key).collect()
 }
 
 /// Whether `stdout` has a line `would <verb> <key>` (optionally followed by
@@ -179,7 +93,7 @@ async fn overwrite_never_leaves_a_changed_destination_object_alone_and_reports_i
     // Changed content, size and mtime: a CHANGED task would copy it.
     let changed = src.path().join("f01.txt");
     std::fs::write(&changed, b"a much longer, different body for file 01").unwrap();
-    set_mtime(&changed, at(1_690_000_000));
+    set_mtime(&changed, at(1_690_000_000, 0));
     // And a new file, which NEVER does not stop.
     common::write_tree(src.path(), &[("new.txt", b"new file")]);
 
@@ -618,7 +532,7 @@ async fn the_json_summary_has_datasync_counter_names_and_consistent_counts() {
         changed_bytes += body.len() as u64;
         let p = src.path().join(name);
         std::fs::write(&p, &body).unwrap();
-        set_mtime(&p, at(1_690_000_000));
+        set_mtime(&p, at(1_690_000_000, 0));
     }
     let second = sync_ok(Some(&server), state.path(), &[&src_arg, &url]);
     assert_eq!(counter(&second, "FilesTransferred"), 2, "{second}");

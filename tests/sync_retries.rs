@@ -8,10 +8,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
 
-use aws_sdk_s3::config::{BehaviorVersion, Region};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use common::fault_proxy::{Fault, FaultPlan, FaultProxy};
 use common::S3Server;
@@ -33,67 +31,9 @@ fn ten_files(with_poison: bool) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn write_files(root: &Path, files: &[(String, Vec<u8>)]) {
-    let refs: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_slice()))
-        .collect();
-    common::write_tree(root, &refs);
-}
-
-/// `syncmount sync SRC DST --endpoint-url ENDPOINT --json --state-dir STATE
-/// --report REPORT` with `server`'s credentials.
-fn sync_via(
-    server: &S3Server,
-    endpoint: &str,
-    src: &str,
-    dst: &str,
-    state: &Path,
-    report: &Path,
-) -> std::process::Command {
-    let mut cmd = common::syncmount_for(server);
-    cmd.arg("sync")
-        .arg(src)
-        .arg(dst)
-        .arg("--endpoint-url")
-        .arg(endpoint)
-        .arg("--json")
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--report")
-        .arg(report);
-    cmd
-}
-
-fn summary(out: &common::RunOutput) -> serde_json::Value {
-    serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}): {}", out.stdout))
-}
-
-fn report_lines(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read report {}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("report line {l:?}: {e}")))
-        .collect()
-}
-
 /// A client for `endpoint` that never retries, so each call is one request.
 fn one_shot_client(server: &S3Server, endpoint: &str) -> aws_sdk_s3::Client {
-    let creds = aws_credential_types::Credentials::new(
-        &server.access_key,
-        &server.secret_key,
-        None,
-        None,
-        "fault-proxy-test",
-    );
-    let config = aws_sdk_s3::config::Builder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(common::REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(creds)
-        .force_path_style(true)
+    let config = common::s3_config(endpoint, server.credentials())
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
         .build();
     aws_sdk_s3::Client::from_conf(config)
@@ -183,7 +123,7 @@ async fn a_sync_through_slowdowns_500s_and_dropped_connections_retries_and_compl
     let out_dir = common::tempdir();
     let report = out_dir.path().join("report.jsonl");
     let files = ten_files(false);
-    write_files(src.path(), &files);
+    common::write_files(src.path(), &files);
 
     // Seven faults of all three kinds among the first eight requests; one
     // request in between passes (so that not every fault lands on the
@@ -201,19 +141,19 @@ async fn a_sync_through_slowdowns_500s_and_dropped_connections_retries_and_compl
     let proxy = FaultProxy::start(&server.endpoint, FaultPlan::Script(script));
 
     let started = Instant::now();
-    let out = common::run(sync_via(
+    let out = common::run_sync_with_report(
         &server,
         &proxy.endpoint,
         &src.path().to_string_lossy(),
         &server.url(&bucket, "up/"),
         state.path(),
         &report,
-    ));
+    );
     println!("elapsed: {:?}", started.elapsed());
     println!("proxy log: {:#?}", proxy.counters.log());
 
     assert_eq!(out.status, 0, "the faults are transient: the run succeeds");
-    let s = summary(&out);
+    let s = common::parse_summary(&out);
     assert_eq!(s["Status"], "SUCCESS", "{s}");
     assert_eq!(s["FilesTransferred"], 10, "{s}");
     assert_eq!(s["FilesFailed"], 0, "{s}");
@@ -240,7 +180,7 @@ async fn a_sync_through_slowdowns_500s_and_dropped_connections_retries_and_compl
     // Every object needed at least one request that passed.
     assert!(c.passed() >= 10, "{:?}", c.log());
 
-    let records = report_lines(&report);
+    let records = common::read_report(&report);
     for (key, _) in &files {
         assert!(
             records
@@ -263,7 +203,7 @@ async fn an_object_that_always_gets_slowdown_fails_after_retries_and_the_others_
     let out_dir = common::tempdir();
     let report = out_dir.path().join("report.jsonl");
     let files = ten_files(true);
-    write_files(src.path(), &files);
+    common::write_files(src.path(), &files);
 
     let proxy = FaultProxy::start(
         &server.endpoint,
@@ -271,14 +211,14 @@ async fn an_object_that_always_gets_slowdown_fails_after_retries_and_the_others_
     );
 
     let started = Instant::now();
-    let out = common::run(sync_via(
+    let out = common::run_sync_with_report(
         &server,
         &proxy.endpoint,
         &src.path().to_string_lossy(),
         &server.url(&bucket, "up/"),
         state.path(),
         &report,
-    ));
+    );
     let elapsed = started.elapsed();
     println!("elapsed: {elapsed:?}");
     println!("proxy log: {:#?}", proxy.counters.log());
@@ -287,7 +227,7 @@ async fn an_object_that_always_gets_slowdown_fails_after_retries_and_the_others_
         out.status, 1,
         "one object failed: the execution ends in ERROR"
     );
-    let s = summary(&out);
+    let s = common::parse_summary(&out);
     assert_eq!(s["Status"], "ERROR", "{s}");
     assert_eq!(s["FilesFailed"], 1, "{s}");
     assert_eq!(s["FilesTransferred"], 9, "{s}");
@@ -336,8 +276,8 @@ async fn an_object_that_always_gets_slowdown_fails_after_retries_and_the_others_
     assert_eq!(c.slow_downs(), c.matching());
     println!("poison was tried {} times over {elapsed:?}", c.matching());
 
-    let records = report_lines(&report);
-    let poison: Vec<_> = records.iter().filter(|r| r["key"] == "poison").collect();
+    let records = common::read_report(&report);
+    let poison = common::records_for(&records, "poison");
     assert_eq!(poison.len(), 1, "{records:#?}");
     assert_eq!(poison[0]["result"], "failed", "{records:#?}");
     assert!(poison[0]["error"].as_str().is_some_and(|e| !e.is_empty()));

@@ -8,14 +8,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_credential_types::Credentials;
-use aws_sdk_s3::config::{BehaviorVersion, Region, ResponseChecksumValidation};
 use aws_sdk_s3::primitives::ByteStream;
-use common::{RunOutput, S3Server, ServerKind};
-use serde_json::Value;
+use common::{
+    at, counter, path_str, random_bytes, set_mtime, sync_cmd, sync_ok, S3Server, ServerKind,
+};
 
 const MIB: usize = 1024 * 1024;
 const FIVE_MIB: &str = "5242880";
@@ -23,66 +21,6 @@ const FIVE_MIB: &str = "5242880";
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// `syncmount sync ARGS... --endpoint-url … --state-dir …` for `server`.
-fn sync_cmd(server: &S3Server, state: &Path, args: &[&str]) -> Command {
-    let mut cmd = common::syncmount_for(server);
-    cmd.arg("sync")
-        .args(args)
-        .arg("--endpoint-url")
-        .arg(&server.endpoint)
-        .arg("--state-dir")
-        .arg(state);
-    cmd
-}
-
-/// Runs a sync with `--json`; asserts it succeeded and returns the summary.
-fn sync_ok(server: &S3Server, state: &Path, args: &[&str]) -> Value {
-    let mut cmd = sync_cmd(server, state, args);
-    cmd.arg("--json");
-    let out = common::run(cmd);
-    let summary = parse_summary(&out);
-    assert_eq!(
-        out.status, 0,
-        "{:?}: sync {args:?} failed: {}",
-        server.kind, out.stderr
-    );
-    assert_eq!(summary["Status"], "SUCCESS", "{:?}: {summary}", server.kind);
-    summary
-}
-
-fn parse_summary(out: &RunOutput) -> Value {
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "--json output is not one JSON document ({e}):\n{}\nstderr:\n{}",
-            out.stdout, out.stderr
-        )
-    })
-}
-
-fn counter(summary: &Value, name: &str) -> u64 {
-    summary[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("summary has no numeric {name}: {summary}"))
-}
-
-fn random_bytes(n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut v);
-    v
-}
-
-fn at(secs: u64, nanos: u32) -> SystemTime {
-    UNIX_EPOCH + Duration::new(secs, nanos)
-}
-
-fn set_mtime(path: &Path, t: SystemTime) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_modified(t))
-        .unwrap_or_else(|e| panic!("set mtime of {}: {e}", path.display()));
-}
 
 fn mtime(path: &Path) -> SystemTime {
     std::fs::metadata(path)
@@ -101,10 +39,6 @@ fn perm_bits(path: &Path) -> u32 {
 fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
-}
-
-fn path_str(p: &Path) -> String {
-    p.to_str().expect("temp paths are UTF-8").to_string()
 }
 
 /// Puts an object carrying user metadata.
@@ -130,87 +64,13 @@ async fn put_with_meta(
         .unwrap_or_else(|e| panic!("PutObject s3://{bucket}/{key}: {e:?}"));
 }
 
-/// A client that does not ask for (nor validate) response checksums.
-///
-/// moto stores wrong checksums for some objects it did not receive whole: a
-/// CopyObject asking for CRC32C labels the source's CRC32 as CRC32C, and a
-/// multipart upload's CRC32C is neither the full-object nor the composite
-/// value. The SDK's default validation then rejects correct bytes, so moto's
-/// objects are read without it (s3s-fs's are read with it).
-fn lenient_client(endpoint: &str, credentials: Credentials) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::config::Builder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(common::REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(credentials)
-        .force_path_style(true)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-}
-
-/// The object's bytes through the S3 API (see [`lenient_client`] for moto).
+/// The object's bytes through the S3 API: without response checksum
+/// validation on moto (see [`common::lenient_client`]), with it on s3s-fs.
 async fn read_object(server: &S3Server, bucket: &str, key: &str) -> Vec<u8> {
     match server.kind {
-        ServerKind::Moto => {
-            let creds = Credentials::new(
-                &server.access_key,
-                &server.secret_key,
-                None,
-                None,
-                "syncmount-test",
-            );
-            get_with(&lenient_client(&server.endpoint, creds), bucket, key).await
-        }
+        ServerKind::Moto => server.get_unvalidated(bucket, key).await,
         ServerKind::S3sFs => server.get(bucket, key).await,
     }
-}
-
-async fn bucket_names(client: &aws_sdk_s3::Client) -> Vec<String> {
-    client
-        .list_buckets()
-        .send()
-        .await
-        .expect("ListBuckets")
-        .buckets()
-        .iter()
-        .filter_map(|b| b.name().map(str::to_string))
-        .collect()
-}
-
-async fn get_with(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
-    client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GetObject s3://{bucket}/{key}: {e:?}"))
-        .body
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("reading s3://{bucket}/{key}: {e:?}"))
-        .into_bytes()
-        .to_vec()
-}
-
-async fn keys_with(client: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
-    let mut pages = client
-        .list_objects_v2()
-        .bucket(bucket)
-        .into_paginator()
-        .send();
-    let mut keys = Vec::new();
-    while let Some(page) = pages.next().await {
-        let page = page.unwrap_or_else(|e| panic!("ListObjectsV2 s3://{bucket}: {e:?}"));
-        keys.extend(
-            page.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_string)),
-        );
-    }
-    keys.sort();
-    keys
 }
 
 // ---------------------------------------------------------------------------
@@ -236,8 +96,7 @@ async fn check_mixed_tree_round_trip(server: &S3Server) {
         ("private.txt", b"only for the owner".to_vec()),
         ("tool.sh", b"#!/bin/sh\necho hi\n".to_vec()),
     ];
-    let borrowed: Vec<(&str, &[u8])> = files.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-    common::write_tree(src.path(), &borrowed);
+    common::write_files(src.path(), &files);
     // Distinct mtimes with a nanosecond part, so a lost fraction shows.
     let mut mtimes = BTreeMap::new();
     for (i, (rel, _)) in files.iter().enumerate() {
@@ -381,8 +240,7 @@ async fn check_ordering_trap(server: &S3Server) {
         .iter()
         .map(|n| (*n, format!("content of {n}").into_bytes()))
         .collect();
-    let borrowed: Vec<(&str, &[u8])> = files.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-    common::write_tree(src.path(), &borrowed);
+    common::write_files(src.path(), &files);
     // Old mtimes: this test is about order, not about how fresh files are
     // compared (see the same-second test below).
     for (i, n) in names.iter().enumerate() {
@@ -470,11 +328,7 @@ async fn check_noop_rerun(server: &S3Server) {
             )
         })
         .collect();
-    let borrowed: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_slice()))
-        .collect();
-    common::write_tree(src.path(), &borrowed);
+    common::write_files(src.path(), &files);
     for (i, (rel, _)) in files.iter().enumerate() {
         set_mtime(
             &src.path().join(rel),
@@ -849,8 +703,7 @@ async fn check_s3_to_s3_same_account(server: &S3Server) {
         ("big/twelve-mib.bin", big),
         ("sp ace/ünï.txt", "unicode".as_bytes().to_vec()),
     ];
-    let borrowed: Vec<(&str, &[u8])> = files.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-    common::write_tree(local.path(), &borrowed);
+    common::write_files(local.path(), &files);
     for (i, (rel, _)) in files.iter().enumerate() {
         set_mtime(&local.path().join(rel), at(1_690_000_000 + i as u64, 42));
     }
@@ -949,10 +802,10 @@ async fn a_bucket_copies_into_a_second_moto_account_through_dst_role_arn() {
         .await
         .expect("CreateBucket in account 222222222222");
     // It really lives in the other account.
-    assert!(!bucket_names(&server.client().await)
+    assert!(!common::bucket_names(&server.client().await)
         .await
         .contains(&dst_bucket));
-    assert!(bucket_names(&other).await.contains(&dst_bucket));
+    assert!(common::bucket_names(&other).await.contains(&dst_bucket));
 
     let objects: Vec<(&str, Vec<u8>)> = vec![
         ("hello.txt", b"hello from account 123456789012".to_vec()),
@@ -982,11 +835,14 @@ async fn a_bucket_copies_into_a_second_moto_account_through_dst_role_arn() {
 
     let mut expected: Vec<String> = objects.iter().map(|(k, _)| format!("from-a/{k}")).collect();
     expected.sort();
-    assert_eq!(keys_with(&other, &dst_bucket).await, expected);
+    assert_eq!(
+        common::list_keys(&other, &dst_bucket, "", None).await,
+        expected
+    );
     // Read with that account's credentials (leniently: see lenient_client).
-    let reader = lenient_client(&server.endpoint, server.account_credentials(OTHER).await);
+    let reader = common::lenient_client(&server.endpoint, server.account_credentials(OTHER).await);
     for (k, v) in &objects {
-        let got = get_with(&reader, &dst_bucket, &format!("from-a/{k}")).await;
+        let got = common::get_with(&reader, &dst_bucket, &format!("from-a/{k}")).await;
         assert!(
             got == *v,
             "{k}: content differs ({} vs {} bytes)",
@@ -995,7 +851,7 @@ async fn a_bucket_copies_into_a_second_moto_account_through_dst_role_arn() {
         );
     }
     assert!(
-        !bucket_names(&server.client().await)
+        !common::bucket_names(&server.client().await)
             .await
             .contains(&dst_bucket),
         "the destination bucket must stay in account {OTHER}"
@@ -1098,10 +954,7 @@ async fn overlapping_local_source_and_destination_are_a_usage_error() {
     common::write_tree(root.path(), &[("a/file", b"data")]);
     let src = path_str(&root.path().join("a"));
     let dst = path_str(&root.path().join("a/inner"));
-    let mut cmd = common::syncmount();
-    cmd.args(["sync", &src, &dst, "--state-dir"])
-        .arg(state.path());
-    let out = common::run(cmd);
+    let out = common::run(sync_cmd(None, state.path(), &[&src, &dst]));
     assert_eq!(out.status, 2, "{}", out.stderr);
     assert!(!root.path().join("a/inner").exists());
 }

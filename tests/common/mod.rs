@@ -17,13 +17,17 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::fs::FileType;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
-use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::config::{BehaviorVersion, Region, ResponseChecksumValidation};
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
+use serde_json::Value;
 
 /// The region every test client and every `syncmount` run uses.
 pub const REGION: &str = "us-east-1";
@@ -134,21 +138,100 @@ pub fn unique_bucket_name(tag: &str) -> String {
     }
 }
 
-fn s3_client(endpoint: &str, credentials: Credentials) -> aws_sdk_s3::Client {
-    // Built from the service config directly, not from aws_config::load: no
-    // profile files, environment variables or IMDS are read.
-    let config = aws_sdk_s3::config::Builder::new()
+/// The configuration every test client starts from: `endpoint`, path-style,
+/// [`REGION`], the given static `credentials`. Built from the service config
+/// directly, not from aws_config::load: no profile files, environment
+/// variables or IMDS are read. Add to it (retries, checksum validation)
+/// before `build()`.
+pub fn s3_config(endpoint: &str, credentials: Credentials) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(REGION))
         .endpoint_url(endpoint)
         .credentials_provider(credentials)
         .force_path_style(true)
+}
+
+/// An S3 client for `endpoint` with [`s3_config`]'s defaults.
+pub fn s3_client(endpoint: &str, credentials: Credentials) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(s3_config(endpoint, credentials).build())
+}
+
+/// A client that does not ask for (nor validate) response checksums.
+///
+/// moto stores wrong checksums for some objects it did not receive whole: a
+/// CopyObject asking for CRC32C labels the source's CRC32 as CRC32C, and a
+/// multipart upload's CRC32C is neither the full-object nor the composite
+/// value. The SDK's default validation then rejects correct bytes, so moto's
+/// objects are read without it (s3s-fs's are read with it).
+pub fn lenient_client(endpoint: &str, credentials: Credentials) -> aws_sdk_s3::Client {
+    let config = s3_config(endpoint, credentials)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
         .build();
     aws_sdk_s3::Client::from_conf(config)
 }
 
+/// The object's bytes, read through `client`.
+pub async fn get_with(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GetObject s3://{bucket}/{key}: {e:?}"))
+        .body
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("reading body of s3://{bucket}/{key}: {e:?}"))
+        .into_bytes()
+        .to_vec()
+}
+
+/// Every key under `prefix` in `bucket` (all pages, at most `page_size` keys
+/// a page when given), listed through `client`, sorted.
+pub async fn list_keys(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    page_size: Option<i32>,
+) -> Vec<String> {
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .set_max_keys(page_size)
+        .into_paginator()
+        .send();
+    let mut keys = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.unwrap_or_else(|e| panic!("ListObjectsV2 s3://{bucket}/{prefix}: {e:?}"));
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+    }
+    keys.sort();
+    keys
+}
+
+/// The names of the buckets `client`'s account owns.
+pub async fn bucket_names(client: &aws_sdk_s3::Client) -> Vec<String> {
+    client
+        .list_buckets()
+        .send()
+        .await
+        .expect("ListBuckets")
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(str::to_string))
+        .collect()
+}
+
 impl S3Server {
-    fn credentials(&self) -> Credentials {
+    /// This server's static credentials.
+    pub fn credentials(&self) -> Credentials {
         Credentials::new(
             &self.access_key,
             &self.secret_key,
@@ -258,21 +341,14 @@ impl S3Server {
     }
 
     pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
-        let out = self
-            .client()
-            .await
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GetObject s3://{bucket}/{key}: {e:?}"));
-        out.body
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("reading body of s3://{bucket}/{key}: {e:?}"))
-            .into_bytes()
-            .to_vec()
+        get_with(&self.client().await, bucket, key).await
+    }
+
+    /// Like [`S3Server::get`], without response checksum validation (see
+    /// [`lenient_client`]).
+    pub async fn get_unvalidated(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let client = lenient_client(&self.endpoint, self.credentials());
+        get_with(&client, bucket, key).await
     }
 
     /// Every key under `prefix` (all pages), sorted.
@@ -287,31 +363,13 @@ impl S3Server {
         prefix: &str,
         page_size: Option<i32>,
     ) -> Vec<String> {
-        let client = self.client().await;
-        let mut pages = client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_max_keys(page_size)
-            .into_paginator()
-            .send();
-        let mut keys = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page =
-                page.unwrap_or_else(|e| panic!("ListObjectsV2 s3://{bucket}/{prefix}: {e:?}"));
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
-        }
-        keys.sort();
-        keys
+        list_keys(&self.client().await, bucket, prefix, page_size).await
     }
 
-    /// The object's user metadata (`x-amz-meta-*`, without the prefix).
-    pub async fn head_metadata(&self, bucket: &str, key: &str) -> HashMap<String, String> {
-        let out = self
+    /// HeadObject: `None` when the server answers 404 (no such object);
+    /// any other error panics.
+    pub async fn head(&self, bucket: &str, key: &str) -> Option<HeadObjectOutput> {
+        match self
             .client()
             .await
             .head_object()
@@ -319,7 +377,24 @@ impl S3Server {
             .key(key)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("HeadObject s3://{bucket}/{key}: {e:?}"));
+        {
+            Ok(out) => Some(out),
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => None,
+            Err(e) => panic!("HeadObject s3://{bucket}/{key}: {e:?}"),
+        }
+    }
+
+    /// Whether the object exists (HeadObject does not answer 404).
+    pub async fn exists(&self, bucket: &str, key: &str) -> bool {
+        self.head(bucket, key).await.is_some()
+    }
+
+    /// The object's user metadata (`x-amz-meta-*`, without the prefix).
+    pub async fn head_metadata(&self, bucket: &str, key: &str) -> HashMap<String, String> {
+        let out = self
+            .head(bucket, key)
+            .await
+            .unwrap_or_else(|| panic!("HeadObject s3://{bucket}/{key}: no such object"));
         out.metadata().cloned().unwrap_or_default()
     }
 
@@ -395,23 +470,177 @@ pub fn run(mut cmd: Command) -> RunOutput {
     result
 }
 
+// ---------------------------------------------------------------------------
+// `syncmount sync` runs
+// ---------------------------------------------------------------------------
+
+/// `syncmount sync ARGS... --state-dir STATE`, with `--endpoint-url` and the
+/// server's credentials when a server is given (`&server` or `None`).
+pub fn sync_cmd<'a>(
+    server: impl Into<Option<&'a S3Server>>,
+    state: &Path,
+    args: &[&str],
+) -> Command {
+    match server.into() {
+        Some(s) => sync_cmd_via(s, &s.endpoint, state, args),
+        None => {
+            let mut cmd = syncmount();
+            cmd.arg("sync").args(args).arg("--state-dir").arg(state);
+            cmd
+        }
+    }
+}
+
+/// Like [`sync_cmd`] with `server`'s credentials, but talking to `endpoint`
+/// (a proxy in front of the server, say).
+pub fn sync_cmd_via(server: &S3Server, endpoint: &str, state: &Path, args: &[&str]) -> Command {
+    let mut cmd = syncmount_for(server);
+    cmd.arg("sync")
+        .args(args)
+        .arg("--endpoint-url")
+        .arg(endpoint)
+        .arg("--state-dir")
+        .arg(state);
+    cmd
+}
+
+/// Runs `syncmount sync SRC DST --json --report REPORT` to completion
+/// ([`sync_cmd_via`]: `server`'s credentials, talking to `endpoint`),
+/// whatever its exit status; the summary is [`parse_summary`] of the output
+/// and the report [`read_report`] of `report`.
+pub fn run_sync_with_report(
+    server: &S3Server,
+    endpoint: &str,
+    src: &str,
+    dst: &str,
+    state: &Path,
+    report: &Path,
+) -> RunOutput {
+    let report = path_str(report);
+    run(sync_cmd_via(
+        server,
+        endpoint,
+        state,
+        &[src, dst, "--json", "--report", &report],
+    ))
+}
+
+/// The `--json` summary a run printed on stdout.
+pub fn parse_summary(out: &RunOutput) -> Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "--json output is not one JSON document ({e}):\n{}\nstderr:\n{}",
+            out.stdout, out.stderr
+        )
+    })
+}
+
+/// Runs [`sync_cmd`] with `--json`; returns the output and the parsed
+/// summary (whatever the exit status).
+pub fn sync_json<'a>(
+    server: impl Into<Option<&'a S3Server>>,
+    state: &Path,
+    args: &[&str],
+) -> (RunOutput, Value) {
+    let mut cmd = sync_cmd(server, state, args);
+    cmd.arg("--json");
+    let out = run(cmd);
+    let summary = parse_summary(&out);
+    (out, summary)
+}
+
+/// Like [`sync_json`], asserting exit 0 and Status SUCCESS; returns the
+/// summary.
+pub fn sync_ok<'a>(server: impl Into<Option<&'a S3Server>>, state: &Path, args: &[&str]) -> Value {
+    let server = server.into();
+    let who = server
+        .map(|s| format!("{:?}: ", s.kind))
+        .unwrap_or_default();
+    let (out, summary) = sync_json(server, state, args);
+    assert_eq!(out.status, 0, "{who}sync {args:?} failed: {}", out.stderr);
+    assert_eq!(summary["Status"], "SUCCESS", "{who}{summary}");
+    summary
+}
+
+/// A numeric counter of a `--json` summary (`FilesTransferred`, …).
+pub fn counter(summary: &Value, name: &str) -> u64 {
+    summary[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("summary has no numeric {name}: {summary}"))
+}
+
+/// A `--report` file: one JSON object per non-blank line, in file order.
+pub fn read_report(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read report {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("report line {l:?} is not JSON: {e}"))
+        })
+        .collect()
+}
+
+/// The report records whose `key` is `key`.
+pub fn records_for<'a>(report: &'a [Value], key: &str) -> Vec<&'a Value> {
+    report.iter().filter(|r| r["key"] == key).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Local files
+// ---------------------------------------------------------------------------
+
+/// `p` as a `&str` argument (temporary paths are UTF-8).
+pub fn path_str(p: &Path) -> String {
+    p.to_str().expect("temp paths are UTF-8").to_string()
+}
+
+/// `secs.nanos` seconds after the Unix epoch.
+pub fn at(secs: u64, nanos: u32) -> SystemTime {
+    UNIX_EPOCH + Duration::new(secs, nanos)
+}
+
+/// Sets the modification time of the file at `path`.
+pub fn set_mtime(path: &Path, t: SystemTime) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(t))
+        .unwrap_or_else(|e| panic!("set mtime of {}: {e}", path.display()));
+}
+
+/// `n` random bytes.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    rand::fill(&mut v[..]);
+    v
+}
+
 /// Writes `files` (relative '/'-separated paths) under `root`, creating
 /// parent directories.
 pub fn write_tree(root: &Path, files: &[(&str, &[u8])]) {
+    write_files(root, files);
+}
+
+/// [`write_tree`] for owned (or any) names and bodies, e.g.
+/// `&[(String, Vec<u8>)]`.
+pub fn write_files<K: AsRef<str>, V: AsRef<[u8]>>(root: &Path, files: &[(K, V)]) {
     for (rel, body) in files {
-        let path = root.join(rel);
+        let path = root.join(rel.as_ref());
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .unwrap_or_else(|e| panic!("mkdir -p {}: {e}", parent.display()));
         }
-        std::fs::write(&path, body).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        std::fs::write(&path, body.as_ref())
+            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
 }
 
-/// Every regular file under `root`, by relative '/'-separated path.
-/// Directories are walked; symlinks and other special files are left out.
-pub fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(dir: &Path, rel: &str, out: &mut BTreeMap<String, Vec<u8>>) {
+/// Every entry under `root` (files, directories, symlinks, anything) by
+/// relative '/'-separated path, with its full path and type. Directories are
+/// walked; symlinks are not followed.
+pub fn tree_entries(root: &Path) -> BTreeMap<String, (PathBuf, FileType)> {
+    fn walk(dir: &Path, rel: &str, out: &mut BTreeMap<String, (PathBuf, FileType)>) {
         let entries =
             std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
         for entry in entries {
@@ -428,16 +657,27 @@ pub fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
                 .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
             if ft.is_dir() {
                 walk(&path, &child_rel, out);
-            } else if ft.is_file() {
-                let body =
-                    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-                out.insert(child_rel, body);
             }
+            out.insert(child_rel, (path, ft));
         }
     }
     let mut out = BTreeMap::new();
     walk(root, "", &mut out);
     out
+}
+
+/// Every regular file under `root`, by relative '/'-separated path.
+/// Directories are walked; symlinks and other special files are left out.
+pub fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    tree_entries(root)
+        .into_iter()
+        .filter(|(_, (_, ft))| ft.is_file())
+        .map(|(rel, (path, _))| {
+            let body =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            (rel, body)
+        })
+        .collect()
 }
 
 /// A fresh temporary directory, removed when dropped.
