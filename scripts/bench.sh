@@ -50,7 +50,10 @@ EP="http://127.0.0.1:$PORT"
 
 export AWS_ACCESS_KEY_ID="$KEY" AWS_SECRET_ACCESS_KEY="$SECRET" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 export AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent
-rc_remote() { echo ":s3,provider=Other,endpoint='$EP',access_key_id=$KEY,secret_access_key=$SECRET:$1"; }
+# The trailing slash keeps rclone from HEADing the root to see whether it is
+# a file: s3s-fs answers 500 for a key that is a directory on its disk, and
+# rclone then retries for minutes, which would measure s3s-fs, not rclone.
+rc_remote() { echo ":s3,provider=Other,endpoint='$EP',access_key_id=$KEY,secret_access_key=$SECRET:$1/"; }
 mb() { "$AWS" --endpoint-url "$EP" s3 mb "s3://$1" >/dev/null; }
 
 # Runs a command, prints "seconds peak_rss_kib io_bytes" (io: rchar+wchar of

@@ -19,7 +19,7 @@ use crate::engine::report::{new_execution_id, Counters, ExecutionSummary, Status
 use crate::engine::run::{execute, ExecutionRequest, TaskOptions, DEFAULT_CONCURRENCY};
 use crate::engine::transfer::VerifyMode;
 use crate::location::local::LocalLocation;
-use crate::location::s3::{S3Config, S3Location};
+use crate::location::s3::{ListMode, S3Config, S3Location};
 use crate::location::Location;
 
 #[derive(Parser, Debug)]
@@ -98,6 +98,15 @@ pub struct SyncArgs {
     /// Objects larger than this many bytes go up in parts.
     #[arg(long)]
     pub multipart_threshold: Option<u64>,
+    /// How S3 locations are listed: `tree` walks directories, several at
+    /// once; `flat` is one sequential listing (fewer requests when most
+    /// directories hold a handful of keys).
+    #[arg(long, value_enum, default_value = "tree")]
+    pub list_mode: ListMode,
+    /// Server-side copies larger than this many bytes use parallel
+    /// UploadPartCopy (default and maximum 5 GiB, CopyObject's limit).
+    #[arg(long)]
+    pub multipart_copy_threshold: Option<u64>,
 }
 
 /// S3 connection settings that apply to both sides.
@@ -221,6 +230,8 @@ async fn open(
             cfg.role_arn = side.role_arn;
             cfg.part_size = args.part_size;
             cfg.multipart_threshold = args.multipart_threshold;
+            cfg.multipart_copy_threshold = args.multipart_copy_threshold;
+            cfg.list_mode = args.list_mode;
             let loc = S3Location::connect(cfg, Some(journal))
                 .await
                 .map_err(|e| UsageError(e.to_string()))?;
@@ -299,6 +310,7 @@ pub async fn sync(args: SyncArgs, state_dir: PathBuf) -> anyhow::Result<i32> {
         cancel,
         counters,
         launched,
+        state_dir: Some(state_dir),
     };
     let summary = execute(src, dst, req).await;
     progress.finish();

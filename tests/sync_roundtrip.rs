@@ -727,6 +727,9 @@ async fn check_s3_to_s3_same_account(server: &S3Server) {
         server.url(&dst_bucket, "copy"),
         "--multipart-threshold".to_string(),
         FIVE_MIB.to_string(),
+        // Low, so the big object takes the UploadPartCopy path.
+        "--multipart-copy-threshold".to_string(),
+        FIVE_MIB.to_string(),
         "--part-size".to_string(),
         FIVE_MIB.to_string(),
     ];

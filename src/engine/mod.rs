@@ -6,5 +6,6 @@ pub mod diff;
 pub mod filter;
 pub mod report;
 pub mod run;
+pub mod state;
 pub mod throttle;
 pub mod transfer;

@@ -14,6 +14,7 @@ use futures::stream::StreamExt;
 use super::diff::{self, Action, DiffOptions, Overwrite, PreserveDeleted, TransferMode};
 use super::filter::{Filter, FilterError};
 use super::report::{Counters, ExecutionSummary, PhaseDurations, Report, Status};
+use super::state::PairCache;
 use super::throttle::Throttle;
 use super::transfer::{Transfer, VerifyMode};
 use crate::location::Location;
@@ -81,6 +82,8 @@ pub struct ExecutionRequest {
     pub counters: Arc<Counters>,
     /// When the execution was launched (before the locations were opened).
     pub launched: Instant,
+    /// Where the pair cache lives; none: every same-size pair is looked at.
+    pub state_dir: Option<PathBuf>,
 }
 
 struct Clock {
@@ -129,6 +132,7 @@ pub async fn execute(
         throttle: req.options.bytes_per_second.map(Throttle::new),
         verify: req.options.verify_mode,
         dry_run: req.options.dry_run,
+        cache: open_cache(&req, src.as_ref(), dst.as_ref()),
     };
     let clock = Clock {
         start: Instant::now(),
@@ -198,6 +202,24 @@ pub async fn execute(
         failed.then(|| format!("{} objects failed; see the report", s.counters.files_failed))
     });
     s
+}
+
+/// The pair cache, when there is a state directory; a cache that cannot be
+/// opened only costs HEADs, so it is a warning, not an error.
+fn open_cache(
+    req: &ExecutionRequest,
+    src: &dyn Location,
+    dst: &dyn Location,
+) -> Option<Arc<PairCache>> {
+    let dir = req.state_dir.as_ref()?;
+    let path = PairCache::path_for(dir, &src.describe(), &dst.describe());
+    match PairCache::open(&path, req.options.dry_run) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot open the pair cache; unchanged objects will be looked at one by one");
+            None
+        }
+    }
 }
 
 fn summary(

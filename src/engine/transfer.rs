@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::diff::{decide_with_info, meta_to_write, Action, CopyReason, SkipReason};
 use super::report::{Counters, ObjectRecord, Report};
+use super::state::{fingerprint, PairCache};
 use super::throttle::{Throttle, ThrottledSource};
 use crate::location::{
     ByteSource, Checksum, Entry, Location, LocationError, LocationSource, ObjectInfo, WriteMode,
@@ -44,6 +45,8 @@ pub struct Transfer {
     pub throttle: Option<Arc<Throttle>>,
     pub verify: VerifyMode,
     pub dry_run: bool,
+    /// What earlier executions of this pair saw as equal (saves HEADs).
+    pub cache: Option<Arc<PairCache>>,
 }
 
 fn record(key: &str, action: &'static str, result: &'static str) -> ObjectRecord {
@@ -91,7 +94,12 @@ impl Transfer {
             r.result = "dry-run";
         } else {
             match with_retries(|| self.dst.delete(&dst.key)).await {
-                Ok(()) => Counters::add(&self.counters.files_deleted, 1),
+                Ok(()) => {
+                    Counters::add(&self.counters.files_deleted, 1);
+                    if let Some(c) = &self.cache {
+                        c.forget(&dst.key);
+                    }
+                }
                 Err(e) => {
                     Counters::add(&self.counters.files_failed, 1);
                     r.result = "failed";
@@ -102,8 +110,13 @@ impl Transfer {
         self.report.record(r);
     }
 
-    /// Same size, metadata unknown on one side: look, then copy or skip.
+    /// Same size, metadata unknown on one side: ask the pair cache, else
+    /// look (HEAD), then copy or skip.
     async fn check(&self, src: Entry, dst: Entry) {
+        if self.cache.as_ref().is_some_and(|c| c.unchanged(&src, &dst)) {
+            self.skip_unchanged(&src.key);
+            return;
+        }
         let infos = futures::try_join!(
             with_retries(|| info_of(self.src.as_ref(), &src)),
             with_retries(|| info_of(self.dst.as_ref(), &dst)),
@@ -111,10 +124,10 @@ impl Transfer {
         match infos {
             Ok((si, di)) => match decide_with_info(&si, &di) {
                 None => {
-                    Counters::add(&self.counters.files_skipped, 1);
-                    let mut r = record(&src.key, "skip", "skipped");
-                    r.reason = Some(SkipReason::Unchanged.to_string());
-                    self.report.record(r);
+                    if let Some(c) = &self.cache {
+                        c.record(&src.key, fingerprint(&src), fingerprint(&dst));
+                    }
+                    self.skip_unchanged(&src.key);
                 }
                 Some(reason) => self.copy(&src, Some(si), reason).await,
             },
@@ -125,6 +138,13 @@ impl Transfer {
                 self.report.record(r);
             }
         }
+    }
+
+    fn skip_unchanged(&self, key: &str) {
+        Counters::add(&self.counters.files_skipped, 1);
+        let mut r = record(key, "skip", "skipped");
+        r.reason = Some(SkipReason::Unchanged.to_string());
+        self.report.record(r);
     }
 
     async fn copy(&self, src: &Entry, info: Option<ObjectInfo>, reason: CopyReason) {
@@ -152,6 +172,13 @@ impl Transfer {
                 }
                 r.checksum = out.stored.map(|c| c.to_string());
                 r.verified = verified;
+                if let Some(c) = &self.cache {
+                    c.record(
+                        &src.key,
+                        fingerprint(src),
+                        fingerprint(&out.as_listed(&src.key)),
+                    );
+                }
             }
             Err(e) => {
                 Counters::add(&self.counters.files_failed, 1);
@@ -179,6 +206,8 @@ impl Transfer {
                 bytes: 0,
                 crc32c: None,
                 stored: None,
+                etag: None,
+                mtime_ns: None,
             });
         }
         let listed = ObjectInfo {

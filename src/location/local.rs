@@ -479,6 +479,8 @@ impl LocalLocation {
             bytes: written,
             crc32c: Some(crc),
             stored: Some(Checksum::Crc32c(crc)),
+            etag: None,
+            mtime_ns: meta.mtime_ns,
         })
     }
 }

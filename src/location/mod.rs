@@ -12,6 +12,7 @@ pub mod key;
 pub mod local;
 pub mod meta;
 pub mod s3;
+mod s3_list;
 mod s3_write;
 
 use std::ops::Range;
@@ -108,6 +109,26 @@ pub struct WriteOutcome {
     pub crc32c: Option<u32>,
     /// The checksum the store itself reports for the new object (composite for multipart).
     pub stored: Option<Checksum>,
+    /// How a listing will show the new object: its ETag (S3) ...
+    pub etag: Option<String>,
+    /// ... or its mtime (local files), when known.
+    pub mtime_ns: Option<i128>,
+}
+
+impl WriteOutcome {
+    /// The written object as its store will list it, for the pair cache.
+    pub fn as_listed(&self, key: &str) -> Entry {
+        Entry {
+            key: key.to_string(),
+            size: self.bytes,
+            modified: None,
+            etag: self.etag.clone(),
+            meta: self.mtime_ns.map(|ns| PosixMeta {
+                mtime_ns: Some(ns),
+                ..Default::default()
+            }),
+        }
+    }
 }
 
 /// Errors of the storage layer. `Transient` ones are worth retrying.

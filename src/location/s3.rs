@@ -21,10 +21,10 @@ use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::types::{ChecksumMode, EncodingType};
+use aws_sdk_s3::types::ChecksumMode;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use bytes::Bytes;
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use tokio::sync::Semaphore;
 
 use super::{
@@ -42,8 +42,13 @@ const MAX_ATTEMPTS: u32 = 5;
 /// 8 MiB parts: S3's minimum is 5 MiB; 8 MiB is what mountpoint-s3 and the
 /// AWS CLI use, and keeps a 1 GiB object at 128 parts.
 pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
-/// Objects above this are uploaded (and copied) in parts.
+/// Objects above this are uploaded in parts.
 pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// CopyObject's limit, and the default above which server-side copies go in
+/// parts: one CopyObject needs no part bookkeeping, and some servers
+/// (s3s-fs) are far slower at UploadPartCopy. On AWS, a lower threshold makes
+/// large copies faster.
+pub const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
 /// Bytes of part payload in flight at once across every transfer of this
 /// location: bounds memory whatever the object count or concurrency.
 pub const DEFAULT_BYTE_BUDGET: u64 = 256 * 1024 * 1024;
@@ -60,6 +65,21 @@ pub struct S3Config {
     pub role_arn: Option<String>,
     pub part_size: Option<u64>,
     pub multipart_threshold: Option<u64>,
+    /// Server-side copies above this use UploadPartCopy in parallel parts.
+    pub multipart_copy_threshold: Option<u64>,
+    pub list_mode: ListMode,
+}
+
+/// How a bucket is listed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListMode {
+    /// Directory by directory (`delimiter=/`), several directories at once:
+    /// fast on large trees; one request per directory at least.
+    #[default]
+    Tree,
+    /// One flat listing, 1,000 keys a request, one request at a time:
+    /// fewest requests for trees of many tiny directories.
+    Flat,
 }
 
 impl S3Config {
@@ -93,6 +113,7 @@ pub struct S3Location {
     pub(super) client: aws_sdk_s3::Client,
     pub(super) part_size: u64,
     pub(super) threshold: u64,
+    pub(super) copy_threshold: u64,
     /// Limits part payload in flight (permits are KiB).
     pub(super) budget: Arc<Semaphore>,
     /// Where in-flight multipart uploads are journalled, so a crashed run's
@@ -155,6 +176,10 @@ impl S3Location {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             part_size,
             threshold,
+            copy_threshold: cfg
+                .multipart_copy_threshold
+                .unwrap_or(MAX_SINGLE_COPY)
+                .min(MAX_SINGLE_COPY),
             budget: Arc::new(Semaphore::new(budget_kib(part_size))),
             journal_dir,
             copy_refused: AtomicBool::new(false),
@@ -248,52 +273,6 @@ impl S3Location {
             checksum: h.checksum_crc32_c().and_then(Checksum::from_header),
         }
     }
-
-    /// The listing as pages of entries; keys leave the prefix behind.
-    fn list_pages(&self) -> BoxStream<'_, Result<Vec<Entry>>> {
-        let pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.cfg.bucket)
-            .prefix(&self.cfg.prefix)
-            // Keys may hold characters XML 1.0 cannot carry (NUL, other
-            // controls): ask for URL-encoded keys and decode them here.
-            .encoding_type(EncodingType::Url)
-            .into_paginator()
-            .send();
-        futures::stream::unfold(pages, move |mut pages| async move {
-            let page = pages.next().await?;
-            let item = page
-                .map_err(|e| self.err("ListObjectsV2", "", e))
-                .map(|out| {
-                    // A server that ignores the request sends keys as they are.
-                    let encoded = out.encoding_type() == Some(&EncodingType::Url);
-                    out.contents()
-                        .iter()
-                        .filter_map(|o| {
-                            let raw = o.key()?;
-                            let full = if encoded {
-                                url_decode(raw)?
-                            } else {
-                                raw.to_string()
-                            };
-                            let key = full.strip_prefix(&self.cfg.prefix)?;
-                            (!key.is_empty()).then(|| Entry {
-                                key: key.to_string(),
-                                size: o.size().unwrap_or(0).max(0) as u64,
-                                modified: o
-                                    .last_modified()
-                                    .and_then(|t| SystemTime::try_from(*t).ok()),
-                                etag: o.e_tag().map(str::to_string),
-                                meta: None,
-                            })
-                        })
-                        .collect()
-                });
-            Some((item, pages))
-        })
-        .boxed()
-    }
 }
 
 /// An error and its causes, `: `-joined (the SDK's top-level messages are
@@ -309,53 +288,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Decodes a key of a listing asked with `encoding-type=url` (form
-/// encoding: `+` is a space). `None` when the result is not UTF-8.
-fn url_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Checks that a listing really is sorted: the merge-join depends on it, and
-/// a server that returns keys out of order would otherwise cause wrong deletes.
-pub(crate) fn ensure_sorted<'a>(
-    location: String,
-    s: BoxStream<'a, Result<Entry>>,
-) -> BoxStream<'a, Result<Entry>> {
-    let mut last: Option<String> = None;
-    s.map(move |item| {
-        let e = item?;
-        if let Some(prev) = &last {
-            if prev.as_bytes() >= e.key.as_bytes() {
-                return Err(LocationError::Io {
-                    location: location.clone(),
-                    op: "ListObjectsV2",
-                    key: e.key.clone(),
-                    message: format!("listing is not in byte order (`{prev}` came before it); refusing to compare"),
-                    transient: false,
-                });
-            }
-        }
-        last = Some(e.key.clone());
-        Ok(e)
-    })
-    .boxed()
-}
-
 #[async_trait]
 impl Location for S3Location {
     fn describe(&self) -> String {
@@ -367,14 +299,7 @@ impl Location for S3Location {
     }
 
     fn list(&self) -> BoxStream<'_, Result<Entry>> {
-        let flat = self
-            .list_pages()
-            .flat_map(|page| match page {
-                Ok(entries) => futures::stream::iter(entries.into_iter().map(Ok)).boxed(),
-                Err(e) => futures::stream::iter([Err(e)]).boxed(),
-            })
-            .boxed();
-        ensure_sorted(self.describe(), flat)
+        self.list_sorted()
     }
 
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>> {
@@ -528,16 +453,5 @@ mod tests {
         assert_eq!(c.prefix, "");
         assert!(S3Config::from_url("s3:///x").is_none());
         assert!(S3Config::from_url("/local").is_none());
-    }
-
-    #[test]
-    fn url_encoded_listing_keys_are_decoded() {
-        assert_eq!(
-            url_decode("a+b%2Bc%00d%C3%A9").as_deref(),
-            Some("a b+c\0dé")
-        );
-        assert_eq!(url_decode("plain/key").as_deref(), Some("plain/key"));
-        assert_eq!(url_decode("bad%zz"), None);
-        assert_eq!(url_decode("%FF"), None);
     }
 }

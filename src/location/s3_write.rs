@@ -28,8 +28,6 @@ use super::{
 
 /// Parts of one object uploaded at once; the global byte budget still caps the total.
 const PART_CONCURRENCY: usize = 8;
-/// CopyObject handles up to 5 GiB in one request.
-const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
 
 #[derive(Serialize, Deserialize)]
 struct JournalEntry {
@@ -144,6 +142,8 @@ impl S3Location {
                 .checksum_crc32_c()
                 .and_then(Checksum::from_header)
                 .or(Some(Checksum::Crc32c(crc))),
+            etag: res.e_tag().map(str::to_string),
+            mtime_ns: None,
         })
     }
 
@@ -281,6 +281,8 @@ impl S3Location {
                 .checksum_crc32_c()
                 .and_then(Checksum::from_header)
                 .or(composite),
+            etag: res.e_tag().map(str::to_string),
+            mtime_ns: None,
         })
     }
 
@@ -387,7 +389,7 @@ impl S3Location {
             return Ok(None);
         }
         let source = encode_copy_source(&src.cfg.bucket, &src.full_key(src_key));
-        let res = if info.size > self.threshold.min(MAX_SINGLE_COPY) {
+        let res = if info.size > self.copy_threshold {
             // Unlike CopyObject, a multipart copy does not carry the user
             // metadata over: read it from the source when the caller has not.
             let full;
@@ -441,6 +443,11 @@ impl S3Location {
                 _ => None,
             },
             stored,
+            etag: out
+                .copy_object_result()
+                .and_then(|r| r.e_tag())
+                .map(str::to_string),
+            mtime_ns: None,
         })
     }
 
