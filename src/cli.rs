@@ -379,10 +379,10 @@ impl Progress {
             loop {
                 let c = counters.snapshot();
                 b.set_message(format!(
-                    "{}/{} files, {} written, {} skipped, {} failed",
+                    "{}/{} files, {} transferred, {} skipped, {} failed",
                     c.files_transferred,
                     c.estimated_files_to_transfer,
-                    indicatif::HumanBytes(c.bytes_written),
+                    indicatif::HumanBytes(c.bytes_transferred.max(c.bytes_written)),
                     c.files_skipped,
                     c.files_failed
                 ));

@@ -1,5 +1,5 @@
 //! The bandwidth limit (`--bytes-per-second`): one token bucket shared by
-//! every transfer of an execution.
+//! every transfer of an execution; and the byte meter behind the progress line.
 //!
 //! A reader takes the bytes it is about to pass on; the balance may go
 //! negative (a chunk is larger than a second's worth at low limits), and the
@@ -14,7 +14,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::report::Counters;
 use crate::location::{ByteSource, Result};
+
+/// Read size under a bandwidth limit: small enough that the limit holds
+/// smoothly at a few MB/s, large enough to keep requests efficient.
+const THROTTLED_SLICE: u64 = 1024 * 1024;
 
 #[derive(Debug)]
 pub struct Throttle {
@@ -51,21 +56,36 @@ impl Throttle {
     }
 }
 
-/// A [`ByteSource`] whose reads pass through a [`Throttle`].
-pub struct ThrottledSource {
+/// A [`ByteSource`] whose reads are counted as they pass (so progress moves
+/// within a large file) and, with a limit, pass through a [`Throttle`].
+pub struct MeteredSource {
     pub inner: Arc<dyn ByteSource>,
-    pub throttle: Arc<Throttle>,
+    pub throttle: Option<Arc<Throttle>>,
+    pub counters: Arc<Counters>,
 }
 
 #[async_trait]
-impl ByteSource for ThrottledSource {
+impl ByteSource for MeteredSource {
     fn len(&self) -> u64 {
         self.inner.len()
     }
     async fn read_range(&self, range: Range<u64>) -> Result<Bytes> {
-        let data = self.inner.read_range(range).await?;
-        self.throttle.take(data.len() as u64).await;
-        Ok(data)
+        let Some(t) = &self.throttle else {
+            let data = self.inner.read_range(range).await?;
+            Counters::add(&self.counters.bytes_transferred, data.len() as u64);
+            return Ok(data);
+        };
+        // Limited: read in slices, each paid for before it is read, so the
+        // rate holds within a chunk too and progress moves steadily.
+        let mut out = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
+        for slice in crate::location::part_ranges(range.end - range.start, THROTTLED_SLICE) {
+            let sub = range.start + slice.start..range.start + slice.end;
+            t.take(sub.end - sub.start).await;
+            let data = self.inner.read_range(sub).await?;
+            Counters::add(&self.counters.bytes_transferred, data.len() as u64);
+            out.extend_from_slice(&data);
+        }
+        Ok(out.freeze())
     }
     fn known_crc32c(&self) -> Option<u32> {
         self.inner.known_crc32c()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::diff::{decide_with_info, meta_to_write, Action, CopyReason, SkipReason};
 use super::report::{Counters, ObjectRecord, Report};
 use super::state::{fingerprint, PairCache};
-use super::throttle::{Throttle, ThrottledSource};
+use super::throttle::{MeteredSource, Throttle};
 use crate::location::{
     ByteSource, Checksum, Entry, Location, LocationError, LocationSource, ObjectInfo, WriteMode,
     WriteOutcome,
@@ -237,7 +237,6 @@ impl Transfer {
             .dst
             .write(&src.key, source, &meta, WriteMode::Replace)
             .await?;
-        Counters::add(&self.counters.bytes_transferred, out.bytes);
         Ok(out)
     }
 
@@ -252,13 +251,11 @@ impl Transfer {
                 _ => None,
             },
         });
-        match &self.throttle {
-            Some(t) => Arc::new(ThrottledSource {
-                inner: plain,
-                throttle: t.clone(),
-            }),
-            None => plain,
-        }
+        Arc::new(MeteredSource {
+            inner: plain,
+            throttle: self.throttle.clone(),
+            counters: self.counters.clone(),
+        })
     }
 
     /// Reads back what the destination stores and compares it with what was sent.

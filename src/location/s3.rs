@@ -211,7 +211,19 @@ impl S3Location {
     {
         let status = e.raw_response().map(|r| r.status().as_u16());
         let code = e.code().map(str::to_string);
-        if status == Some(404) || matches!(code.as_deref(), Some("NoSuchKey" | "NotFound")) {
+        if code.as_deref() == Some("NoSuchBucket") {
+            return LocationError::Config {
+                location: self.describe(),
+                message: format!(
+                    "{op}: bucket `{}` does not exist (NoSuchBucket); create it, or check the name, the endpoint and the account",
+                    self.cfg.bucket
+                ),
+            };
+        }
+        // A HEAD's 404 has no body, so no code: a missing key all the same.
+        if matches!(code.as_deref(), Some("NoSuchKey" | "NotFound"))
+            || (status == Some(404) && code.is_none())
+        {
             return LocationError::NotFound {
                 location: self.describe(),
                 key: key.to_string(),
