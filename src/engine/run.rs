@@ -212,7 +212,7 @@ fn open_cache(
     dst: &dyn Location,
 ) -> Option<Arc<PairCache>> {
     let dir = req.state_dir.as_ref()?;
-    let path = PairCache::path_for(dir, &src.describe(), &dst.describe());
+    let path = PairCache::path_for(dir, &src.identity(), &dst.identity());
     match PairCache::open(&path, req.options.dry_run) {
         Ok(c) => Some(Arc::new(c)),
         Err(e) => {

@@ -53,10 +53,27 @@ impl PairCache {
             .join(format!("{a:08x}{b:08x}.sqlite"))
     }
 
+    /// Opens the cache; a damaged file (a crash without fsync can leave one)
+    /// is deleted and made anew, which is always safe for a cache.
     pub fn open(path: &Path, read_only: bool) -> rusqlite::Result<PairCache> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
+        match Self::open_checked(path, read_only) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "pair cache damaged; starting it anew");
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.as_os_str().to_owned();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(PathBuf::from(p));
+                }
+                Self::open_checked(path, read_only)
+            }
+        }
+    }
+
+    fn open_checked(path: &Path, read_only: bool) -> rusqlite::Result<PairCache> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // A cache: losing the last writes to a crash only costs HEADs later.
@@ -64,6 +81,15 @@ impl PairCache {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;
              CREATE TABLE IF NOT EXISTS pairs (key TEXT PRIMARY KEY, src TEXT NOT NULL, dst TEXT NOT NULL) WITHOUT ROWID;",
         )?;
+        // Damage past the first page shows only when read: check the
+        // structure once here rather than fail every lookup silently.
+        let ok: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+        if ok != "ok" {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(ok),
+            ));
+        }
         Ok(PairCache {
             conn: Mutex::new(conn),
             read_only,
@@ -168,6 +194,17 @@ mod tests {
             .unwrap()
             .record("k", fingerprint(&f), fingerprint(&o));
         assert!(!PairCache::open(&path, false).unwrap().unchanged(&f, &o));
+    }
+
+    #[test]
+    fn a_damaged_cache_file_is_started_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        std::fs::write(&path, vec![0x5a; 64 * 1024]).unwrap();
+        let cache = PairCache::open(&path, false).unwrap();
+        let (f, o) = (file("k", 5, 3), object("k", "\"e1\"", 3));
+        cache.record("k", fingerprint(&f), fingerprint(&o));
+        assert!(cache.unchanged(&f, &o));
     }
 
     #[test]

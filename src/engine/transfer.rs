@@ -206,6 +206,7 @@ impl Transfer {
                 bytes: 0,
                 crc32c: None,
                 stored: None,
+                reported: None,
                 etag: None,
                 mtime_ns: None,
             });
@@ -258,7 +259,9 @@ impl Transfer {
         })
     }
 
-    /// Reads back what the destination stores and compares it with what was sent.
+    /// Compares the checksum the destination reports for what it stored
+    /// (from its answer to the write, else by asking it) with the one
+    /// computed from the bytes as they were sent.
     async fn verify_written(
         &self,
         key: &str,
@@ -267,7 +270,12 @@ impl Transfer {
         if self.verify == VerifyMode::None || key.ends_with('/') {
             return Ok((out, false));
         }
-        let actual = with_retries(|| self.dst.stored_checksum(key)).await?;
+        // What the store said about what it stored, in its answer to the
+        // write; else ask it (a HEAD, or reading a local file back).
+        let actual = match out.reported {
+            Some(c) => Some(c),
+            None => with_retries(|| self.dst.stored_checksum(key)).await?,
+        };
         // Compare only what the store reports in the form we wrote: a
         // multipart object's checksum is composite on S3, and a server that
         // reports a full-object form for it (moto does) is not comparable.

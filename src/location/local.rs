@@ -477,6 +477,7 @@ impl LocalLocation {
             bytes: written,
             crc32c: Some(crc),
             stored: Some(Checksum::Crc32c(crc)),
+            reported: None,
             etag: None,
             mtime_ns: meta.mtime_ns,
         })

@@ -107,8 +107,13 @@ pub struct WriteOutcome {
     /// CRC32C of the whole content, computed while streaming (unknown for a
     /// server-side copy whose store reports only a composite).
     pub crc32c: Option<u32>,
-    /// The checksum the store itself reports for the new object (composite for multipart).
+    /// The checksum the new object should have in the store's own form
+    /// (full CRC32C for a single PUT, composite for multipart).
     pub stored: Option<Checksum>,
+    /// The checksum the store reported for what it stored, in its answer to
+    /// the write itself (S3 returns it from PutObject and
+    /// CompleteMultipartUpload); `None` when it said nothing.
+    pub reported: Option<Checksum>,
     /// How a listing will show the new object: its ETag (S3) ...
     pub etag: Option<String>,
     /// ... or its mtime (local files), when known.
@@ -212,6 +217,12 @@ pub enum WriteMode {
 pub trait Location: Send + Sync + std::fmt::Debug {
     /// How the location is named in messages (`s3://bucket/prefix`, `/path`).
     fn describe(&self) -> String;
+
+    /// What tells this location apart from every other (the endpoint too,
+    /// for S3): keys state such as the pair cache.
+    fn identity(&self) -> String {
+        self.describe()
+    }
 
     /// True when keys must map to local paths (a file and a directory of the
     /// same name cannot coexist).

@@ -306,6 +306,14 @@ impl Location for S3Location {
         self.cfg.url()
     }
 
+    fn identity(&self) -> String {
+        format!(
+            "{} at {}",
+            self.cfg.url(),
+            self.cfg.endpoint_url.as_deref().unwrap_or("AWS")
+        )
+    }
+
     fn keys_are_paths(&self) -> bool {
         false
     }

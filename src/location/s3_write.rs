@@ -138,10 +138,8 @@ impl S3Location {
         Ok(WriteOutcome {
             bytes: len,
             crc32c: Some(crc),
-            stored: res
-                .checksum_crc32_c()
-                .and_then(Checksum::from_header)
-                .or(Some(Checksum::Crc32c(crc))),
+            stored: Some(Checksum::Crc32c(crc)),
+            reported: res.checksum_crc32_c().and_then(Checksum::from_header),
             etag: res.e_tag().map(str::to_string),
             mtime_ns: None,
         })
@@ -277,10 +275,8 @@ impl S3Location {
         Ok(WriteOutcome {
             bytes: len,
             crc32c: whole,
-            stored: res
-                .checksum_crc32_c()
-                .and_then(Checksum::from_header)
-                .or(composite),
+            stored: composite,
+            reported: res.checksum_crc32_c().and_then(Checksum::from_header),
             etag: res.e_tag().map(str::to_string),
             mtime_ns: None,
         })
@@ -443,6 +439,8 @@ impl S3Location {
                 _ => None,
             },
             stored,
+            // The copy's answer is our only source for `stored`: not a confirmation.
+            reported: None,
             etag: out
                 .copy_object_result()
                 .and_then(|r| r.e_tag())
