@@ -189,7 +189,15 @@ impl S3Location {
             .send()
             .await
             .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let Some(upload_id) = created.upload_id().map(str::to_string) else {
+            return Err(LocationError::Io {
+                location: self.describe(),
+                op: "CreateMultipartUpload",
+                key: key.to_string(),
+                message: "the answer has no UploadId".into(),
+                transient: false,
+            });
+        };
         let journal = self.journal(&full_key, &upload_id);
         let parts: Result<Vec<PartDone>> =
             futures::stream::iter(part_ranges(size, self.part_size).into_iter().enumerate())
