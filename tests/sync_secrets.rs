@@ -10,7 +10,10 @@ use common::S3Server;
 const CANARY: &str = "CanarySecret-4f1c9e-do-not-print";
 
 fn assert_no_canary(what: &str, text: &str) {
-    assert!(!text.contains(CANARY), "the secret key leaked into {what}:\n{text}");
+    assert!(
+        !text.contains(CANARY),
+        "the secret key leaked into {what}:\n{text}"
+    );
 }
 
 fn with_secret(server: &S3Server, secret: &str) -> S3Server {
@@ -25,7 +28,10 @@ async fn a_verbose_successful_run_prints_no_secret_anywhere() {
     let server = with_secret(&common::moto(), CANARY);
     let bucket = server.new_bucket("secrets-ok").await;
     let src = common::tempdir();
-    common::write_tree(src.path(), &[("a.txt", b"hello"), ("d/b.bin", &[1u8; 2048])]);
+    common::write_tree(
+        src.path(),
+        &[("a.txt", b"hello"), ("d/b.bin", &[1u8; 2048])],
+    );
     let state = common::tempdir();
     let report = state.path().join("report.jsonl");
     let mut cmd = common::sync_cmd(
@@ -43,10 +49,17 @@ async fn a_verbose_successful_run_prints_no_secret_anywhere() {
     cmd.env("RUST_LOG", "trace");
     let out = common::run(cmd);
     assert_eq!(out.status, 0, "{}", out.stderr);
-    assert!(out.stderr.len() > 1000, "expected trace logging, got:\n{}", out.stderr);
+    assert!(
+        out.stderr.len() > 1000,
+        "expected trace logging, got:\n{}",
+        out.stderr
+    );
     assert_no_canary("stdout", &out.stdout);
     assert_no_canary("stderr (trace logs)", &out.stderr);
-    assert_no_canary("the report", &std::fs::read_to_string(&report).expect("report"));
+    assert_no_canary(
+        "the report",
+        &std::fs::read_to_string(&report).expect("report"),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -61,12 +74,22 @@ async fn a_refused_signature_names_the_problem_without_the_secret() {
     let out = common::run(common::sync_cmd(
         &server,
         state.path(),
-        &[&src.path().display().to_string(), &server.url(&bucket, "p"), "--json"],
+        &[
+            &src.path().display().to_string(),
+            &server.url(&bucket, "p"),
+            "--json",
+        ],
     ));
-    assert_eq!(out.status, 1, "a refused signature must fail the run: {}", out.stderr);
+    assert_eq!(
+        out.status, 1,
+        "a refused signature must fail the run: {}",
+        out.stderr
+    );
     let all = format!("{}\n{}", out.stdout, out.stderr);
     assert!(
-        all.contains("SignatureDoesNotMatch") || all.contains("AccessDenied") || all.contains("403"),
+        all.contains("SignatureDoesNotMatch")
+            || all.contains("AccessDenied")
+            || all.contains("403"),
         "the error should say the request was refused:\n{all}"
     );
     assert_no_canary("the output of a failed run", &all);

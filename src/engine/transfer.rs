@@ -22,6 +22,9 @@ use crate::location::{
 /// the attempts multiply: 5 SDK attempts x 2 is already 10 requests.
 const OBJECT_ATTEMPTS: u32 = 2;
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// Objects up to this size whose metadata the listing lacks are read whole
+/// in one GET (body and metadata together) instead of a HEAD and a GET.
+const WHOLE_READ_MAX: u64 = 8 * 1024 * 1024;
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -227,18 +230,40 @@ impl Transfer {
         {
             return Ok(out);
         }
-        let info = match (info, src.meta) {
-            (Some(i), _) => i,
-            (None, Some(m)) => ObjectInfo { meta: m, ..listed },
-            (None, None) => info_of(self.src.as_ref(), src).await?,
+        let (info, source) = match (info, src.meta) {
+            (Some(i), _) => {
+                let s = self.source_for(src, &i);
+                (i, s)
+            }
+            (None, Some(m)) => {
+                let i = ObjectInfo { meta: m, ..listed };
+                (i.clone(), self.source_for(src, &i))
+            }
+            // Metadata unknown: a small object comes with it in one GET.
+            (None, None) if src.size <= WHOLE_READ_MAX => {
+                let (i, body) = self.src.read_whole(&src.key, src.etag.as_deref()).await?;
+                let whole = Arc::new(crate::location::MemorySource(body));
+                (i, self.metered(whole))
+            }
+            (None, None) => {
+                let i = info_of(self.src.as_ref(), src).await?;
+                (i.clone(), self.source_for(src, &i))
+            }
         };
-        let source = self.source_for(src, &info);
         let meta = meta_to_write(src, Some(&info));
         let out = self
             .dst
             .write(&src.key, source, &meta, WriteMode::Replace)
             .await?;
         Ok(out)
+    }
+
+    fn metered(&self, inner: Arc<dyn ByteSource>) -> Arc<dyn ByteSource> {
+        Arc::new(MeteredSource {
+            inner,
+            throttle: self.throttle.clone(),
+            counters: self.counters.clone(),
+        })
     }
 
     fn source_for(&self, src: &Entry, info: &ObjectInfo) -> Arc<dyn ByteSource> {
@@ -252,11 +277,7 @@ impl Transfer {
                 _ => None,
             },
         });
-        Arc::new(MeteredSource {
-            inner: plain,
-            throttle: self.throttle.clone(),
-            counters: self.counters.clone(),
-        })
+        self.metered(plain)
     }
 
     /// Compares the checksum the destination reports for what it stored

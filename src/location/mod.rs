@@ -243,6 +243,20 @@ pub trait Location: Send + Sync + std::fmt::Debug {
         if_match: Option<&str>,
     ) -> Result<Bytes>;
 
+    /// A whole (small) object with what `stat` would say of it. Stores that
+    /// answer both in one request (S3's GetObject) override this.
+    async fn read_whole(&self, key: &str, if_match: Option<&str>) -> Result<(ObjectInfo, Bytes)> {
+        let info = self
+            .stat(key)
+            .await?
+            .ok_or_else(|| LocationError::NotFound {
+                location: self.describe(),
+                key: key.to_string(),
+            })?;
+        let body = self.read_range(key, 0..info.size, if_match).await?;
+        Ok((info, body))
+    }
+
     /// Writes `source` to `key` atomically: nothing partial is ever visible.
     async fn write(
         &self,

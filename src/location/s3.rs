@@ -393,6 +393,47 @@ impl Location for S3Location {
         Ok(bytes)
     }
 
+    async fn read_whole(&self, key: &str, if_match: Option<&str>) -> Result<(ObjectInfo, Bytes)> {
+        let res = self
+            .client
+            .get_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .set_if_match(if_match.map(str::to_string))
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await;
+        let out = match res {
+            Ok(o) => o,
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
+                return Err(LocationError::Changed {
+                    location: self.describe(),
+                    key: key.to_string(),
+                    expected: if_match.unwrap_or_default().to_string(),
+                })
+            }
+            Err(e) => return Err(self.err("GetObject", key, e)),
+        };
+        let empty = HashMap::new();
+        let info = ObjectInfo {
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            modified: out
+                .last_modified()
+                .and_then(|t| SystemTime::try_from(*t).ok()),
+            etag: out.e_tag().map(str::to_string),
+            meta: PosixMeta::from_user_metadata(out.metadata().unwrap_or(&empty)),
+            checksum: out.checksum_crc32_c().and_then(Checksum::from_header),
+        };
+        let body = out.body.collect().await.map_err(|e| LocationError::Io {
+            location: self.describe(),
+            op: "GetObject",
+            key: key.to_string(),
+            message: format!("reading the body failed: {}", error_chain(&e)),
+            transient: true,
+        })?;
+        Ok((info, body.into_bytes()))
+    }
+
     async fn write(
         &self,
         key: &str,
