@@ -34,13 +34,17 @@ sm_install_moto
 sm_install_s3s_fs
 
 # --- 2. Start the servers ----------------------------------------------------
-read -r MOTO_PORT S3S_PORT < <(sm_free_ports 2)
+read -r MOTO_PORT S3S_PORT MOTO_IAM_PORT < <(sm_free_ports 3)
 WORK_DIR="$(sm_work_dir test)"
 sm_start_moto "$MOTO_PORT" "$WORK_DIR/moto.log"
+# A second moto for the access tests: they switch its IAM enforcement on,
+# which would refuse every other test's requests on a shared server.
+sm_start_moto "$MOTO_IAM_PORT" "$WORK_DIR/moto-iam.log"
 sm_start_s3s_fs "$S3S_PORT" "$WORK_DIR/s3s-data" "$WORK_DIR/s3s-fs.log" "$S3S_ACCESS_KEY" "$S3S_SECRET_KEY"
 
 # --- 3. Run the tests --------------------------------------------------------
 export SYNCMOUNT_TEST_MOTO_URL="http://127.0.0.1:$MOTO_PORT"
+export SYNCMOUNT_TEST_MOTO_IAM_URL="http://127.0.0.1:$MOTO_IAM_PORT"
 export SYNCMOUNT_TEST_S3S_URL="http://127.0.0.1:$S3S_PORT"
 export SYNCMOUNT_TEST_S3S_ACCESS_KEY="$S3S_ACCESS_KEY"
 export SYNCMOUNT_TEST_S3S_SECRET_KEY="$S3S_SECRET_KEY"

@@ -43,7 +43,31 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one task execution from SRC to DST (local path or s3://bucket/prefix).
-    Sync(SyncArgs),
+    Sync(Box<SyncArgs>),
+    /// Locations: preflight checks.
+    #[command(subcommand)]
+    Location(LocationCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LocationCommand {
+    /// A checklist of what the location needs (credentials, role, Region,
+    /// list, read, optionally write), each failed item with its fix.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// s3://bucket[/prefix] or a local directory.
+    pub location: String,
+    /// Also write and delete a throw-away key, to prove write access.
+    #[arg(long)]
+    pub write_probe: bool,
+    #[command(flatten)]
+    pub conn: SideArgs,
+    /// Role to assume (STS AssumeRole) for this location.
+    #[arg(long)]
+    pub role_arn: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -274,6 +298,27 @@ fn task_options(args: &SyncArgs) -> TaskOptions {
     }
 }
 
+/// `syncmount location check`: prints the checklist; exit 1 on any failed item.
+pub async fn location_check(args: CheckArgs) -> anyhow::Result<i32> {
+    let items = match parse_spec(&args.location, "location")? {
+        Spec::Local(path) => crate::preflight::check_local(&path, args.write_probe).await,
+        Spec::S3(mut cfg) => {
+            cfg.region = args.conn.region.clone();
+            cfg.endpoint_url = args.conn.endpoint_url.clone();
+            cfg.profile = args.conn.profile.clone();
+            cfg.role_arn = args.role_arn.clone();
+            let loc = S3Location::connect(cfg, None)
+                .await
+                .map_err(|e| UsageError(e.to_string()))?;
+            println!("checking {} ({})", loc.describe(), loc.identity());
+            crate::preflight::check_s3(&loc, args.write_probe).await
+        }
+    };
+    let (text, ok) = crate::preflight::render(&items);
+    print!("{text}");
+    Ok(if ok { 0 } else { 1 })
+}
+
 pub async fn sync(args: SyncArgs, state_dir: PathBuf) -> anyhow::Result<i32> {
     let launched = Instant::now();
     let options = task_options(&args);
@@ -439,7 +484,8 @@ pub fn main() -> i32 {
     let state_dir = cli.state_dir.clone().unwrap_or_else(default_state_dir);
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Sync(args) => sync(args, state_dir).await,
+            Command::Sync(args) => sync(*args, state_dir).await,
+            Command::Location(LocationCommand::Check(args)) => location_check(args).await,
         }
     });
     match result {

@@ -252,7 +252,7 @@ async fn run_actions(
     dst: &Arc<dyn Location>,
 ) -> Result<Instant, String> {
     let opts = req.options.diff_options(req.filter.clone(), dst.as_ref());
-    let fatal: Mutex<Option<String>> = Mutex::new(None);
+    let fatal: Mutex<Option<crate::location::LocationError>> = Mutex::new(None);
     let diff_end: Mutex<Option<Instant>> = Mutex::new(None);
     let actions = diff::diff(src.list(), dst.list(), opts)
         .take_while(|_| futures::future::ready(!req.cancel.load(Ordering::Relaxed)))
@@ -261,7 +261,7 @@ async fn run_actions(
                 Ok(a) => Some(a),
                 Err(e) => {
                     if let Ok(mut f) = fatal.lock() {
-                        f.get_or_insert(e.to_string());
+                        f.get_or_insert(e);
                     }
                     None
                 }
@@ -289,7 +289,7 @@ async fn run_actions(
         .and_then(|d| *d)
         .unwrap_or_else(Instant::now);
     match fatal.into_inner().ok().flatten() {
-        Some(e) => Err(e),
+        Some(e) => Err(transfer.explain(&e).await),
         None => Ok(end),
     }
 }

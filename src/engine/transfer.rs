@@ -106,7 +106,7 @@ impl Transfer {
                 Err(e) => {
                     Counters::add(&self.counters.files_failed, 1);
                     r.result = "failed";
-                    r.error = Some(e.to_string());
+                    r.error = Some(self.explain(&e).await);
                 }
             }
         }
@@ -137,7 +137,7 @@ impl Transfer {
             Err(e) => {
                 Counters::add(&self.counters.files_failed, 1);
                 let mut r = record(&src.key, "copy", "failed");
-                r.error = Some(e.to_string());
+                r.error = Some(self.explain(&e).await);
                 self.report.record(r);
             }
         }
@@ -186,7 +186,7 @@ impl Transfer {
             Err(e) => {
                 Counters::add(&self.counters.files_failed, 1);
                 r.result = "failed";
-                r.error = Some(e.to_string());
+                r.error = Some(self.explain(&e).await);
             }
         }
         self.report.record(r);
@@ -256,6 +256,11 @@ impl Transfer {
             .write(&src.key, source, &meta, WriteMode::Replace)
             .await?;
         Ok(out)
+    }
+
+    /// The error, with what its location can add (principal, fix command).
+    pub async fn explain(&self, e: &LocationError) -> String {
+        explain_with(e, &[self.src.as_ref(), self.dst.as_ref()]).await
     }
 
     fn metered(&self, inner: Arc<dyn ByteSource>) -> Arc<dyn ByteSource> {
@@ -334,6 +339,19 @@ impl Transfer {
         );
         !matches!(infos, Ok((si, di)) if decide_with_info(&si, &di).is_none())
     }
+}
+
+/// An error as text, followed by what the location it names can add.
+pub async fn explain_with(e: &LocationError, locations: &[&dyn Location]) -> String {
+    let text = e.to_string();
+    for loc in locations {
+        if text.starts_with(&loc.describe()) {
+            if let Some(more) = loc.explain(e).await {
+                return format!("{text} ({more})");
+            }
+        }
+    }
+    text
 }
 
 /// Stored metadata of a listed entry: the listing's when it has it, else a `stat`.

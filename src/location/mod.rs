@@ -292,6 +292,12 @@ pub trait Location: Send + Sync + std::fmt::Debug {
     /// Returns how many were removed.
     async fn clean_leftovers(&self) -> Result<u64>;
 
+    /// More to say about an error of this location, for the user: who we
+    /// are and what command shows the fix, for permission errors.
+    async fn explain(&self, _err: &LocationError) -> Option<String> {
+        None
+    }
+
     /// For downcasting in server-side copy.
     fn as_any(&self) -> &dyn std::any::Any;
 }

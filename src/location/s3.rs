@@ -32,6 +32,9 @@ use super::{
     WriteOutcome,
 };
 
+/// How long to wait for STS to say who we are, for an error message.
+const PRINCIPAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The Region assumed for a custom endpoint when none is configured.
 const DEFAULT_COMPATIBLE_REGION: &str = "us-east-1";
 
@@ -121,6 +124,11 @@ pub struct S3Location {
     pub(super) journal_dir: Option<std::path::PathBuf>,
     /// Set once a server-side copy was refused, so we stop trying.
     pub(super) copy_refused: AtomicBool,
+    /// The AWS config every client of this location uses (credentials of
+    /// the assumed role when there is one).
+    sdk: aws_config::SdkConfig,
+    /// Who we are (STS GetCallerIdentity), asked once when first needed.
+    principal: tokio::sync::OnceCell<Option<String>>,
 }
 
 impl S3Location {
@@ -150,16 +158,25 @@ impl S3Location {
                 message: "no AWS Region configured; pass --region (or set AWS_REGION)".into(),
             });
         }
-        let mut builder = aws_sdk_s3::config::Builder::from(&base)
+        // With a role, every client of this location (S3, and STS for the
+        // caller identity) acts as the role.
+        let sdk = match &cfg.role_arn {
+            Some(arn) => {
+                let provider = aws_config::sts::AssumeRoleProvider::builder(arn.clone())
+                    .session_name(format!("syncmount-{}", std::process::id()))
+                    .configure(&base)
+                    .build()
+                    .await;
+                base.into_builder()
+                    .credentials_provider(
+                        aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+                    )
+                    .build()
+            }
+            None => base,
+        };
+        let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
-        if let Some(arn) = &cfg.role_arn {
-            let provider = aws_config::sts::AssumeRoleProvider::builder(arn.clone())
-                .session_name(format!("syncmount-{}", std::process::id()))
-                .configure(&base)
-                .build()
-                .await;
-            builder = builder.credentials_provider(provider);
-        }
         // Any endpoint of our choosing is likely not AWS: path-style works everywhere.
         let path_style = cfg.endpoint_url.is_some()
             || std::env::var_os("AWS_ENDPOINT_URL").is_some()
@@ -183,6 +200,8 @@ impl S3Location {
             budget: Arc::new(Semaphore::new(budget_kib(part_size))),
             journal_dir,
             copy_refused: AtomicBool::new(false),
+            principal: tokio::sync::OnceCell::new(),
+            sdk,
             cfg,
         })
     }
@@ -193,6 +212,31 @@ impl S3Location {
 
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.client
+    }
+
+    /// An STS client with this location's credentials.
+    pub fn sts(&self) -> aws_sdk_sts::Client {
+        aws_sdk_sts::Client::new(&self.sdk)
+    }
+
+    /// The region requests go to.
+    pub fn region(&self) -> Option<String> {
+        self.sdk.region().map(|r| r.to_string())
+    }
+
+    /// The caller's ARN, asked once (None when STS cannot tell, e.g. on an
+    /// S3-compatible server without STS).
+    pub async fn caller_arn(&self) -> Option<String> {
+        self.principal
+            .get_or_init(|| async {
+                let ask = self.sts().get_caller_identity().send();
+                match tokio::time::timeout(PRINCIPAL_TIMEOUT, ask).await {
+                    Ok(Ok(out)) => out.arn().map(str::to_string),
+                    _ => None,
+                }
+            })
+            .await
+            .clone()
     }
 
     pub(super) fn full_key(&self, key: &str) -> String {
@@ -487,6 +531,41 @@ impl Location for S3Location {
 
     async fn clean_leftovers(&self) -> Result<u64> {
         self.abort_journalled_uploads().await
+    }
+
+    async fn explain(&self, err: &LocationError) -> Option<String> {
+        let LocationError::Io { message, .. } = err else {
+            return None;
+        };
+        const REFUSED: [&str; 5] = [
+            "AccessDenied",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "ExpiredToken",
+            "InvalidToken",
+        ];
+        let code = REFUSED.iter().find(|c| message.starts_with(*c))?;
+        let who = self
+            .caller_arn()
+            .await
+            .unwrap_or_else(|| "(identity unknown: STS did not answer)".into());
+        let mut check = format!("syncmount location check {} --write-probe", self.cfg.url());
+        for (flag, v) in [
+            ("--region", self.region()),
+            ("--endpoint-url", self.cfg.endpoint_url.clone()),
+            ("--profile", self.cfg.profile.clone()),
+            ("--role-arn", self.cfg.role_arn.clone()),
+        ] {
+            if let Some(v) = v {
+                check.push_str(&format!(" {flag} {v}"));
+            }
+        }
+        let fix = if *code == "ExpiredToken" || *code == "InvalidToken" {
+            "refresh the credentials (a new session token, `aws sso login`)".to_string()
+        } else {
+            format!("`{check}` shows what is missing; `syncmount policy …` prints the policies")
+        };
+        Some(format!("principal {who}; {fix}"))
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -79,6 +79,25 @@ pub fn moto() -> S3Server {
     }
 }
 
+/// The second moto server started by scripts/test.sh, reserved for tests
+/// that switch IAM enforcement on (`POST /moto-api/reset-auth`): on the shared
+/// server that would refuse every other test's requests. Tests using it must
+/// hold [`moto_iam_lock`] throughout.
+pub fn moto_iam() -> S3Server {
+    S3Server {
+        kind: ServerKind::Moto,
+        endpoint: required_env("SYNCMOUNT_TEST_MOTO_IAM_URL"),
+        access_key: "testing".to_string(),
+        secret_key: "testing".to_string(),
+    }
+}
+
+/// Serializes the tests of one binary that change the IAM moto's state.
+pub async fn moto_iam_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// The s3s-fs server started by scripts/test.sh.
 pub fn s3s() -> S3Server {
     S3Server {
