@@ -297,12 +297,19 @@ impl S3Location {
                 }
             }
         };
-        let hint = match status {
-            Some(301) => format!(
-                " (bucket `{}` is in another Region: set the location's region)",
+        let bucket_region = e
+            .raw_response()
+            .and_then(|r| r.headers().get("x-amz-bucket-region"))
+            .map(str::to_string);
+        let hint = match (status, bucket_region) {
+            (Some(301 | 400), Some(r)) if Some(r.as_str()) != self.sdk.region().map(|x| x.as_ref()) => format!(
+                " (bucket `{}` is in {r}: set --region {r}, or region = \"{r}\" on the location)",
                 self.cfg.bucket
             ),
-            Some(403) => " (check the credentials' permissions for this action)".to_string(),
+            (Some(301), _) => format!(
+                " (bucket `{}` is in another Region: set the location's region; `syncmount location check` tells which)",
+                self.cfg.bucket
+            ),
             _ => String::new(),
         };
         LocationError::Io {
