@@ -1,15 +1,12 @@
 //! A local directory as a [`Location`].
 //!
-//! Listing is a depth-first walk that yields keys in S3's byte order: each
-//! directory's children are sorted by name, a directory compared as `name/`,
-//! so `a-b` comes before `a/b` as it does in a bucket listing. The walk runs
-//! on a blocking thread and feeds a bounded channel, so memory is bounded by
-//! the widest directory on the current path, not by the tree.
-//!
-//! Writes go to a temp file in the target directory, are fsynced and renamed
-//! into place: a reader never sees a partial file. Temp files carry the
-//! writer's pid, so a later run can tell a dead writer's leftovers from a
-//! live writer's work in progress.
+//! Listing is the byte-ordered walk of `walk.rs`. Writes go to a temp file in
+//! the target directory, are fsynced and renamed into place: a reader never
+//! sees a partial file. Chunks of a large source are fetched concurrently and
+//! written at their offsets under a process-wide byte budget. Temp files
+//! carry the writer's pid, so a later run can tell a dead writer's leftovers
+//! from a live writer's work in progress. Nothing is ever written through a
+//! symbolic link inside the root.
 
 use std::ffi::OsString;
 use std::fs;
@@ -167,13 +164,13 @@ fn temp_name() -> OsString {
 }
 
 /// The pid in one of our temp file names, if it is one.
-fn temp_owner(name: &[u8]) -> Option<u32> {
+pub(super) fn temp_owner(name: &[u8]) -> Option<u32> {
     let s = std::str::from_utf8(name).ok()?;
     let rest = s.strip_prefix(TEMP_PREFIX)?.strip_suffix(TEMP_SUFFIX)?;
     rest.split_once('-')?.0.parse().ok()
 }
 
-fn pid_alive(pid: u32) -> bool {
+pub(super) fn pid_alive(pid: u32) -> bool {
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -249,7 +246,7 @@ impl Location for LocalLocation {
 
     fn list(&self) -> BoxStream<'_, Result<Entry>> {
         let (tx, rx) = tokio::sync::mpsc::channel(LIST_CHANNEL);
-        let walker = Walker {
+        let walker = super::walk::Walker {
             root: self.root.clone(),
             location: self.describe(),
             tx,
@@ -593,142 +590,6 @@ impl ByteSource for FileSource {
             message: e.to_string(),
             transient: false,
         })
-    }
-}
-
-/// The blocking directory walk behind [`LocalLocation::list`].
-struct Walker {
-    root: PathBuf,
-    location: String,
-    tx: tokio::sync::mpsc::Sender<Result<Entry>>,
-    leftovers: Arc<Mutex<Vec<PathBuf>>>,
-}
-
-/// One child of a directory, with the name it sorts by (`name/` for directories).
-struct Child {
-    sort_key: Vec<u8>,
-    name: OsString,
-    meta: fs::Metadata,
-}
-
-impl Walker {
-    fn run(self) {
-        // Each frame: a directory's relative path and its remaining children, reversed.
-        let mut stack: Vec<(PathBuf, Vec<Child>)> = Vec::new();
-        match self.children(Path::new("")) {
-            Ok(c) => stack.push((PathBuf::new(), c)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(e) => {
-                let _ = self.send(Err(self.err("list", "", e)));
-                return;
-            }
-        }
-        while let Some((dir, children)) = stack.last_mut() {
-            let Some(child) = children.pop() else {
-                stack.pop();
-                continue;
-            };
-            let rel = dir.join(&child.name);
-            if !self.visit(rel, child, &mut stack) {
-                return;
-            }
-        }
-    }
-
-    /// Handles one child; false when the consumer has gone away.
-    fn visit(&self, rel: PathBuf, child: Child, stack: &mut Vec<(PathBuf, Vec<Child>)>) -> bool {
-        let ft = child.meta.file_type();
-        if ft.is_dir() {
-            return match self.children(&rel) {
-                Ok(c) if c.is_empty() => self.send_entry(&rel, &child.meta, true),
-                Ok(c) => {
-                    stack.push((rel, c));
-                    true
-                }
-                Err(e) => self.send(Err(self.err("list", &rel.to_string_lossy(), e))),
-            };
-        }
-        if ft.is_file() {
-            return self.send_entry(&rel, &child.meta, false);
-        }
-        let kind = if ft.is_symlink() {
-            "a symbolic link"
-        } else {
-            "not a regular file or directory"
-        };
-        self.send(Err(LocationError::Io {
-            location: self.location.clone(),
-            op: "skip",
-            key: rel.to_string_lossy().into_owned(),
-            message: format!("{kind}; skipped"),
-            transient: false,
-        }))
-    }
-
-    fn send_entry(&self, rel: &Path, m: &fs::Metadata, is_dir: bool) -> bool {
-        let entry = key::relpath_to_key(rel, is_dir)
-            .map(|key| Entry {
-                key,
-                size: if is_dir { 0 } else { m.len() },
-                modified: m.modified().ok(),
-                etag: None,
-                meta: Some(meta_of(m)),
-            })
-            .map_err(|reason| LocationError::UnsafeKey {
-                location: self.location.clone(),
-                key: rel.to_string_lossy().into_owned(),
-                reason,
-            });
-        self.send(entry)
-    }
-
-    fn send(&self, item: Result<Entry>) -> bool {
-        self.tx.blocking_send(item).is_ok()
-    }
-
-    fn err(&self, op: &'static str, key: &str, e: io::Error) -> LocationError {
-        LocationError::Io {
-            location: self.location.clone(),
-            op,
-            key: key.to_string(),
-            message: e.to_string(),
-            transient: false,
-        }
-    }
-
-    /// A directory's children sorted in S3 order, reversed for popping;
-    /// our temp files are left out (and remembered when their writer is dead).
-    fn children(&self, rel: &Path) -> io::Result<Vec<Child>> {
-        let dir = self.root.join(rel);
-        let mut out = Vec::new();
-        for de in fs::read_dir(&dir)? {
-            let de = de?;
-            let name = de.file_name();
-            if let Some(pid) = temp_owner(name.as_bytes()) {
-                if !pid_alive(pid) {
-                    if let Ok(mut l) = self.leftovers.lock() {
-                        l.push(dir.join(&name));
-                    }
-                }
-                continue;
-            }
-            let meta = match de.metadata() {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            let mut sort_key = name.as_bytes().to_vec();
-            if meta.is_dir() {
-                sort_key.push(b'/');
-            }
-            out.push(Child {
-                sort_key,
-                name,
-                meta,
-            });
-        }
-        out.sort_by(|a, b| b.sort_key.cmp(&a.sort_key));
-        Ok(out)
     }
 }
 

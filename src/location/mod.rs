@@ -14,6 +14,7 @@ pub mod meta;
 pub mod s3;
 mod s3_list;
 mod s3_write;
+mod walk;
 
 use std::ops::Range;
 use std::sync::Arc;
