@@ -47,6 +47,9 @@ pub enum Command {
     /// Locations: preflight checks.
     #[command(subcommand)]
     Location(LocationCommand),
+    /// Print the IAM and bucket policies a transfer needs, filled in, as JSON.
+    #[command(subcommand)]
+    Policy(crate::policy::PolicyCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -486,6 +489,7 @@ pub fn main() -> i32 {
         match cli.command {
             Command::Sync(args) => sync(*args, state_dir).await,
             Command::Location(LocationCommand::Check(args)) => location_check(args).await,
+            Command::Policy(cmd) => Ok(crate::policy::run(cmd).await),
         }
     });
     match result {
