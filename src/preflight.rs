@@ -12,7 +12,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+use crate::location::s3::{error_chain, short};
 use aws_sdk_s3::types::ObjectOwnership;
 
 use crate::location::s3::S3Location;
@@ -61,13 +63,47 @@ pub fn render(items: &[Item]) -> (String, bool) {
     (out, items.iter().all(|i| i.mark != Mark::Fail))
 }
 
-/// An SDK error as `Code: message`, else its cause chain (never with
-/// credentials in it).
-fn describe<E: ProvideErrorMetadata + std::error::Error>(e: &E) -> String {
+/// An SDK error as `Code: message`, else `HTTP status`, else its causes,
+/// shortened (never with credentials in it, never a request dump).
+fn describe<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HasStatus,
+{
     match (e.code(), e.message()) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         (Some(c), None) => c.to_string(),
-        _ => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+        _ => match e.raw_response().map(|r| r.status()) {
+            Some(s) => format!("HTTP {s}"),
+            None => short(&error_chain(e)),
+        },
+    }
+}
+
+/// The HTTP status of a raw response (S3 and STS share the response type).
+pub trait HasStatus {
+    fn status(&self) -> u16;
+}
+
+impl HasStatus for aws_smithy_runtime_api::client::orchestrator::HttpResponse {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// What kind of failure an SDK error is, for the checklist.
+fn refused<E: ProvideErrorMetadata, R: HasStatus>(e: &SdkError<E, R>) -> bool {
+    denied(e.code()) || matches!(e.raw_response().map(|r| r.status()), Some(401 | 403))
+}
+
+/// The fix for a refused request: the permission, unless the credentials
+/// themselves are the problem.
+fn fix_for<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>, permission: String) -> String {
+    match e.code() {
+        Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken") => {
+            "fix the credentials first (see the credentials item)".to_string()
+        }
+        _ => permission,
     }
 }
 
@@ -116,7 +152,14 @@ async fn identity(loc: &S3Location) -> Item {
             format!("acting as {}", out.arn().unwrap_or("?")),
             None,
         ),
-        Err(e) if denied(e.code()) || loc.config().endpoint_url.is_none() => {
+        // Refused, or no credentials to sign with (a role that cannot be
+        // assumed shows up here), or AWS itself: a failure. Only a custom
+        // endpoint that answers in some other way simply has no STS.
+        Err(e)
+            if refused(&e)
+                || matches!(e, SdkError::DispatchFailure(_))
+                || loc.config().endpoint_url.is_none() =>
+        {
             let fix = match &loc.config().role_arn {
                 Some(arn) => format!(
                     "the base credentials must be valid and allowed to assume {arn} (its trust policy must name them): `syncmount policy transfer-role` prints one"
@@ -201,9 +244,9 @@ async fn list(loc: &S3Location) -> (Item, Option<(String, i64)>) {
                 Mark::Fail,
                 "s3:ListBucket",
                 describe(&e),
-                Some(format!(
-                    "allow s3:ListBucket on arn:aws:s3:::{}",
-                    cfg.bucket
+                Some(fix_for(
+                    &e,
+                    format!("allow s3:ListBucket on arn:aws:s3:::{}", cfg.bucket),
                 )),
             ),
             None,
@@ -237,9 +280,12 @@ async fn read_sample(loc: &S3Location, sample: Option<(String, i64)>) -> Item {
             Mark::Fail,
             "s3:GetObject",
             format!("`{key}`: {}", describe(&e)),
-            Some(format!(
-                "allow s3:GetObject on arn:aws:s3:::{}/*",
-                loc.config().bucket
+            Some(fix_for(
+                &e,
+                format!(
+                    "allow s3:GetObject on arn:aws:s3:::{}/*",
+                    loc.config().bucket
+                ),
             )),
         ),
     }

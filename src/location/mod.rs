@@ -156,7 +156,7 @@ pub enum LocationError {
         key: String,
         expected: String,
     },
-    #[error("{location}: {op} `{key}`: {message}")]
+    #[error("{location}: {op}{}: {message}", if key.is_empty() { String::new() } else { format!(" `{key}`") })]
     Io {
         location: String,
         op: &'static str,

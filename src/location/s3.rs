@@ -285,17 +285,32 @@ impl S3Location {
                     )
             }
         };
+        let credentials_failed =
+            matches!(&e, SdkError::DispatchFailure(_)) && error_chain(&e).contains("credentials");
+        if credentials_failed {
+            return LocationError::Config {
+                location: self.describe(),
+                message: self.credentials_failure(&e),
+            };
+        }
         let message = match (code, e.message()) {
             (Some(c), Some(m)) => format!("{c}: {m}"),
             (Some(c), None) => c,
-            // No S3 error code: a transport or parse failure; the chain says which.
+            // No S3 error code: a transport or parse failure; the causes say which.
             _ => {
-                let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+                let detail = short(&error_chain(&e));
                 match status {
                     Some(s) => format!("HTTP {s}: {detail}"),
                     None => detail,
                 }
             }
+        };
+        // A refusal names the IAM action to grant, which is not always the
+        // API call's name (CreateMultipartUpload needs s3:PutObject).
+        let message = if status == Some(403) {
+            format!("{message} (needs {})", iam_action(op))
+        } else {
+            message
         };
         let bucket_region = e
             .raw_response()
@@ -321,6 +336,20 @@ impl S3Location {
         }
     }
 
+    /// Why credentials could not be had, shortly, with the fix.
+    fn credentials_failure(&self, e: &dyn std::error::Error) -> String {
+        let cause = short(&error_chain(e));
+        match &self.cfg.role_arn {
+            Some(arn) => format!(
+                "could not assume role {arn} ({cause}); the base credentials need sts:AssumeRole on it and its trust policy must name them: `syncmount policy transfer-role` prints one, `syncmount location check {} --role-arn {arn}` checks"
+                , self.cfg.url()
+            ),
+            None => format!(
+                "no usable credentials ({cause}); set AWS_PROFILE / --profile, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            ),
+        }
+    }
+
     pub(super) fn info_from_head(
         &self,
         h: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
@@ -338,9 +367,33 @@ impl S3Location {
     }
 }
 
+/// The IAM action an S3 API call is authorised by.
+pub(crate) fn iam_action(op: &str) -> &'static str {
+    match op {
+        "ListObjectsV2" | "HeadBucket" => "s3:ListBucket",
+        "GetObject" | "HeadObject" => "s3:GetObject",
+        "AbortMultipartUpload" => "s3:AbortMultipartUpload",
+        "DeleteObject" => "s3:DeleteObject",
+        "CopyObject" | "UploadPartCopy" => {
+            "s3:GetObject on the source and s3:PutObject on the destination"
+        }
+        _ => "s3:PutObject",
+    }
+}
+
+/// At most a few hundred characters of an error text: SDK causes can carry
+/// whole request dumps.
+pub(crate) fn short(text: &str) -> String {
+    const MAX: usize = 300;
+    match text.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 /// An error and its causes, `: `-joined (the SDK's top-level messages are
 /// often just "streaming error").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
