@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, MetadataDirective,
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, MetadataDirective, TaggingDirective,
 };
 use bytes::Bytes;
 use futures::stream::{StreamExt, TryStreamExt};
@@ -433,6 +433,10 @@ impl S3Location {
             // No checksum algorithm asked: S3 then keeps the source's checksum
             // (and moto would store a wrong value if one were asked).
             .metadata_directive(MetadataDirective::Copy)
+            // Tags are not carried by streamed copies either (not yet
+            // supported); copying them here would also need tagging
+            // permissions the minimal policies do not grant.
+            .tagging_directive(TaggingDirective::Replace)
             .send()
             .await
             .map_err(|e| self.err("CopyObject", key, e))?;
