@@ -6,7 +6,7 @@
 //! configuration, 130 cancelled (SIGINT/SIGTERM).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{Config, LocationKind};
 use crate::engine::diff::{Overwrite, PreserveDeleted, TransferMode};
 use crate::engine::report::{new_execution_id, Counters, ExecutionSummary, Status};
 use crate::engine::run::{execute, ExecutionRequest, TaskOptions, DEFAULT_CONCURRENCY};
@@ -33,6 +34,10 @@ pub struct Cli {
     /// Default: /var/lib/syncmount as root, else $XDG_STATE_HOME/syncmount.
     #[arg(long, global = true, env = "SYNCMOUNT_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The config file with named locations (default
+    /// /etc/syncmount/syncmount.toml, if it exists).
+    #[arg(long, global = true, env = "SYNCMOUNT_CONFIG")]
+    pub config: Option<PathBuf>,
     /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -61,7 +66,7 @@ pub enum LocationCommand {
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// s3://bucket[/prefix] or a local directory.
+    /// s3://bucket[/prefix], a local directory, or a location name from the config file.
     pub location: String,
     /// Also write and delete a throw-away key, to prove write access.
     #[arg(long)]
@@ -75,9 +80,9 @@ pub struct CheckArgs {
 
 #[derive(Args, Debug)]
 pub struct SyncArgs {
-    /// Source: a local directory or s3://bucket[/prefix].
+    /// Source: a local directory, s3://bucket[/prefix], or a location name from the config file.
     pub src: String,
-    /// Destination: a local directory or s3://bucket[/prefix].
+    /// Destination: a local directory, s3://bucket[/prefix], or a location name from the config file.
     pub dst: String,
     #[command(flatten)]
     pub both: SideArgs,
@@ -202,6 +207,23 @@ enum Spec {
     S3(S3Config),
 }
 
+/// A spec as written: `s3://…`, a path, or the name of a configured location.
+fn resolve_spec(spec: &str, what: &str, config: &Config) -> Result<Spec, UsageError> {
+    let is_name = !spec.contains('/') && !spec.contains(':');
+    if let Some(loc) = config.location(spec).filter(|_| is_name) {
+        if Path::new(spec).exists() {
+            return Err(UsageError(format!(
+                "{what} `{spec}` is both a location in the config file and a path here; write ./{spec} for the path"
+            )));
+        }
+        return match loc.kind().map_err(UsageError)? {
+            LocationKind::S3(cfg) => Ok(Spec::S3(cfg)),
+            LocationKind::Local(p) => Ok(Spec::Local(p)),
+        };
+    }
+    parse_spec(spec, what)
+}
+
 fn parse_spec(spec: &str, what: &str) -> Result<Spec, UsageError> {
     if spec.starts_with("s3://") {
         return S3Config::from_url(spec)
@@ -251,10 +273,11 @@ async fn open(
             ))
         }
         Spec::S3(mut cfg) => {
-            cfg.region = side.region;
-            cfg.endpoint_url = side.endpoint_url;
-            cfg.profile = side.profile;
-            cfg.role_arn = side.role_arn;
+            // Flags override what the config file says.
+            cfg.region = side.region.or(cfg.region);
+            cfg.endpoint_url = side.endpoint_url.or(cfg.endpoint_url);
+            cfg.profile = side.profile.or(cfg.profile);
+            cfg.role_arn = side.role_arn.or(cfg.role_arn);
             cfg.part_size = args.part_size;
             cfg.multipart_threshold = args.multipart_threshold;
             cfg.multipart_copy_threshold = args.multipart_copy_threshold;
@@ -302,14 +325,14 @@ fn task_options(args: &SyncArgs) -> TaskOptions {
 }
 
 /// `syncmount location check`: prints the checklist; exit 1 on any failed item.
-pub async fn location_check(args: CheckArgs) -> anyhow::Result<i32> {
-    let items = match parse_spec(&args.location, "location")? {
+pub async fn location_check(args: CheckArgs, config: &Config) -> anyhow::Result<i32> {
+    let items = match resolve_spec(&args.location, "location", config)? {
         Spec::Local(path) => crate::preflight::check_local(&path, args.write_probe).await,
         Spec::S3(mut cfg) => {
-            cfg.region = args.conn.region.clone();
-            cfg.endpoint_url = args.conn.endpoint_url.clone();
-            cfg.profile = args.conn.profile.clone();
-            cfg.role_arn = args.role_arn.clone();
+            cfg.region = args.conn.region.clone().or(cfg.region);
+            cfg.endpoint_url = args.conn.endpoint_url.clone().or(cfg.endpoint_url);
+            cfg.profile = args.conn.profile.clone().or(cfg.profile);
+            cfg.role_arn = args.role_arn.clone().or(cfg.role_arn);
             let loc = S3Location::connect(cfg, None)
                 .await
                 .map_err(|e| UsageError(e.to_string()))?;
@@ -322,7 +345,7 @@ pub async fn location_check(args: CheckArgs) -> anyhow::Result<i32> {
     Ok(if ok { 0 } else { 1 })
 }
 
-pub async fn sync(args: SyncArgs, state_dir: PathBuf) -> anyhow::Result<i32> {
+pub async fn sync(args: SyncArgs, state_dir: PathBuf, config: &Config) -> anyhow::Result<i32> {
     let launched = Instant::now();
     let options = task_options(&args);
     let filter = options.filter().map_err(|e| UsageError(e.to_string()))?;
@@ -332,8 +355,8 @@ pub async fn sync(args: SyncArgs, state_dir: PathBuf) -> anyhow::Result<i32> {
     if args.bytes_per_second == Some(0) {
         bail!(UsageError("--bytes-per-second must be at least 1".into()));
     }
-    let src_spec = parse_spec(&args.src, "source")?;
-    let dst_spec = parse_spec(&args.dst, "destination")?;
+    let src_spec = resolve_spec(&args.src, "source", config)?;
+    let dst_spec = resolve_spec(&args.dst, "destination", config)?;
     if overlap(&src_spec, &dst_spec) {
         bail!(UsageError(format!(
             "source `{}` and destination `{}` overlap (one is inside the other); pick separate folders",
@@ -470,6 +493,10 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+fn load_config(path: &Option<PathBuf>) -> Result<Config, UsageError> {
+    Config::load(path.as_deref()).map_err(|e| UsageError(e.to_string()))
+}
+
 /// The whole program; returns the exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
@@ -485,10 +512,13 @@ pub fn main() -> i32 {
         }
     };
     let state_dir = cli.state_dir.clone().unwrap_or_else(default_state_dir);
+    let config_path = cli.config.clone();
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Sync(args) => sync(*args, state_dir).await,
-            Command::Location(LocationCommand::Check(args)) => location_check(args).await,
+            Command::Sync(args) => sync(*args, state_dir, &load_config(&config_path)?).await,
+            Command::Location(LocationCommand::Check(args)) => {
+                location_check(args, &load_config(&config_path)?).await
+            }
             Command::Policy(cmd) => Ok(crate::policy::run(cmd).await),
         }
     });

@@ -3,6 +3,7 @@
 //! Layers point down only: `cli → engine → location`.
 
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod location;
 pub mod policy;
