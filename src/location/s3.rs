@@ -350,6 +350,60 @@ impl S3Location {
         }
     }
 
+    /// One GetObject, pinned to `if_match` (a changed object is `Changed`):
+    /// the whole object with its metadata and checksum, or a byte range.
+    async fn get_object(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        if_match: Option<&str>,
+    ) -> Result<(ObjectInfo, Bytes)> {
+        let res = self
+            .client
+            .get_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .set_range(
+                range
+                    .as_ref()
+                    .map(|r| format!("bytes={}-{}", r.start, r.end - 1)),
+            )
+            .set_if_match(if_match.map(str::to_string))
+            // Only a whole object's checksum can be checked against its bytes.
+            .set_checksum_mode(range.is_none().then_some(ChecksumMode::Enabled))
+            .send()
+            .await;
+        let out = match res {
+            Ok(o) => o,
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
+                return Err(LocationError::Changed {
+                    location: self.describe(),
+                    key: key.to_string(),
+                    expected: if_match.unwrap_or_default().to_string(),
+                })
+            }
+            Err(e) => return Err(self.err("GetObject", key, e)),
+        };
+        let empty = HashMap::new();
+        let info = ObjectInfo {
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            modified: out
+                .last_modified()
+                .and_then(|t| SystemTime::try_from(*t).ok()),
+            etag: out.e_tag().map(str::to_string),
+            meta: PosixMeta::from_user_metadata(out.metadata().unwrap_or(&empty)),
+            checksum: out.checksum_crc32_c().and_then(Checksum::from_header),
+        };
+        let body = out.body.collect().await.map_err(|e| LocationError::Io {
+            location: self.describe(),
+            op: "GetObject",
+            key: key.to_string(),
+            message: format!("reading the body failed: {}", error_chain(&e)),
+            transient: true,
+        })?;
+        Ok((info, body.into_bytes()))
+    }
+
     pub(super) fn info_from_head(
         &self,
         h: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
@@ -453,34 +507,7 @@ impl Location for S3Location {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        let res = self
-            .client
-            .get_object()
-            .bucket(&self.cfg.bucket)
-            .key(self.full_key(key))
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .set_if_match(if_match.map(str::to_string))
-            .send()
-            .await;
-        let out = match res {
-            Ok(o) => o,
-            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
-                return Err(LocationError::Changed {
-                    location: self.describe(),
-                    key: key.to_string(),
-                    expected: if_match.unwrap_or_default().to_string(),
-                })
-            }
-            Err(e) => return Err(self.err("GetObject", key, e)),
-        };
-        let body = out.body.collect().await.map_err(|e| LocationError::Io {
-            location: self.describe(),
-            op: "GetObject",
-            key: key.to_string(),
-            message: format!("reading the body failed: {}", error_chain(&e)),
-            transient: true,
-        })?;
-        let bytes = body.into_bytes();
+        let (_, bytes) = self.get_object(key, Some(range.clone()), if_match).await?;
         if bytes.len() as u64 != range.end - range.start {
             return Err(LocationError::Io {
                 location: self.describe(),
@@ -498,44 +525,7 @@ impl Location for S3Location {
     }
 
     async fn read_whole(&self, key: &str, if_match: Option<&str>) -> Result<(ObjectInfo, Bytes)> {
-        let res = self
-            .client
-            .get_object()
-            .bucket(&self.cfg.bucket)
-            .key(self.full_key(key))
-            .set_if_match(if_match.map(str::to_string))
-            .checksum_mode(ChecksumMode::Enabled)
-            .send()
-            .await;
-        let out = match res {
-            Ok(o) => o,
-            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
-                return Err(LocationError::Changed {
-                    location: self.describe(),
-                    key: key.to_string(),
-                    expected: if_match.unwrap_or_default().to_string(),
-                })
-            }
-            Err(e) => return Err(self.err("GetObject", key, e)),
-        };
-        let empty = HashMap::new();
-        let info = ObjectInfo {
-            size: out.content_length().unwrap_or(0).max(0) as u64,
-            modified: out
-                .last_modified()
-                .and_then(|t| SystemTime::try_from(*t).ok()),
-            etag: out.e_tag().map(str::to_string),
-            meta: PosixMeta::from_user_metadata(out.metadata().unwrap_or(&empty)),
-            checksum: out.checksum_crc32_c().and_then(Checksum::from_header),
-        };
-        let body = out.body.collect().await.map_err(|e| LocationError::Io {
-            location: self.describe(),
-            op: "GetObject",
-            key: key.to_string(),
-            message: format!("reading the body failed: {}", error_chain(&e)),
-            transient: true,
-        })?;
-        Ok((info, body.into_bytes()))
+        self.get_object(key, None, if_match).await
     }
 
     async fn write(
