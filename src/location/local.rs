@@ -520,15 +520,22 @@ pub fn file_crc32c(path: &Path) -> io::Result<u32> {
     let f = fs::File::open(path)?;
     let len = f.metadata()?.len();
     let ranges = super::part_ranges(len, VERIFY_CHUNK);
-    let crc_of = |r: &Range<u64>| -> io::Result<(u32, u64)> {
-        let mut buf = vec![0u8; (r.end - r.start) as usize];
-        f.read_exact_at(&mut buf, r.start)?;
-        Ok((crc32c::crc32c(&buf), buf.len() as u64))
+    // One buffer per thread, reused: a fresh one per chunk would fault in
+    // as much new memory as the file is large.
+    let crcs_of = |part: &[Range<u64>]| -> io::Result<Vec<(u32, u64)>> {
+        let mut buf = vec![0u8; VERIFY_CHUNK as usize];
+        part.iter()
+            .map(|r| {
+                let chunk = &mut buf[..(r.end - r.start) as usize];
+                f.read_exact_at(chunk, r.start)?;
+                Ok((crc32c::crc32c(chunk), chunk.len() as u64))
+            })
+            .collect()
     };
     let (first, second) = ranges.split_at(ranges.len() / 2);
     let (a, b) = std::thread::scope(|s| {
-        let h = s.spawn(|| second.iter().map(crc_of).collect::<io::Result<Vec<_>>>());
-        let a = first.iter().map(crc_of).collect::<io::Result<Vec<_>>>();
+        let h = s.spawn(|| crcs_of(second));
+        let a = crcs_of(first);
         (
             a,
             h.join()
