@@ -22,6 +22,7 @@ use crate::engine::transfer::VerifyMode;
 use crate::location::local::LocalLocation;
 use crate::location::s3::{ListMode, S3Config, S3Location};
 use crate::location::Location;
+use crate::task::guard::{self, Claim};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -124,6 +125,10 @@ pub struct SyncArgs {
     /// Print the final execution summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Fail at once, naming it, when an execution on an overlapping location
+    /// runs (same state directory), instead of waiting for it.
+    #[arg(long)]
+    pub no_queue: bool,
     /// S3 part size in bytes for multipart uploads and copies (min 5 MiB).
     #[arg(long)]
     pub part_size: Option<u64>,
@@ -368,12 +373,31 @@ pub async fn sync(args: SyncArgs, state_dir: PathBuf, config: &Config) -> anyhow
     let src = open(src_spec, src_side, &args, journal.clone(), true).await?;
     let dst = open(dst_spec, dst_side, &args, journal, false).await?;
 
+    let id = new_execution_id();
+    // A dry run only reads: it needs no guard.
+    let _guard = if args.dry_run {
+        None
+    } else {
+        let claim = Claim {
+            execution_id: id.clone(),
+            pid: std::process::id(),
+            source: src.place(),
+            destination: dst.place(),
+        };
+        let on_wait = |h: &Claim| {
+            eprintln!(
+                "queued: execution {} (pid {}) is running {} → {}; waiting for it (--no-queue to fail instead)",
+                h.execution_id, h.pid, h.source, h.destination
+            )
+        };
+        Some(guard::acquire(&state_dir, claim, !args.no_queue, on_wait).await?)
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     spawn_signal_watch(cancel.clone());
     let counters = Arc::new(Counters::default());
     let progress = Progress::start(counters.clone(), !args.json && !args.dry_run);
     let req = ExecutionRequest {
-        id: new_execution_id(),
+        id,
         options,
         filter,
         report_path: args.report.clone(),
@@ -381,7 +405,8 @@ pub async fn sync(args: SyncArgs, state_dir: PathBuf, config: &Config) -> anyhow
         cancel,
         counters,
         launched,
-        state_dir: Some(state_dir),
+        state_dir: Some(state_dir.clone()),
+        started_ms: crate::engine::report::epoch_ms(),
     };
     let summary = execute(src, dst, req).await;
     progress.finish();

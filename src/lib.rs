@@ -8,3 +8,4 @@ pub mod engine;
 pub mod location;
 pub mod policy;
 pub mod preflight;
+pub mod task;

@@ -180,6 +180,14 @@ pub struct PhaseDurations {
     pub total_ms: u64,
 }
 
+/// Milliseconds since the Unix epoch, now.
+pub fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// What `--json` prints at the end of an execution.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -191,6 +199,10 @@ pub struct ExecutionSummary {
     #[serde(flatten)]
     pub counters: CounterValues,
     pub phases: PhaseDurations,
+    /// When the execution started working (after any wait in the queue)
+    /// and ended, in milliseconds since the Unix epoch.
+    pub start_time_ms: u64,
+    pub end_time_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_detail: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -13,7 +13,7 @@ use futures::stream::StreamExt;
 
 use super::diff::{self, Action, DiffOptions, Overwrite, PreserveDeleted, TransferMode};
 use super::filter::{Filter, FilterError};
-use super::report::{Counters, ExecutionSummary, PhaseDurations, Report, Status};
+use super::report::{epoch_ms, Counters, ExecutionSummary, PhaseDurations, Report, Status};
 use super::state::PairCache;
 use super::throttle::Throttle;
 use super::transfer::{Transfer, VerifyMode};
@@ -84,6 +84,8 @@ pub struct ExecutionRequest {
     pub launched: Instant,
     /// Where the pair cache lives; none: every same-size pair is looked at.
     pub state_dir: Option<PathBuf>,
+    /// When the execution started working (epoch ms), after any queueing.
+    pub started_ms: u64,
 }
 
 struct Clock {
@@ -237,6 +239,8 @@ fn summary(
         destination: dst.describe(),
         counters: req.counters.snapshot(),
         phases,
+        start_time_ms: req.started_ms,
+        end_time_ms: epoch_ms(),
         error_detail: None,
         failed_objects: Vec::new(),
         report_path,

@@ -244,6 +244,13 @@ impl Location for LocalLocation {
         true
     }
 
+    fn place(&self) -> super::Place {
+        let abs = fs::canonicalize(&self.root)
+            .or_else(|_| std::path::absolute(&self.root))
+            .unwrap_or_else(|_| self.root.clone());
+        super::Place::Local(abs)
+    }
+
     fn list(&self) -> BoxStream<'_, Result<Entry>> {
         let (tx, rx) = tokio::sync::mpsc::channel(LIST_CHANNEL);
         let walker = super::walk::Walker {

@@ -26,6 +26,61 @@ use futures::stream::BoxStream;
 
 pub use meta::PosixMeta;
 
+/// Where a location's keys live, to tell whether two locations overlap.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Place {
+    /// `endpoint` is the custom endpoint URL, or `aws`.
+    S3 {
+        endpoint: String,
+        bucket: String,
+        prefix: String,
+    },
+    /// An absolute path (symlinks resolved where it exists).
+    Local(std::path::PathBuf),
+}
+
+impl Place {
+    /// One place contains the other (or they are the same).
+    pub fn overlaps(&self, other: &Place) -> bool {
+        match (self, other) {
+            (
+                Place::S3 {
+                    endpoint: e1,
+                    bucket: b1,
+                    prefix: p1,
+                },
+                Place::S3 {
+                    endpoint: e2,
+                    bucket: b2,
+                    prefix: p2,
+                },
+            ) => {
+                e1 == e2 && b1 == b2 && (p1.starts_with(p2.as_str()) || p2.starts_with(p1.as_str()))
+            }
+            (Place::Local(a), Place::Local(b)) => a.starts_with(b) || b.starts_with(a),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::S3 {
+                endpoint,
+                bucket,
+                prefix,
+            } if endpoint == "aws" => write!(f, "s3://{bucket}/{prefix}"),
+            Place::S3 {
+                endpoint,
+                bucket,
+                prefix,
+            } => write!(f, "s3://{bucket}/{prefix} at {endpoint}"),
+            Place::Local(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
 /// One listed key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -218,6 +273,9 @@ pub enum WriteMode {
 pub trait Location: Send + Sync + std::fmt::Debug {
     /// How the location is named in messages (`s3://bucket/prefix`, `/path`).
     fn describe(&self) -> String;
+
+    /// Where its keys live (for the guards' overlap checks).
+    fn place(&self) -> Place;
 
     /// What tells this location apart from every other (the endpoint too,
     /// for S3): keys state such as the pair cache.

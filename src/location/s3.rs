@@ -464,6 +464,18 @@ impl Location for S3Location {
         self.cfg.url()
     }
 
+    fn place(&self) -> super::Place {
+        super::Place::S3 {
+            endpoint: self
+                .cfg
+                .endpoint_url
+                .clone()
+                .unwrap_or_else(|| "aws".into()),
+            bucket: self.cfg.bucket.clone(),
+            prefix: self.cfg.prefix.clone(),
+        }
+    }
+
     fn identity(&self) -> String {
         format!(
             "{} at {}",
