@@ -120,11 +120,7 @@ impl Transfer {
             self.skip_unchanged(&src.key);
             return;
         }
-        let infos = futures::try_join!(
-            with_retries(|| info_of(self.src.as_ref(), &src)),
-            with_retries(|| info_of(self.dst.as_ref(), &dst)),
-        );
-        match infos {
+        match self.infos(&src, &dst).await {
             Ok((si, di)) => match decide_with_info(&si, &di) {
                 None => {
                     if let Some(c) = &self.cache {
@@ -333,11 +329,20 @@ impl Transfer {
     /// Whether a same-size pair still differs once stored metadata is read.
     /// A failure to read counts as a difference.
     pub async fn differs(&self, src: &Entry, dst: &Entry) -> bool {
-        let infos = futures::try_join!(
+        !matches!(self.infos(src, dst).await, Ok((si, di)) if decide_with_info(&si, &di).is_none())
+    }
+
+    /// Both sides' stored metadata, fetched at once (a HEAD where the
+    /// listing did not carry it).
+    async fn infos(
+        &self,
+        src: &Entry,
+        dst: &Entry,
+    ) -> Result<(ObjectInfo, ObjectInfo), LocationError> {
+        futures::try_join!(
             with_retries(|| info_of(self.src.as_ref(), src)),
             with_retries(|| info_of(self.dst.as_ref(), dst)),
-        );
-        !matches!(infos, Ok((si, di)) if decide_with_info(&si, &di).is_none())
+        )
     }
 }
 

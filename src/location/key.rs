@@ -137,21 +137,6 @@ fn component_name(component: Component<'_>) -> Result<&str, UnsafeReason> {
     }
 }
 
-/// True when `key` is inside the directory whose key is `dir_key` (`dir_key`
-/// ends with '/', or is "" for the root). A directory is not inside itself.
-pub fn is_under(key: &str, dir_key: &str) -> bool {
-    key.len() > dir_key.len() && key.starts_with(dir_key)
-}
-
-/// The ancestor directory keys of `key`, each ending with '/', shortest
-/// first: "a/b/c" -> "a/", "a/b/". A directory marker is not its own
-/// ancestor: "a/b/" -> "a/".
-pub fn parent_keys(key: &str) -> impl Iterator<Item = &str> {
-    let body = strip_marker(key);
-    // Every '/' inside the body closes one ancestor directory.
-    body.match_indices('/').map(move |(i, _)| &key[..=i])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,35 +297,6 @@ mod tests {
         use std::os::unix::ffi::OsStrExt;
         let path = Path::new(OsStr::from_bytes(b"a/\xff\xfe"));
         assert_eq!(relpath_to_key(path, false), Err(UnsafeReason::NotUtf8));
-    }
-
-    #[test]
-    fn parent_keys_lists_ancestors_shortest_first() {
-        let parents: Vec<&str> = parent_keys("a/b/c").collect();
-        assert_eq!(parents, ["a/", "a/b/"]);
-    }
-
-    #[test]
-    fn a_directory_marker_is_not_its_own_parent() {
-        let parents: Vec<&str> = parent_keys("a/b/").collect();
-        assert_eq!(parents, ["a/"]);
-    }
-
-    #[test]
-    fn top_level_keys_have_no_parents() {
-        assert_eq!(parent_keys("a").count(), 0);
-        assert_eq!(parent_keys("a/").count(), 0);
-        assert_eq!(parent_keys("").count(), 0);
-    }
-
-    #[test]
-    fn is_under_is_true_only_strictly_inside_a_directory() {
-        assert!(is_under("a/b", "a/"));
-        assert!(is_under("a/b/c/", "a/"));
-        assert!(is_under("a", ""));
-        assert!(!is_under("a/", "a/"));
-        assert!(!is_under("ab/c", "a/"));
-        assert!(!is_under("", ""));
     }
 
     /// Keys made of mostly harmless components, with the odd `.`, `..` or

@@ -565,56 +565,13 @@ impl LocalLocation {
     }
 }
 
-/// A local file as a [`ByteSource`] (mount staging files, tests).
-pub struct FileSource {
-    file: Arc<fs::File>,
-    len: u64,
-}
-
-impl FileSource {
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let file = fs::File::open(path)?;
-        let len = file.metadata()?.len();
-        Ok(FileSource {
-            file: Arc::new(file),
-            len,
-        })
-    }
-}
-
-#[async_trait]
-impl ByteSource for FileSource {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    async fn read_range(&self, range: Range<u64>) -> Result<Bytes> {
-        let f = self.file.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
-            let mut buf = vec![0u8; (range.end - range.start) as usize];
-            f.read_exact_at(&mut buf, range.start)?;
-            Ok(buf)
-        })
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
-        .map(Bytes::from)
-        .map_err(|e| LocationError::Io {
-            location: "staging file".into(),
-            op: "read",
-            key: String::new(),
-            message: e.to_string(),
-            transient: false,
-        })
-    }
-}
-
-/// Used by tests and the engine to collect a listing.
-pub async fn collect_keys(loc: &dyn Location) -> Result<Vec<String>> {
-    loc.list().map_ok(|e| e.key).try_collect().await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn collect_keys(loc: &dyn Location) -> Result<Vec<String>> {
+        loc.list().map_ok(|e| e.key).try_collect().await
+    }
     use crate::location::meta::system_time_to_ns;
 
     fn touch(root: &Path, rel: &str) {
