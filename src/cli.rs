@@ -5,8 +5,10 @@
 //! Exit codes: 0 success, 1 the execution ended in ERROR, 2 bad usage or
 //! configuration, 130 cancelled (SIGINT/SIGTERM).
 
+mod task;
+
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +16,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, LocationKind};
+use crate::config::spec::{overlap, S3Overrides, S3Tuning};
+use crate::config::Config;
 use crate::engine::diff::{Overwrite, PreserveDeleted, TransferMode};
 use crate::engine::report::{new_execution_id, Counters, ExecutionSummary, Status};
 use crate::engine::run::{execute, ExecutionRequest, TaskOptions, DEFAULT_CONCURRENCY};
 use crate::engine::transfer::VerifyMode;
-use crate::location::local::LocalLocation;
-use crate::location::s3::{ListMode, S3Config, S3Location};
+use crate::location::s3::{ListMode, S3Location};
 use crate::location::Location;
 use crate::task::guard::{self, Claim};
 
@@ -56,6 +58,14 @@ pub enum Command {
     /// Print the IAM and bucket policies a transfer needs, filled in, as JSON.
     #[command(subcommand)]
     Policy(crate::policy::PolicyCommand),
+    /// Configured tasks and their executions.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// The config file.
+    #[command(subcommand)]
+    Config(task::ConfigCommand),
+    /// Run scheduled tasks and serve the control socket (systemd: Type=notify).
+    Daemon(crate::daemon::DaemonArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,65 +208,14 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 /// One side's S3 settings, after per-side overrides.
-struct Side {
-    region: Option<String>,
-    endpoint_url: Option<String>,
-    profile: Option<String>,
-    role_arn: Option<String>,
-}
+type Side = S3Overrides;
 
 /// What a location spec denotes, before connecting.
-#[derive(Debug, PartialEq, Eq)]
-enum Spec {
-    Local(PathBuf),
-    S3(S3Config),
-}
+type Spec = crate::config::LocationKind;
 
 /// A spec as written: `s3://…`, a path, or the name of a configured location.
 fn resolve_spec(spec: &str, what: &str, config: &Config) -> Result<Spec, UsageError> {
-    let is_name = !spec.contains('/') && !spec.contains(':');
-    if let Some(loc) = config.location(spec).filter(|_| is_name) {
-        if Path::new(spec).exists() {
-            return Err(UsageError(format!(
-                "{what} `{spec}` is both a location in the config file and a path here; write ./{spec} for the path"
-            )));
-        }
-        return match loc.kind().map_err(UsageError)? {
-            LocationKind::S3(cfg) => Ok(Spec::S3(cfg)),
-            LocationKind::Local(p) => Ok(Spec::Local(p)),
-        };
-    }
-    parse_spec(spec, what)
-}
-
-fn parse_spec(spec: &str, what: &str) -> Result<Spec, UsageError> {
-    if spec.starts_with("s3://") {
-        return S3Config::from_url(spec)
-            .map(Spec::S3)
-            .ok_or_else(|| UsageError(format!("{what} `{spec}`: expected s3://bucket[/prefix]")));
-    }
-    if spec.contains("://") {
-        return Err(UsageError(format!(
-            "{what} `{spec}`: only local paths and s3:// URLs are supported"
-        )));
-    }
-    Ok(Spec::Local(PathBuf::from(spec)))
-}
-
-/// Two specs that would read what they write (same place, or one inside the other).
-fn overlap(a: &Spec, b: &Spec) -> bool {
-    match (a, b) {
-        (Spec::Local(x), Spec::Local(y)) => {
-            let canon = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
-            let (x, y) = (canon(x), canon(y));
-            x.starts_with(&y) || y.starts_with(&x)
-        }
-        (Spec::S3(x), Spec::S3(y)) => {
-            x.bucket == y.bucket
-                && (x.prefix.starts_with(&y.prefix) || y.prefix.starts_with(&x.prefix))
-        }
-        _ => false,
-    }
+    config.resolve(spec, what).map_err(UsageError)
 }
 
 async fn open(
@@ -266,33 +225,15 @@ async fn open(
     journal: PathBuf,
     is_src: bool,
 ) -> anyhow::Result<Arc<dyn Location>> {
-    match spec {
-        Spec::Local(path) => {
-            if is_src && !path.is_dir() {
-                return Err(
-                    UsageError(format!("source `{}` is not a directory", path.display())).into(),
-                );
-            }
-            Ok(Arc::new(
-                LocalLocation::new(path).map_err(|e| UsageError(e.to_string()))?,
-            ))
-        }
-        Spec::S3(mut cfg) => {
-            // Flags override what the config file says.
-            cfg.region = side.region.or(cfg.region);
-            cfg.endpoint_url = side.endpoint_url.or(cfg.endpoint_url);
-            cfg.profile = side.profile.or(cfg.profile);
-            cfg.role_arn = side.role_arn.or(cfg.role_arn);
-            cfg.part_size = args.part_size;
-            cfg.multipart_threshold = args.multipart_threshold;
-            cfg.multipart_copy_threshold = args.multipart_copy_threshold;
-            cfg.list_mode = args.list_mode;
-            let loc = S3Location::connect(cfg, Some(journal))
-                .await
-                .map_err(|e| UsageError(e.to_string()))?;
-            Ok(Arc::new(loc))
-        }
-    }
+    let tuning = S3Tuning {
+        part_size: args.part_size,
+        multipart_threshold: args.multipart_threshold,
+        multipart_copy_threshold: args.multipart_copy_threshold,
+        list_mode: args.list_mode,
+    };
+    spec.open(&side, tuning, journal, is_src)
+        .await
+        .map_err(|e| UsageError(e.to_string()).into())
 }
 
 fn sides(args: &SyncArgs) -> (Side, Side) {
@@ -407,6 +348,7 @@ pub async fn sync(args: SyncArgs, state_dir: PathBuf, config: &Config) -> anyhow
         launched,
         state_dir: Some(state_dir.clone()),
         started_ms: crate::engine::report::epoch_ms(),
+        on_phase: None,
     };
     let summary = execute(src, dst, req).await;
     progress.finish();
@@ -545,6 +487,17 @@ pub fn main() -> i32 {
                 location_check(args, &load_config(&config_path)?).await
             }
             Command::Policy(cmd) => Ok(crate::policy::run(cmd).await),
+            Command::Task(cmd) => {
+                let ctx = crate::task::execution::Context {
+                    state_dir,
+                    config: Arc::new(load_config(&config_path)?),
+                };
+                task::run(cmd, ctx, config_path).await
+            }
+            Command::Config(task::ConfigCommand::Check) => {
+                task::config_check(config_path.as_deref())
+            }
+            Command::Daemon(args) => crate::daemon::run(args, state_dir, config_path).await,
         }
     });
     match result {
@@ -565,22 +518,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn overlapping_locations_are_detected() {
-        let s3 = |u: &str| parse_spec(u, "x").unwrap();
-        assert!(overlap(&s3("s3://b/a"), &s3("s3://b/a/b")));
-        assert!(overlap(&s3("s3://b"), &s3("s3://b/x")));
-        assert!(!overlap(&s3("s3://b/a"), &s3("s3://b/ab")));
-        assert!(!overlap(&s3("s3://b/a"), &s3("s3://c/a")));
-        assert!(overlap(&s3("/tmp/x"), &s3("/tmp/x/y")));
-        assert!(!overlap(&s3("/tmp/x"), &s3("/tmp/xy")));
-    }
-
-    #[test]
     fn unknown_schemes_are_usage_errors() {
-        assert!(parse_spec("gs://b", "source")
+        let none = Config::default();
+        assert!(resolve_spec("gs://b", "source", &none)
             .unwrap_err()
             .0
             .contains("source `gs://b`"));
-        assert!(parse_spec("s3://", "source").is_err());
+        assert!(resolve_spec("s3://", "source", &none).is_err());
     }
 }

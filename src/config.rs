@@ -1,7 +1,8 @@
 //! The configuration file (`/etc/syncmount/syncmount.toml`, or `--config`):
 //! named `[[location]]` tables that commands accept wherever they take a
-//! location. `[[task]]` and `[[mount]]` tables are read by the task and mount
-//! layers (not part of this module yet) and kept here untouched.
+//! location, `[[task]]` tables (tables.rs: what to copy where, when, how) and
+//! `[[mount]]` tables (the mount layer's). `check.rs` reads the file while
+//! collecting every problem with its line; `spec.rs` resolves location specs.
 //!
 //! ```toml
 //! [[location]]
@@ -19,30 +20,29 @@
 //! Unknown keys, a location with neither or both of `bucket` and `path`, and
 //! two locations of one name are errors naming the line.
 
+mod check;
+pub mod spec;
+pub mod tables;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::location::s3::S3Config;
+pub use check::Problem;
+pub use tables::{LockKind, MountConfig, TaskConfig, TaskOptionsConfig};
 
 /// Where the config is read from when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/syncmount/syncmount.toml";
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default)]
 pub struct Config {
-    #[serde(default)]
     pub location: Vec<toml::Spanned<LocationConfig>>,
-    /// Read by the task layer (issue 4).
-    #[serde(default)]
-    pub task: Vec<toml::Table>,
-    /// Read by the mount layer (issue 3).
-    #[serde(default)]
-    pub mount: Vec<toml::Table>,
+    pub task: Vec<toml::Spanned<TaskConfig>>,
+    /// Read by the mount layer.
+    pub mount: Vec<toml::Spanned<MountConfig>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct LocationConfig {
     pub name: String,
     pub bucket: Option<String>,
@@ -54,10 +54,10 @@ pub struct LocationConfig {
     pub path: Option<PathBuf>,
 }
 
-/// What a named location denotes.
+/// What a location (named, or written as a URL or path) denotes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LocationKind {
-    S3(S3Config),
+    S3(crate::location::s3::S3Config),
     Local(PathBuf),
 }
 
@@ -106,30 +106,39 @@ impl Config {
         Config::parse(&text, &shown)
     }
 
+    /// Reads `text`; the first problem (by line) is the error, naming how
+    /// many more there are.
     pub fn parse(text: &str, shown: &str) -> Result<Config, ConfigError> {
-        let invalid = |offset: usize, message: String| ConfigError::Invalid {
-            path: shown.to_string(),
-            line: line_of(text, offset),
-            message,
-        };
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map(|s| s.start).unwrap_or(0);
-            invalid(offset, e.message().to_string())
-        })?;
-        let mut seen: Vec<&str> = Vec::new();
-        for loc in &config.location {
-            let at = loc.span().start;
-            let l = loc.get_ref();
-            if seen.contains(&l.name.as_str()) {
-                return Err(invalid(
-                    at,
-                    format!("a second location named `{}`; names must be unique", l.name),
-                ));
+        let (config, problems) = Config::check(text);
+        match problems.first() {
+            None => Ok(config),
+            Some(p) => {
+                let more = match problems.len() - 1 {
+                    0 => String::new(),
+                    1 => " (and 1 more problem: `syncmount config check` lists all)".to_string(),
+                    n => format!(" (and {n} more problems: `syncmount config check` lists all)"),
+                };
+                Err(ConfigError::Invalid {
+                    path: shown.to_string(),
+                    line: p.line,
+                    message: format!("{}{more}", p.message),
+                })
             }
-            seen.push(&l.name);
-            l.kind().map_err(|m| invalid(at, m))?;
         }
-        Ok(config)
+    }
+
+    /// Reads `text`, collecting every problem (in line order) with whatever
+    /// could be read.
+    pub fn check(text: &str) -> (Config, Vec<Problem>) {
+        check::read(text)
+    }
+
+    /// The task of that name.
+    pub fn task(&self, name: &str) -> Option<&TaskConfig> {
+        self.task
+            .iter()
+            .map(|t| t.get_ref())
+            .find(|t| t.name == name)
     }
 
     /// The location of that name.
@@ -147,7 +156,7 @@ impl LocationConfig {
         match (&self.bucket, &self.path) {
             (Some(bucket), None) => {
                 let prefix = self.prefix.as_deref().unwrap_or("").trim_matches('/');
-                Ok(LocationKind::S3(S3Config {
+                Ok(LocationKind::S3(crate::location::s3::S3Config {
                     bucket: bucket.clone(),
                     prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}/") },
                     region: self.region.clone(),
@@ -206,10 +215,13 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_an_error_naming_its_line() {
-        let err =
-            Config::parse("[[location]]\nname = \"a\"\nbuckt = \"b\"\n", "t.toml").unwrap_err();
+        let err = Config::parse(
+            "[[location]]\nname = \"a\"\npath = \"/x\"\nbuckt = \"b\"\n",
+            "t.toml",
+        )
+        .unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("t.toml:3:"), "{text}");
+        assert!(text.starts_with("t.toml:4:"), "{text}");
         assert!(text.contains("buckt"), "{text}");
     }
 
@@ -225,7 +237,7 @@ mod tests {
         let dup = "[[location]]\nname = \"a\"\npath = \"/x\"\n[[location]]\nname = \"a\"\npath = \"/y\"\n";
         let err = Config::parse(dup, "t.toml").unwrap_err().to_string();
         assert!(
-            err.starts_with("t.toml:4:") && err.contains("second location named `a`"),
+            err.starts_with("t.toml:5:") && err.contains("second location named `a`"),
             "{err}"
         );
         let mixed = "[[location]]\nname = \"a\"\npath = \"/x\"\nregion = \"us-east-1\"\n";
@@ -236,13 +248,54 @@ mod tests {
     }
 
     #[test]
-    fn task_and_mount_tables_are_kept_for_their_layers() {
+    fn task_and_mount_tables_are_typed() {
         let c = Config::parse(
-            "[[task]]\nname = \"t\"\n[[mount]]\npath = \"/m\"\n",
+            "[[location]]\nname = \"l\"\npath = \"/srv/l\"\n[[task]]\nname = \"t\"\nsource = \"l\"\ndestination = \"s3://b/x\"\nschedule = \"rate(15 minutes)\"\ntransfer_mode = \"ALL\"\nverify_mode = \"none\"\nqueueing = false\n[[mount]]\nlocation = \"l\"\npath = \"/m\"\nread_only = true\nmetadata_ttl = \"500ms\"\ncache_size = \"1GiB\"\nfile_mode = \"0640\"\ndir_mode = 0o750\nuid = 1000\n",
             "t.toml",
         )
         .unwrap();
-        assert_eq!((c.task.len(), c.mount.len()), (1, 1));
+        let t = c.task("t").unwrap();
+        assert_eq!(t.schedule.as_deref(), Some("rate(15 minutes)"));
+        assert_eq!(
+            t.options.transfer_mode,
+            Some(crate::engine::diff::TransferMode::All)
+        );
+        assert_eq!(
+            t.options.verify_mode,
+            Some(crate::engine::transfer::VerifyMode::None)
+        );
+        assert!(!t.options.queueing());
+        let m = c.mount[0].get_ref();
+        assert!(m.read_only);
+        assert_eq!(m.metadata_ttl, Some(std::time::Duration::from_millis(500)));
+        assert_eq!(m.cache_size, Some(1 << 30));
+        assert_eq!(
+            (m.file_mode, m.dir_mode, m.uid),
+            (Some(0o640), Some(0o750), Some(1000))
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = "[[location]]\nname = \"a\"\nbucket = \"b\"\nrole_arn = \"arn:aws:iam::12:role/x\"\n\n[[task]]\nname = \"t1\"\nsource = \"nowhere\"\ndestination = \"a\"\nschedule = \"rate(5 fortnights)\"\ncolour = \"blue\"\n\n[[task]]\nname = \"t2\"\nsource = \"/srv/x\"\ndestination = \"s3://b/sub\"\nconcurrency = \"many\"\n\n[[task]]\nname = \"t3\"\nsource = \"/srv/y\"\ndestination = \"s3://b/sub\"\n";
+        let (_, problems) = Config::check(text);
+        let found: Vec<(usize, &str)> = problems
+            .iter()
+            .map(|p| (p.line, p.message.as_str()))
+            .collect();
+        let has = |line: usize, what: &str| {
+            assert!(
+                found.iter().any(|(l, m)| *l == line && m.contains(what)),
+                "no problem on line {line} containing `{what}` in {found:#?}"
+            )
+        };
+        has(4, "role_arn");
+        has(8, "`nowhere` is not a location");
+        has(10, "fortnights");
+        has(11, "unknown key `colour`");
+        has(17, "many");
+        has(22, "overlaps the destination of task `t1`");
+        assert_eq!(problems.len(), 6, "{found:#?}");
     }
 
     #[test]

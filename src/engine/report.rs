@@ -23,7 +23,7 @@ pub struct Counters {
 }
 
 /// A snapshot of [`Counters`], serialized with DataSync's names.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CounterValues {
     pub estimated_files_to_transfer: u64,
@@ -156,7 +156,7 @@ impl Report {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Queued,
@@ -166,11 +166,24 @@ pub enum Status {
     Verifying,
     Success,
     Error,
+    Cancelling,
     Cancelled,
 }
 
+impl Status {
+    /// SUCCESS, ERROR and CANCELLED: nothing changes any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Success | Status::Error | Status::Cancelled)
+    }
+
+    /// Reads DataSync's spelling (`TRANSFERRING`).
+    pub fn parse(s: &str) -> Option<Status> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+    }
+}
+
 /// Milliseconds spent in each phase.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PhaseDurations {
     pub launching_ms: u64,

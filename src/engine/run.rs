@@ -86,17 +86,37 @@ pub struct ExecutionRequest {
     pub state_dir: Option<PathBuf>,
     /// When the execution started working (epoch ms), after any queueing.
     pub started_ms: u64,
+    /// Told when the execution enters PREPARING, TRANSFERRING (first
+    /// action) and VERIFYING, so the task layer can record each phase.
+    pub on_phase: Option<PhaseHook>,
 }
+
+/// See [`ExecutionRequest::on_phase`].
+pub type PhaseHook = Arc<dyn Fn(Status) + Send + Sync>;
 
 struct Clock {
     start: Instant,
     first_action: Mutex<Option<Instant>>,
+    on_phase: Option<PhaseHook>,
 }
 
 impl Clock {
     fn action_started(&self) {
-        if let Ok(mut f) = self.first_action.lock() {
-            f.get_or_insert_with(Instant::now);
+        let first = match self.first_action.lock() {
+            Ok(mut f) if f.is_none() => {
+                *f = Some(Instant::now());
+                true
+            }
+            _ => false,
+        };
+        if first {
+            self.phase(Status::Transferring);
+        }
+    }
+
+    fn phase(&self, status: Status) {
+        if let Some(hook) = &self.on_phase {
+            hook(status);
         }
     }
 }
@@ -139,7 +159,9 @@ pub async fn execute(
     let clock = Clock {
         start: Instant::now(),
         first_action: Mutex::new(None),
+        on_phase: req.on_phase.clone(),
     };
+    clock.phase(Status::Preparing);
     let mut fatal = None;
     if !req.options.dry_run {
         if let Err(e) = dst.clean_leftovers().await {
@@ -154,6 +176,7 @@ pub async fn execute(
         }
     };
     let transfer_end = Instant::now();
+    clock.phase(Status::Verifying);
     if !req.options.dry_run {
         // Local destinations learn about dead writers' temp files while listing.
         let _ = dst.clean_leftovers().await;

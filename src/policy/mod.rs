@@ -342,7 +342,7 @@ async fn lookup_caller_user_id(
 }
 
 mod documents;
-mod validate;
+pub(crate) mod validate;
 pub use documents::*;
 pub use validate::*;
 

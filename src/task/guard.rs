@@ -116,9 +116,8 @@ fn live_claims(dir: &Path) -> io::Result<Vec<Claim>> {
     Ok(out)
 }
 
-/// One attempt: `Ok(Ok(guard))` when taken, `Ok(Err(holder))` when a
-/// conflicting execution runs.
-fn try_acquire(dir: &Path, claim: &Claim) -> Result<Result<Guard, Claim>, GuardError> {
+/// The registry lock: held while the claims are scanned and joined.
+fn lock_registry(dir: &Path) -> Result<File, GuardError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let reg_path = dir.join(".registry");
     let registry = OpenOptions::new()
@@ -128,11 +127,22 @@ fn try_acquire(dir: &Path, claim: &Claim) -> Result<Result<Guard, Claim>, GuardE
         .open(&reg_path)
         .map_err(io_err(&reg_path))?;
     flock(&registry, false).map_err(io_err(&reg_path))?;
-    if let Some(holder) = live_claims(dir)
+    Ok(registry)
+}
+
+/// The first live claim that conflicts with `claim` (registry lock held).
+fn conflicting(dir: &Path, claim: &Claim) -> Result<Option<Claim>, GuardError> {
+    Ok(live_claims(dir)
         .map_err(io_err(dir))?
         .into_iter()
-        .find(|c| conflicts(claim, c))
-    {
+        .find(|c| conflicts(claim, c)))
+}
+
+/// One attempt: `Ok(Ok(guard))` when taken, `Ok(Err(holder))` when a
+/// conflicting execution runs.
+fn try_acquire(dir: &Path, claim: &Claim) -> Result<Result<Guard, Claim>, GuardError> {
+    let _registry = lock_registry(dir)?;
+    if let Some(holder) = conflicting(dir, claim)? {
         return Ok(Err(holder));
     }
     let path = dir.join(format!("{}.json", claim.execution_id));
@@ -147,7 +157,15 @@ fn try_acquire(dir: &Path, claim: &Claim) -> Result<Result<Guard, Claim>, GuardE
         file: Some(file),
         path,
     }))
-    // The registry lock is released when `registry` drops here.
+    // The registry lock is released when `_registry` drops here.
+}
+
+/// The running execution `claim` would conflict with, if any (without
+/// taking anything): how `task start` refuses at once when queueing is off.
+pub fn holder(state_dir: &Path, claim: &Claim) -> Result<Option<Claim>, GuardError> {
+    let dir = state_dir.join("locks");
+    let _registry = lock_registry(&dir)?;
+    conflicting(&dir, claim)
 }
 
 /// Takes the guard for `claim` in the registry under `state_dir`. When a

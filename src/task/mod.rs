@@ -1,5 +1,10 @@
-//! Tasks and their executions. So far: the guards that keep overlapping
-//! executions apart (`guard.rs`); task definitions, history and schedules
-//! come with issue 4.
+//! Tasks and their executions: guards that keep overlapping executions
+//! apart (`guard.rs`), the execution lifecycle (`execution.rs`), its record
+//! in SQLite (`history.rs`), who is still running (`liveness.rs`) and
+//! schedules (`schedule.rs`).
 
+pub mod execution;
 pub mod guard;
+pub mod history;
+pub mod liveness;
+pub mod schedule;

@@ -1,0 +1,302 @@
+//! Reading the config file while collecting EVERY problem with its line
+//! (what `syncmount config check` prints): TOML syntax, unknown keys, wrong
+//! types, locations with neither or both of bucket and path, invalid role
+//! ARNs, tasks naming missing locations, bad schedules or options, a task
+//! whose source and destination overlap, two tasks whose destinations
+//! overlap, and mounts of unknown locations or at relative paths.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use super::spec::S3Overrides;
+use super::tables::{
+    TaskConfig, TaskOptionsConfig, LOCATION_KEYS, MOUNT_KEYS, OPTION_KEYS, TASK_KEYS,
+};
+use super::{line_of, Config, LocationConfig, MountConfig};
+use crate::policy::validate::{parse_iam_arn, PrincipalKind};
+use crate::task::schedule::Schedule;
+
+/// One problem of a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub message: String,
+}
+
+/// The line of each key of one table.
+type KeyLines = BTreeMap<String, usize>;
+
+struct Reader<'t> {
+    text: &'t str,
+    problems: Vec<Problem>,
+}
+
+impl Reader<'_> {
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line: line_of(self.text, span.start),
+            message: message.into(),
+        });
+    }
+
+    fn line(&mut self, line: usize, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// The tables of one `[[kind]]` array with only `allowed` keys kept
+    /// (the others reported), each with the lines of its keys.
+    fn tables<'i>(
+        &mut self,
+        kind: &str,
+        value: &Spanned<DeValue<'i>>,
+        allowed: &[&str],
+    ) -> Vec<(Spanned<DeValue<'i>>, KeyLines)> {
+        let Some(items) = value.get_ref().as_array() else {
+            self.at(
+                value.span(),
+                format!("`{kind}` must be an array of tables: write [[{kind}]]"),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in items.iter() {
+            let Some(table) = item.get_ref().as_table() else {
+                self.at(
+                    item.span(),
+                    format!("each `{kind}` must be a table: write [[{kind}]]"),
+                );
+                continue;
+            };
+            let mut kept = DeTable::new();
+            let mut lines = KeyLines::new();
+            for (k, v) in table.iter() {
+                let name = k.get_ref().as_ref();
+                if allowed.contains(&name) {
+                    kept.insert(k.clone(), v.clone());
+                    lines.insert(name.to_string(), line_of(self.text, k.span().start));
+                } else {
+                    self.at(
+                        k.span(),
+                        format!(
+                            "unknown key `{name}` in [[{kind}]]; expected one of: {}",
+                            allowed.join(", ")
+                        ),
+                    );
+                }
+            }
+            out.push((Spanned::new(item.span(), DeValue::Table(kept)), lines));
+        }
+        out
+    }
+
+    fn typed<T: DeserializeOwned>(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        kind: &str,
+    ) -> Option<Spanned<T>> {
+        match T::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(t) => Some(Spanned::new(value.span(), t)),
+            Err(e) => {
+                let span = e.span().unwrap_or(value.span());
+                self.at(span, format!("[[{kind}]]: {}", e.message()));
+                None
+            }
+        }
+    }
+}
+
+/// Reads `text`: the config (with whatever could be read) and every problem,
+/// in line order.
+pub fn read(text: &str) -> (Config, Vec<Problem>) {
+    let mut r = Reader {
+        text,
+        problems: Vec::new(),
+    };
+    let (doc, errors) = DeTable::parse_recoverable(text);
+    for e in &errors {
+        r.at(e.span().unwrap_or(0..0), e.message().to_string());
+    }
+    let mut config = Config::default();
+    let (mut loc_lines, mut task_lines, mut mount_lines) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, value) in doc.get_ref().iter() {
+        match key.get_ref().as_ref() {
+            "location" => {
+                for (t, lines) in r.tables("location", value, LOCATION_KEYS) {
+                    if let Some(l) = r.typed::<LocationConfig>(&t, "location") {
+                        config.location.push(l);
+                        loc_lines.push(lines);
+                    }
+                }
+            }
+            "task" => {
+                let mut allowed = TASK_KEYS.to_vec();
+                allowed.extend_from_slice(OPTION_KEYS);
+                for (t, lines) in r.tables("task", value, &allowed) {
+                    let head = r.typed::<TaskConfig>(&t, "task");
+                    let options = r.typed::<TaskOptionsConfig>(&t, "task");
+                    if let (Some(mut head), Some(options)) = (head, options) {
+                        head.get_mut().options = options.into_inner();
+                        config.task.push(head);
+                        task_lines.push(lines);
+                    }
+                }
+            }
+            "mount" => {
+                for (t, lines) in r.tables("mount", value, MOUNT_KEYS) {
+                    if let Some(m) = r.typed::<MountConfig>(&t, "mount") {
+                        config.mount.push(m);
+                        mount_lines.push(lines);
+                    }
+                }
+            }
+            other => r.at(
+                key.span(),
+                format!(
+                    "unknown key `{other}`; expected [[location]], [[task]] or [[mount]] tables"
+                ),
+            ),
+        }
+    }
+    check_locations(&mut r, &config, &loc_lines);
+    check_tasks(&mut r, &config, &task_lines);
+    check_mounts(&mut r, &config, &mount_lines);
+    r.problems.sort_by_key(|p| p.line);
+    (config, r.problems)
+}
+
+/// The line of `key` in a table, else the table's own line.
+fn key_line(text: &str, lines: &KeyLines, span: &Range<usize>, key: &str) -> usize {
+    lines
+        .get(key)
+        .copied()
+        .unwrap_or_else(|| line_of(text, span.start))
+}
+
+fn check_locations(r: &mut Reader<'_>, config: &Config, lines: &[KeyLines]) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (loc, keys) in config.location.iter().zip(lines) {
+        let l = loc.get_ref();
+        let at = |k: &str| key_line(r.text, keys, &loc.span(), k);
+        let (name_line, arn_line, table_line) = (
+            at("name"),
+            at("role_arn"),
+            line_of(r.text, loc.span().start),
+        );
+        if let Some(first) = seen.get(l.name.as_str()) {
+            r.line(name_line, format!("a second location named `{}` (the first is on line {first}); names must be unique", l.name));
+        } else {
+            seen.insert(&l.name, name_line);
+        }
+        if let Err(m) = l.kind() {
+            r.line(table_line, m);
+        }
+        if let Some(arn) = &l.role_arn {
+            if let Err(e) = parse_iam_arn(
+                arn,
+                &format!("location `{}`: role_arn", l.name),
+                &[PrincipalKind::Role],
+            ) {
+                r.line(arn_line, e.to_string());
+            }
+        }
+    }
+}
+
+fn check_tasks(r: &mut Reader<'_>, config: &Config, lines: &[KeyLines]) {
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    // Destinations seen so far: (task, line, place).
+    let mut dests = Vec::new();
+    for (task, keys) in config.task.iter().zip(lines) {
+        let t = task.get_ref();
+        let at = |k: &str| key_line(r.text, keys, &task.span(), k);
+        let name_line = at("name");
+        if let Some(first) = names.get(t.name.as_str()) {
+            r.line(
+                name_line,
+                format!(
+                    "a second task named `{}` (the first is on line {first}); names must be unique",
+                    t.name
+                ),
+            );
+        } else {
+            names.insert(&t.name, name_line);
+        }
+        if let Some(s) = &t.schedule {
+            if let Err(e) = Schedule::parse(s) {
+                r.line(at("schedule"), format!("task `{}`: {e}", t.name));
+            }
+        }
+        for p in t.options.problems() {
+            r.line(name_line, format!("task `{}`: {p}", t.name));
+        }
+        if t.options.lock == Some(super::tables::LockKind::S3) {
+            r.line(at("lock"), format!("task `{}`: lock = \"s3\" is not available in this version; use lock = \"local\"", t.name));
+        }
+        let src = config.task_location(&t.source, &format!("task `{}`: source", t.name));
+        let dst = config.task_location(&t.destination, &format!("task `{}`: destination", t.name));
+        if let Err(m) = &src {
+            r.line(at("source"), m.clone());
+        }
+        let dst = match dst {
+            Ok(d) => d,
+            Err(m) => {
+                r.line(at("destination"), m);
+                continue;
+            }
+        };
+        if let Ok(s) = &src {
+            if super::spec::overlap(s, &dst) {
+                r.line(at("destination"), format!("task `{}`: source and destination overlap (one is inside the other); pick separate folders", t.name));
+            }
+        }
+        let place = dst.place(&S3Overrides::default());
+        let line = at("destination");
+        for (other, other_line, other_place) in &dests {
+            if place.overlaps(other_place) {
+                r.line(line, format!(
+                    "task `{}`: destination {place} overlaps the destination of task `{other}` (line {other_line}); tasks sharing a bucket need separate folders",
+                    t.name
+                ));
+            }
+        }
+        dests.push((t.name.clone(), line, place));
+    }
+}
+
+fn check_mounts(r: &mut Reader<'_>, config: &Config, lines: &[KeyLines]) {
+    let mut paths: Vec<(std::path::PathBuf, usize)> = Vec::new();
+    for (m, keys) in config.mount.iter().zip(lines) {
+        let mc = m.get_ref();
+        let at = |k: &str| key_line(r.text, keys, &m.span(), k);
+        if let Err(e) = config.task_location(&mc.location, "mount: location") {
+            r.line(at("location"), e);
+        }
+        let line = at("path");
+        if !mc.path.is_absolute() {
+            r.line(
+                line,
+                format!("mount path `{}` must be absolute", mc.path.display()),
+            );
+        }
+        for (other, other_line) in &paths {
+            if mc.path.starts_with(other) || other.starts_with(&mc.path) {
+                r.line(
+                    line,
+                    format!(
+                        "mount path `{}` overlaps the mount at `{}` (line {other_line})",
+                        mc.path.display(),
+                        other.display()
+                    ),
+                );
+            }
+        }
+        paths.push((mc.path.clone(), line));
+    }
+}

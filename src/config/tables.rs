@@ -1,0 +1,345 @@
+//! The typed `[[task]]` and `[[mount]]` tables. Task options use the names
+//! and values of `syncmount sync`'s flags (`transfer_mode = "changed"`;
+//! DataSync's spelling `"CHANGED"` works too) and can be overridden per
+//! execution with `task start --override key=value`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{de::Error as _, Deserialize, Deserializer};
+
+use crate::config::spec::S3Tuning;
+use crate::engine::diff::{Overwrite, PreserveDeleted, TransferMode};
+use crate::engine::run::{TaskOptions, DEFAULT_CONCURRENCY};
+use crate::engine::transfer::VerifyMode;
+use crate::location::s3::ListMode;
+
+/// Keys of a `[[task]]` besides its options.
+pub const TASK_KEYS: &[&str] = &["name", "source", "destination", "schedule"];
+/// Keys of a task's options (also what `--override` accepts).
+pub const OPTION_KEYS: &[&str] = &[
+    "transfer_mode",
+    "overwrite",
+    "preserve_deleted_files",
+    "verify_mode",
+    "include",
+    "exclude",
+    "bytes_per_second",
+    "concurrency",
+    "part_size",
+    "multipart_threshold",
+    "multipart_copy_threshold",
+    "list_mode",
+    "queueing",
+    "lock",
+];
+pub const MOUNT_KEYS: &[&str] = &[
+    "location",
+    "path",
+    "read_only",
+    "metadata_ttl",
+    "cache_size",
+    "cache_dir",
+    "allow_other",
+    "uid",
+    "gid",
+    "file_mode",
+    "dir_mode",
+];
+pub const LOCATION_KEYS: &[&str] = &[
+    "name",
+    "bucket",
+    "prefix",
+    "region",
+    "endpoint_url",
+    "profile",
+    "role_arn",
+    "path",
+];
+
+/// A `[[task]]`: what to copy where, when, and how.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct TaskConfig {
+    pub name: String,
+    /// A location name, `s3://bucket[/prefix]` or an absolute path.
+    pub source: String,
+    pub destination: String,
+    /// `rate(…)` or a cron expression (see task::schedule); none: only started by hand.
+    pub schedule: Option<String>,
+    #[serde(skip)]
+    pub options: TaskOptionsConfig,
+}
+
+/// How executions of a task are guarded against overlapping ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockKind {
+    /// The flock registry in the state directory (one host).
+    #[default]
+    Local,
+    /// An object in a bucket, taken with conditional writes (several hosts).
+    S3,
+}
+
+/// A task's options; every one unset takes `syncmount sync`'s default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct TaskOptionsConfig {
+    #[serde(default, deserialize_with = "value_enum")]
+    pub transfer_mode: Option<TransferMode>,
+    #[serde(default, deserialize_with = "value_enum")]
+    pub overwrite: Option<Overwrite>,
+    #[serde(default, deserialize_with = "value_enum")]
+    pub preserve_deleted_files: Option<PreserveDeleted>,
+    #[serde(default, deserialize_with = "value_enum")]
+    pub verify_mode: Option<VerifyMode>,
+    pub include: Option<String>,
+    pub exclude: Option<String>,
+    pub bytes_per_second: Option<u64>,
+    pub concurrency: Option<usize>,
+    pub part_size: Option<u64>,
+    pub multipart_threshold: Option<u64>,
+    pub multipart_copy_threshold: Option<u64>,
+    #[serde(default, deserialize_with = "value_enum")]
+    pub list_mode: Option<ListMode>,
+    /// Wait behind an overlapping execution (default) instead of failing.
+    pub queueing: Option<bool>,
+    pub lock: Option<LockKind>,
+}
+
+/// Reads a clap value enum from its CLI spelling or DataSync's
+/// (`only-files-transferred`, `ONLY_FILES_TRANSFERRED`).
+fn value_enum<'de, D: Deserializer<'de>, T: clap::ValueEnum>(d: D) -> Result<Option<T>, D::Error> {
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let norm = s.to_ascii_lowercase().replace('_', "-");
+    T::from_str(&norm, true).map(Some).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|p| p.get_name().to_string())
+            .collect();
+        D::Error::custom(format!("`{s}` is not one of: {}", names.join(", ")))
+    })
+}
+
+impl TaskOptionsConfig {
+    /// `self`, with every option `over` sets replaced.
+    pub fn overridden_by(&self, over: &TaskOptionsConfig) -> TaskOptionsConfig {
+        macro_rules! pick {
+            ($($f:ident),*) => { TaskOptionsConfig { $($f: over.$f.clone().or_else(|| self.$f.clone()),)* } };
+        }
+        pick!(
+            transfer_mode,
+            overwrite,
+            preserve_deleted_files,
+            verify_mode,
+            include,
+            exclude,
+            bytes_per_second,
+            concurrency,
+            part_size,
+            multipart_threshold,
+            multipart_copy_threshold,
+            list_mode,
+            queueing,
+            lock
+        )
+    }
+
+    /// The engine's options (defaults filled in).
+    pub fn engine(&self) -> TaskOptions {
+        let d = TaskOptions::default();
+        TaskOptions {
+            transfer_mode: self.transfer_mode.unwrap_or(d.transfer_mode),
+            overwrite: self.overwrite.unwrap_or(d.overwrite),
+            preserve_deleted: self.preserve_deleted_files.unwrap_or(d.preserve_deleted),
+            verify_mode: self.verify_mode.unwrap_or(d.verify_mode),
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            bytes_per_second: self.bytes_per_second,
+            concurrency: self.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+            dry_run: false,
+        }
+    }
+
+    pub fn tuning(&self) -> S3Tuning {
+        S3Tuning {
+            part_size: self.part_size,
+            multipart_threshold: self.multipart_threshold,
+            multipart_copy_threshold: self.multipart_copy_threshold,
+            list_mode: self.list_mode.unwrap_or_default(),
+        }
+    }
+
+    pub fn queueing(&self) -> bool {
+        self.queueing.unwrap_or(true)
+    }
+
+    /// What is wrong with these values, each as a sentence.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.concurrency == Some(0) {
+            out.push("concurrency must be at least 1".to_string());
+        }
+        if self.bytes_per_second == Some(0) {
+            out.push("bytes_per_second must be at least 1".to_string());
+        }
+        if let Err(e) = self.engine().filter() {
+            out.push(e.to_string());
+        }
+        out
+    }
+}
+
+/// A `[[mount]]`: a location shown as a directory (the mount layer reads it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct MountConfig {
+    /// A location name or `s3://bucket[/prefix]`.
+    pub location: String,
+    /// The mount point (absolute).
+    pub path: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+    /// How long file and directory metadata is trusted: seconds, or a
+    /// string such as "500ms", "2s", "1m".
+    #[serde(default, deserialize_with = "duration")]
+    pub metadata_ttl: Option<Duration>,
+    /// Bytes of the data cache: a number, or "512MiB", "2GiB", "100MB".
+    #[serde(default, deserialize_with = "byte_size")]
+    pub cache_size: Option<u64>,
+    pub cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_other: bool,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Octal, as a string ("0644") or a TOML octal number (0o644).
+    #[serde(default, deserialize_with = "mode")]
+    pub file_mode: Option<u32>,
+    #[serde(default, deserialize_with = "mode")]
+    pub dir_mode: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Int(u64),
+    Float(f64),
+    Text(String),
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let v = match Option::<NumberOrText>::deserialize(d)? {
+        None => return Ok(None),
+        Some(v) => v,
+    };
+    let bad = |s: &str| {
+        D::Error::custom(format!(
+            "`{s}` is not a duration (seconds, or e.g. \"500ms\", \"2s\", \"1m\")"
+        ))
+    };
+    let secs = match v {
+        NumberOrText::Int(n) => n as f64,
+        NumberOrText::Float(f) => f,
+        NumberOrText::Text(s) => {
+            let t = s.trim();
+            let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+                (n, 0.001)
+            } else if let Some(n) = t.strip_suffix('s') {
+                (n, 1.0)
+            } else if let Some(n) = t.strip_suffix('m') {
+                (n, 60.0)
+            } else if let Some(n) = t.strip_suffix('h') {
+                (n, 3600.0)
+            } else {
+                (t, 1.0)
+            };
+            num.trim().parse::<f64>().map_err(|_| bad(&s))? * scale
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(bad(&secs.to_string()));
+    }
+    Ok(Some(Duration::from_secs_f64(secs)))
+}
+
+/// Parses "512MiB", "2GiB", "100MB", "4096".
+pub fn parse_byte_size(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "m" | "mb" => 1000_000,
+        "g" | "gb" => 1000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<NumberOrText>::deserialize(d)? {
+        None => Ok(None),
+        Some(NumberOrText::Int(n)) => Ok(Some(n)),
+        Some(NumberOrText::Text(s)) => parse_byte_size(&s).map(Some).ok_or_else(|| {
+            D::Error::custom(format!(
+                "`{s}` is not a size (bytes, or e.g. \"512MiB\", \"2GiB\")"
+            ))
+        }),
+        Some(NumberOrText::Float(f)) => Err(D::Error::custom(format!(
+            "`{f}` is not a whole number of bytes"
+        ))),
+    }
+}
+
+fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let m = match Option::<NumberOrText>::deserialize(d)? {
+        None => return Ok(None),
+        Some(NumberOrText::Int(n)) => u32::try_from(n).ok(),
+        Some(NumberOrText::Text(s)) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
+        Some(NumberOrText::Float(_)) => None,
+    };
+    m.filter(|m| *m <= 0o7777)
+        .map(Some)
+        .ok_or_else(|| D::Error::custom("a mode is octal, 0 to 7777 (e.g. \"0644\" or 0o644)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_decimal_and_binary_units() {
+        assert_eq!(parse_byte_size("4096"), Some(4096));
+        assert_eq!(parse_byte_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_byte_size("2 GiB"), Some(2 << 30));
+        assert_eq!(parse_byte_size("100MB"), Some(100_000_000));
+        assert_eq!(parse_byte_size("lots"), None);
+        assert_eq!(parse_byte_size("5 parsecs"), None);
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_set() {
+        let base = TaskOptionsConfig {
+            concurrency: Some(4),
+            include: Some("/a".into()),
+            ..Default::default()
+        };
+        let over = TaskOptionsConfig {
+            concurrency: Some(8),
+            queueing: Some(false),
+            ..Default::default()
+        };
+        let m = base.overridden_by(&over);
+        assert_eq!(m.concurrency, Some(8));
+        assert_eq!(m.include.as_deref(), Some("/a"));
+        assert!(!m.queueing());
+        assert!(base.queueing());
+    }
+}

@@ -1,0 +1,118 @@
+//! The control socket (`STATE_DIR/daemon.sock`): how the CLI asks a running
+//! daemon to start an execution, so it runs under the daemon (and its
+//! config) rather than in a child of the shell. One JSON line each way per
+//! connection. When nothing listens there, the CLI runs executions itself
+//! under the same guards.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    Start {
+        task: String,
+        overrides: Vec<String>,
+    },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The error is the user's to fix (exit code 2).
+    #[serde(default)]
+    pub usage: bool,
+    #[serde(default)]
+    pub pid: u32,
+}
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("daemon.sock")
+}
+
+/// Sends `req` to the daemon; None when no daemon listens (no socket, or a
+/// stale one).
+pub async fn ask(state_dir: &Path, req: &Request) -> Option<std::io::Result<Response>> {
+    let mut stream = UnixStream::connect(socket_path(state_dir)).await.ok()?;
+    Some(exchange(&mut stream, req).await)
+}
+
+async fn exchange(stream: &mut UnixStream, req: &Request) -> std::io::Result<Response> {
+    let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line).await?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).await?;
+    serde_json::from_str(&answer)
+        .map_err(|e| std::io::Error::other(format!("the daemon's answer `{}`: {e}", answer.trim())))
+}
+
+/// Reads one request from a connection and writes `answer(request)` back.
+pub async fn serve_one<F, Fut>(stream: UnixStream, answer: F)
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    if BufReader::new(read).read_line(&mut line).await.is_err() {
+        return;
+    }
+    let resp = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => answer(req).await,
+        Err(e) => Response {
+            error: Some(format!("bad request: {e}")),
+            usage: true,
+            ..Default::default()
+        },
+    };
+    if let Ok(mut out) = serde_json::to_vec(&resp) {
+        out.push(b'\n');
+        let _ = write.write_all(&out).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_gets_its_answer_and_no_daemon_is_none() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(ask(d.path(), &Request::Ping).await.is_none());
+        let listener = tokio::net::UnixListener::bind(socket_path(d.path())).unwrap();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            serve_one(s, |req| async move {
+                match req {
+                    Request::Start { task, .. } => Response {
+                        execution_id: Some(format!("exec-for-{task}")),
+                        ..Default::default()
+                    },
+                    Request::Ping => Response::default(),
+                }
+            })
+            .await
+        });
+        let r = ask(
+            d.path(),
+            &Request::Start {
+                task: "t".into(),
+                overrides: vec![],
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.execution_id.as_deref(), Some("exec-for-t"));
+        server.await.unwrap();
+    }
+}

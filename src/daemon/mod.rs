@@ -1,0 +1,398 @@
+//! `syncmount daemon`: runs scheduled tasks, serves the control socket, and
+//! (through [`mounts::Mounts`]) keeps the configured mounts.
+//!
+//! One loop owns the state: it sleeps until the next scheduled time, a
+//! control request, a finished execution or a signal. Executions run as
+//! tasks in this process, under the same guards and history as `task start`
+//! from a shell. A schedule firing while that task still has an execution
+//! that has not ended is skipped (as DataSync does). SIGHUP reloads the
+//! config (a broken file keeps the old one); SIGTERM stops scheduling and
+//! accepting, gives running executions `--grace-seconds` to finish, then
+//! cancels them (objects in flight finish, nothing partial is left) and
+//! waits for them. systemd hears READY, STATUS and STOPPING (notify.rs).
+
+pub mod control;
+pub mod mounts;
+pub mod notify;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::cli::UsageError;
+use crate::config::Config;
+use crate::engine::report::{epoch_ms, Status};
+use crate::task::execution::{self, Context};
+use crate::task::history::History;
+use crate::task::liveness;
+use crate::task::schedule::Schedule;
+use control::{Request, Response};
+use mounts::{Mounts, NoMounts};
+use notify::notify;
+
+#[derive(Args, Debug, Clone)]
+pub struct DaemonArgs {
+    /// Run in the background (own session, log in STATE_DIR/daemon.log);
+    /// returns once the daemon is ready. For hosts without systemd.
+    #[arg(long)]
+    pub daemonize: bool,
+    /// Write the daemon's pid here (default with --daemonize: STATE_DIR/daemon.pid).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// After SIGTERM, how long running executions may go on before they
+    /// are cancelled.
+    #[arg(long, default_value_t = DEFAULT_GRACE_SECONDS)]
+    pub grace_seconds: u64,
+}
+
+/// Long enough for most small executions to end on their own; short
+/// enough for systemd's default 90 s stop timeout to include the cancel.
+pub const DEFAULT_GRACE_SECONDS: u64 = 30;
+/// How long `--daemonize` waits for the background daemon to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+type Control = (Request, oneshot::Sender<Response>);
+
+struct Daemon {
+    ctx: Context,
+    config_path: Option<PathBuf>,
+    history: Arc<History>,
+    /// Task name → schedule and next time (Unix seconds).
+    schedules: HashMap<String, (String, Schedule, i64)>,
+    /// Execution id → its cancel flag.
+    running: HashMap<String, Arc<AtomicBool>>,
+    executions: JoinSet<(String, Status, crate::location::Place)>,
+    mounts: Box<dyn Mounts>,
+}
+
+fn now_secs() -> i64 {
+    (epoch_ms() / 1000) as i64
+}
+
+pub async fn run(
+    args: DaemonArgs,
+    state_dir: PathBuf,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<i32> {
+    if args.daemonize {
+        return daemonize(&args, &state_dir, config_path.as_deref()).await;
+    }
+    let config = Config::load(config_path.as_deref()).map_err(|e| UsageError(e.to_string()))?;
+    std::fs::create_dir_all(&state_dir)?;
+    if let Some(Ok(r)) = control::ask(&state_dir, &Request::Ping).await {
+        return Err(UsageError(format!(
+            "a daemon (pid {}) already serves {}",
+            r.pid,
+            state_dir.display()
+        ))
+        .into());
+    }
+    let sock = control::socket_path(&state_dir);
+    let _ = std::fs::remove_file(&sock);
+    let listener = tokio::net::UnixListener::bind(&sock)?;
+    if let Some(p) = &args.pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))?;
+    }
+    let history = Arc::new(History::open(&state_dir)?);
+    liveness::reap(&state_dir, &history)?;
+    let mut d = Daemon {
+        ctx: Context {
+            state_dir: state_dir.clone(),
+            config: Arc::new(config),
+        },
+        config_path,
+        history,
+        schedules: HashMap::new(),
+        running: HashMap::new(),
+        executions: JoinSet::new(),
+        mounts: Box::new(NoMounts),
+    };
+    d.load_schedules();
+    d.mounts.apply(&d.ctx.config);
+    let (tx, rx) = mpsc::channel::<Control>(16);
+    let acceptor = tokio::spawn(accept(listener, tx));
+    notify(&format!("READY=1\nSTATUS={}", d.status()));
+    tracing::info!(pid = std::process::id(), "daemon ready");
+    d.serve(rx).await?;
+    acceptor.abort();
+    let _ = std::fs::remove_file(&sock);
+    d.shutdown(Duration::from_secs(args.grace_seconds)).await;
+    if let Some(p) = &args.pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(0)
+}
+
+/// Hands each connection's request to the main loop.
+async fn accept(listener: tokio::net::UnixListener, tx: mpsc::Sender<Control>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let tx = tx.clone();
+        tokio::spawn(control::serve_one(stream, move |req| async move {
+            let (reply, answer) = oneshot::channel();
+            if tx.send((req, reply)).await.is_err() {
+                return Response {
+                    error: Some("the daemon is stopping".into()),
+                    ..Default::default()
+                };
+            }
+            answer.await.unwrap_or_default()
+        }));
+    }
+}
+
+impl Daemon {
+    fn status(&self) -> String {
+        format!(
+            "{} scheduled tasks, {} executions running",
+            self.schedules.len(),
+            self.running.len()
+        )
+    }
+
+    /// (Re)computes schedules; an unchanged schedule keeps its next time.
+    fn load_schedules(&mut self) {
+        let now = now_secs();
+        let mut next = HashMap::new();
+        for t in self.ctx.config.task.iter().map(|t| t.get_ref()) {
+            let Some(expr) = &t.schedule else { continue };
+            let Ok(s) = Schedule::parse(expr) else {
+                continue;
+            };
+            let at = match self.schedules.get(&t.name) {
+                Some((old, _, at)) if old == expr => *at,
+                _ => match s.next_after(now) {
+                    Some(at) => at,
+                    None => continue,
+                },
+            };
+            next.insert(t.name.clone(), (expr.clone(), s, at));
+        }
+        self.schedules = next;
+    }
+
+    async fn serve(&mut self, mut rx: mpsc::Receiver<Control>) -> anyhow::Result<()> {
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            let wait = self
+                .schedules
+                .values()
+                .map(|(_, _, at)| *at)
+                .min()
+                .map(|at| Duration::from_secs((at - now_secs()).max(0) as u64))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => self.fire_due(),
+                Some((req, reply)) = rx.recv() => {
+                    let _ = reply.send(self.answer(req));
+                }
+                Some(done) = self.executions.join_next(), if !self.executions.is_empty() => self.ended(done),
+                _ = hup.recv() => self.reload(),
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+            notify(&format!("STATUS={}", self.status()));
+        }
+        Ok(())
+    }
+
+    fn fire_due(&mut self) {
+        let now = now_secs();
+        let due: Vec<String> = self
+            .schedules
+            .iter()
+            .filter(|(_, (_, _, at))| *at <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            if let Some((_, s, at)) = self.schedules.get_mut(&name) {
+                *at = s.next_after(now).unwrap_or(i64::MAX);
+            }
+            let busy = self
+                .history
+                .for_task(&name, 5)
+                .map(|rs| rs.iter().any(|r| !r.status.is_terminal()))
+                .unwrap_or(false);
+            if busy {
+                tracing::info!(task = %name, "schedule skipped: the previous execution has not ended");
+                continue;
+            }
+            match self.start(&name, &[]) {
+                Ok(id) => {
+                    tracing::info!(task = %name, execution_id = %id, "scheduled execution started")
+                }
+                Err(e) => {
+                    tracing::error!(task = %name, error = %e, "scheduled execution not started")
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, req: Request) -> Response {
+        let pid = std::process::id();
+        match req {
+            Request::Ping => Response {
+                pid,
+                ..Default::default()
+            },
+            Request::Start { task, overrides } => match self.start(&task, &overrides) {
+                Ok(id) => Response {
+                    execution_id: Some(id),
+                    pid,
+                    ..Default::default()
+                },
+                Err(e) => Response {
+                    usage: e.is_usage(),
+                    error: Some(e.to_string()),
+                    pid,
+                    ..Default::default()
+                },
+            },
+        }
+    }
+
+    fn start(&mut self, name: &str, overrides: &[String]) -> Result<String, execution::TaskError> {
+        let (id, lock) = execution::prepare(&self.ctx, &self.history, name, overrides)?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.running.insert(id.clone(), cancel.clone());
+        let (ctx, history, run_id) = (self.ctx.clone(), self.history.clone(), id.clone());
+        let place = execution::Plan::new(&self.ctx.config, name, overrides)?.destination_place;
+        self.executions.spawn(async move {
+            let status = execution::run(&ctx, history, &run_id, cancel).await;
+            lock.release();
+            (run_id, status, place)
+        });
+        Ok(id)
+    }
+
+    fn ended(
+        &mut self,
+        done: Result<(String, Status, crate::location::Place), tokio::task::JoinError>,
+    ) {
+        match done {
+            Ok((id, status, place)) => {
+                tracing::info!(execution_id = %id, %status, "execution ended");
+                self.running.remove(&id);
+                self.mounts.written(&place);
+            }
+            Err(e) => tracing::error!(error = %e, "an execution task failed"),
+        }
+    }
+
+    fn reload(&mut self) {
+        notify("RELOADING=1");
+        match Config::load(self.config_path.as_deref()) {
+            Ok(c) => {
+                self.ctx.config = Arc::new(c);
+                self.load_schedules();
+                self.mounts.apply(&self.ctx.config);
+                tracing::info!("config reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config not reloaded; keeping the previous one");
+                notify(&format!("STATUS=config not reloaded: {e}"));
+            }
+        }
+        notify("READY=1");
+    }
+
+    /// Lets running executions end within `grace`, then cancels the rest
+    /// and waits for them.
+    async fn shutdown(&mut self, grace: Duration) {
+        notify(&format!(
+            "STOPPING=1\nSTATUS=stopping: {} executions running",
+            self.running.len()
+        ));
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.executions.is_empty() {
+            match tokio::time::timeout_at(deadline, self.executions.join_next()).await {
+                Ok(Some(done)) => self.ended(done),
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        running = self.running.len(),
+                        "grace period over: cancelling"
+                    );
+                    for (id, flag) in &self.running {
+                        let _ = self.history.request_cancel(id);
+                        flag.store(true, Ordering::Relaxed);
+                    }
+                    while let Some(done) = self.executions.join_next().await {
+                        self.ended(done);
+                    }
+                }
+            }
+        }
+        self.mounts.unmount_all();
+    }
+}
+
+/// Starts the daemon again in the background (own session, output to
+/// STATE_DIR/daemon.log) and returns once it answers on its socket.
+async fn daemonize(
+    args: &DaemonArgs,
+    state_dir: &Path,
+    config: Option<&Path>,
+) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    std::fs::create_dir_all(state_dir)?;
+    let state_dir = std::path::absolute(state_dir)?;
+    let pid_file = std::path::absolute(
+        args.pid_file
+            .clone()
+            .unwrap_or_else(|| state_dir.join("daemon.pid")),
+    )?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.join("daemon.log"))?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("-v").arg("--state-dir").arg(&state_dir);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(std::path::absolute(c)?);
+    }
+    cmd.arg("daemon")
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("--grace-seconds")
+        .arg(args.grace_seconds.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < READY_TIMEOUT {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!(
+                "the daemon exited at once ({status}); see {}",
+                state_dir.join("daemon.log").display()
+            );
+        }
+        if let Some(Ok(r)) = control::ask(&state_dir, &Request::Ping).await {
+            if r.pid == child.id() {
+                println!("{}", child.id());
+                return Ok(0);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!(
+        "the daemon did not answer within {READY_TIMEOUT:?}; see {}",
+        state_dir.join("daemon.log").display()
+    )
+}

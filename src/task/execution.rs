@@ -1,0 +1,426 @@
+//! Task executions: QUEUED → LAUNCHING → PREPARING → TRANSFERRING →
+//! VERIFYING → SUCCESS | ERROR, or CANCELLING → CANCELLED.
+//!
+//! [`prepare`] checks the task and its overrides, refuses at once when
+//! queueing is off and an overlapping execution runs, takes the execution's
+//! [`RunnerLock`] and records it QUEUED. Then whoever runs it (a detached
+//! `syncmount task run-execution ID` child, or the daemon in-process) calls
+//! [`run`]: wait for the guard (QUEUED), open both locations (LAUNCHING),
+//! run the engine (which reports PREPARING, TRANSFERRING, VERIFYING), record
+//! the end, and only then release the guard — so the recorded
+//! [LAUNCHING, end] intervals of conflicting executions never overlap.
+//! Cancellation is a status in the history (`CANCELLING`), polled by the
+//! runner, so it works from any process.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::spec::S3Overrides;
+use crate::config::tables::OPTION_KEYS;
+use crate::config::{Config, LocationKind, TaskConfig, TaskOptionsConfig};
+use crate::engine::report::{epoch_ms, new_execution_id, Counters, Status};
+use crate::engine::run::{execute, ExecutionRequest};
+use crate::location::Place;
+
+use super::guard::{self, Claim, GuardError};
+use super::history::{History, HistoryError, NewExecution};
+use super::liveness::RunnerLock;
+
+/// How often a runner looks for a cancel request and saves its counters.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// Counters are saved at most this often (each save is a write for every reader's sake).
+const COUNTERS_EVERY: Duration = Duration::from_secs(1);
+
+/// What every task command needs.
+#[derive(Clone)]
+pub struct Context {
+    pub state_dir: PathBuf,
+    pub config: Arc<Config>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("no task named `{0}` in the config file")]
+    UnknownTask(String),
+    #[error("--override `{given}`: {message}")]
+    BadOverride { given: String, message: String },
+    #[error("task `{task}`: {message}")]
+    Invalid { task: String, message: String },
+    #[error("task `{task}` not started: execution {execution_id} (pid {pid}) is running on an overlapping location ({what}) and queueing is off for this task; the refused start is recorded as {refused}")]
+    Busy {
+        task: String,
+        execution_id: String,
+        pid: u32,
+        what: String,
+        refused: String,
+    },
+    #[error("no execution `{0}` in the history")]
+    UnknownExecution(String),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl TaskError {
+    /// Errors that are the user's to fix (exit code 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            TaskError::UnknownTask(_)
+                | TaskError::BadOverride { .. }
+                | TaskError::Invalid { .. }
+                | TaskError::UnknownExecution(_)
+        )
+    }
+}
+
+/// `key=value` overrides of a task's options. Values are TOML (`4`,
+/// `false`, `"x"`); a bare word is taken as a string.
+pub fn parse_overrides(list: &[String]) -> Result<TaskOptionsConfig, TaskError> {
+    let mut doc = String::new();
+    for given in list {
+        let bad = |message: String| TaskError::BadOverride {
+            given: given.clone(),
+            message,
+        };
+        let (key, value) = given
+            .split_once('=')
+            .ok_or_else(|| bad("expected key=value".into()))?;
+        let key = key.trim();
+        if !OPTION_KEYS.contains(&key) {
+            return Err(bad(format!(
+                "unknown option `{key}`; expected one of: {}",
+                OPTION_KEYS.join(", ")
+            )));
+        }
+        let value = value.trim();
+        let line = if toml::from_str::<toml::Table>(&format!("v = {value}")).is_ok() {
+            format!("{key} = {value}\n")
+        } else {
+            format!("{key} = {}\n", toml::Value::String(value.to_string()))
+        };
+        let one: TaskOptionsConfig =
+            toml::from_str(&line).map_err(|e| bad(e.message().to_string()))?;
+        if let Some(p) = one.problems().first() {
+            return Err(bad(p.clone()));
+        }
+        doc.push_str(&line);
+    }
+    toml::from_str(&doc).map_err(|e| TaskError::BadOverride {
+        given: list.join(" "),
+        message: e.message().to_string(),
+    })
+}
+
+/// A task resolved for one execution: its locations and options.
+pub struct Plan {
+    pub task: TaskConfig,
+    pub options: TaskOptionsConfig,
+    pub source: LocationKind,
+    pub destination: LocationKind,
+    pub source_place: Place,
+    pub destination_place: Place,
+}
+
+impl Plan {
+    pub fn new(config: &Config, name: &str, overrides: &[String]) -> Result<Plan, TaskError> {
+        let task = config
+            .task(name)
+            .cloned()
+            .ok_or_else(|| TaskError::UnknownTask(name.to_string()))?;
+        let options = task.options.overridden_by(&parse_overrides(overrides)?);
+        let invalid = |message: String| TaskError::Invalid {
+            task: name.to_string(),
+            message,
+        };
+        let source = config
+            .task_location(&task.source, "source")
+            .map_err(invalid)?;
+        let destination = config
+            .task_location(&task.destination, "destination")
+            .map_err(invalid)?;
+        let none = S3Overrides::default();
+        Ok(Plan {
+            source_place: source.place(&none),
+            destination_place: destination.place(&none),
+            task,
+            options,
+            source,
+            destination,
+        })
+    }
+
+    fn claim(&self, id: &str) -> Claim {
+        Claim {
+            execution_id: id.to_string(),
+            pid: std::process::id(),
+            source: self.source_place.clone(),
+            destination: self.destination_place.clone(),
+        }
+    }
+}
+
+/// Checks and records a new execution of task `name` (QUEUED); the caller
+/// runs it, holding the returned lock.
+pub fn prepare(
+    ctx: &Context,
+    history: &History,
+    name: &str,
+    overrides: &[String],
+) -> Result<(String, RunnerLock), TaskError> {
+    let plan = Plan::new(&ctx.config, name, overrides)?;
+    let id = new_execution_id();
+    let lock = RunnerLock::create(&ctx.state_dir, &id)
+        .map_err(|e| TaskError::Io(format!("cannot create the execution's lock file: {e}")))?;
+    history.insert(&NewExecution {
+        id: &id,
+        task: name,
+        source: &plan.source_place.to_string(),
+        destination: &plan.destination_place.to_string(),
+        pid: std::process::id(),
+        overrides,
+    })?;
+    if !plan.options.queueing() {
+        let running = guard::holder(&ctx.state_dir, &plan.claim(&id))?
+            .filter(|h| !has_ended(history, &h.execution_id));
+        if let Some(h) = running {
+            let what = format!("{} → {}", h.source, h.destination);
+            let detail = format!("refused: execution {} (pid {}) is running on an overlapping location ({what}) and queueing is off", h.execution_id, h.pid);
+            history.end(&id, Status::Error, Some("TaskBusy"), &detail)?;
+            lock.release();
+            return Err(TaskError::Busy {
+                task: name.to_string(),
+                execution_id: h.execution_id,
+                pid: h.pid,
+                what,
+                refused: id,
+            });
+        }
+    }
+    Ok((id, lock))
+}
+
+/// An execution whose end is recorded but whose guard is not released yet
+/// (it is about to be): not a reason to refuse a start.
+fn has_ended(history: &History, id: &str) -> bool {
+    matches!(history.status(id), Ok(Some(s)) if s.is_terminal())
+}
+
+/// Takes the guard: queueing, waits behind conflicting executions;
+/// otherwise fails naming a running one, but waits out one that has
+/// already recorded its end.
+async fn take_guard(
+    ctx: &Context,
+    history: &History,
+    plan: &Plan,
+    id: &str,
+) -> Result<guard::Guard, GuardError> {
+    let on_wait = |h: &Claim| {
+        tracing::info!(execution_id = id, holder = %h.execution_id, "queued behind an overlapping execution");
+    };
+    let queue = plan.options.queueing();
+    loop {
+        match guard::acquire(&ctx.state_dir, plan.claim(id), queue, on_wait).await {
+            Err(GuardError::Busy { execution_id, .. }) if has_ended(history, &execution_id) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// An execution that could not reach or finish the engine.
+struct Stop {
+    status: Status,
+    code: Option<&'static str>,
+    detail: String,
+}
+
+impl Stop {
+    fn error(code: &'static str, detail: impl Into<String>) -> Stop {
+        Stop {
+            status: Status::Error,
+            code: Some(code),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Runs execution `id` (recorded by [`prepare`]) to its end; returns its
+/// final status. `cancel` may also be set from outside (signals, daemon
+/// shutdown).
+pub async fn run(
+    ctx: &Context,
+    history: Arc<History>,
+    id: &str,
+    cancel: Arc<AtomicBool>,
+) -> Status {
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(Counters::default());
+    let watcher = tokio::spawn(watch(
+        history.clone(),
+        id.to_string(),
+        cancel.clone(),
+        counters.clone(),
+        watch_stop.clone(),
+    ));
+    let mut guard = None;
+    let outcome = run_inner(ctx, &history, id, &cancel, counters, &mut guard).await;
+    watch_stop.store(true, Ordering::Relaxed);
+    let _ = watcher.await;
+    let status = match outcome {
+        Ok(status) => status,
+        Err(stop) => {
+            if let Err(e) = history.end(id, stop.status, stop.code, &stop.detail) {
+                tracing::error!(execution_id = id, error = %e, "cannot record the end");
+            }
+            stop.status
+        }
+    };
+    // The end is recorded: now others may start.
+    drop(guard);
+    super::liveness::remove(&ctx.state_dir, id);
+    status
+}
+
+async fn run_inner(
+    ctx: &Context,
+    history: &Arc<History>,
+    id: &str,
+    cancel: &Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    guard_slot: &mut Option<guard::Guard>,
+) -> Result<Status, Stop> {
+    let rec = history
+        .get(id)
+        .map_err(|e| Stop::error("HistoryError", e.to_string()))?
+        .ok_or_else(|| {
+            Stop::error(
+                "HistoryError",
+                format!("execution {id} is not in the history"),
+            )
+        })?;
+    let _ = history.set_pid(id, std::process::id());
+    let plan = Plan::new(&ctx.config, &rec.task, &rec.overrides)
+        .map_err(|e| Stop::error("InvalidTask", e.to_string()))?;
+    let acquire = take_guard(ctx, history, &plan, id);
+    *guard_slot = Some(tokio::select! {
+        g = acquire => g.map_err(|e| match e {
+            GuardError::Busy { .. } => Stop::error("TaskBusy", e.to_string()),
+            other => Stop::error("GuardError", other.to_string()),
+        })?,
+        _ = cancelled(cancel) => return Err(Stop { status: Status::Cancelled, code: None, detail: "cancelled while queued".into() }),
+    });
+    let launched = Instant::now();
+    let _ = history.enter(id, Status::Launching);
+    let options = plan.options.engine();
+    let filter = options
+        .filter()
+        .map_err(|e| Stop::error("InvalidTask", e.to_string()))?;
+    let journal = ctx.state_dir.join("uploads");
+    let none = S3Overrides::default();
+    let tuning = plan.options.tuning();
+    let src = plan
+        .source
+        .clone()
+        .open(&none, tuning, journal.clone(), true)
+        .await
+        .map_err(|e| Stop::error("LocationError", e.to_string()))?;
+    let dst = plan
+        .destination
+        .clone()
+        .open(&none, tuning, journal, false)
+        .await
+        .map_err(|e| Stop::error("LocationError", e.to_string()))?;
+    let hook_history = history.clone();
+    let hook_id = id.to_string();
+    let req = ExecutionRequest {
+        id: id.to_string(),
+        options,
+        filter,
+        report_path: Some(ctx.state_dir.join("reports").join(format!("{id}.jsonl"))),
+        echo_dry_run: false,
+        cancel: cancel.clone(),
+        counters,
+        launched,
+        state_dir: Some(ctx.state_dir.clone()),
+        started_ms: epoch_ms(),
+        on_phase: Some(Arc::new(move |s| {
+            if let Err(e) = hook_history.enter(&hook_id, s) {
+                tracing::warn!(execution_id = %hook_id, error = %e, "cannot record the phase");
+            }
+        })),
+    };
+    let summary = execute(src, dst, req).await;
+    history
+        .finish(id, &summary)
+        .map_err(|e| Stop::error("HistoryError", e.to_string()))?;
+    Ok(summary.status)
+}
+
+async fn cancelled(cancel: &AtomicBool) {
+    while !cancel.load(Ordering::Relaxed) {
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+}
+
+/// Turns a CANCELLING status (set by `task cancel` from any process) into
+/// the cancel flag, and saves the counters now and then.
+async fn watch(
+    history: Arc<History>,
+    id: String,
+    cancel: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut last_save = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(WATCH_EVERY).await;
+        if matches!(history.status(&id), Ok(Some(Status::Cancelling))) {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        if last_save.elapsed() >= COUNTERS_EVERY {
+            last_save = Instant::now();
+            let _ = history.update_counters(&id, &counters.snapshot());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_are_toml_values_or_bare_words() {
+        let o = parse_overrides(&[
+            "concurrency=4".into(),
+            "queueing=false".into(),
+            "transfer_mode=all".into(),
+            "exclude = \"*.tmp\"".into(),
+        ])
+        .unwrap();
+        assert_eq!(o.concurrency, Some(4));
+        assert_eq!(o.queueing, Some(false));
+        assert_eq!(o.exclude.as_deref(), Some("*.tmp"));
+        assert!(o.transfer_mode.is_some());
+    }
+
+    #[test]
+    fn bad_overrides_name_what_is_wrong() {
+        for (given, why) in [
+            ("colour=blue", "unknown option `colour`"),
+            ("concurrency", "expected key=value"),
+            ("concurrency=0", "at least 1"),
+            ("transfer_mode=sometimes", "`sometimes` is not one of"),
+            ("concurrency=lots", "concurrency"),
+        ] {
+            let e = parse_overrides(&[given.into()]).unwrap_err().to_string();
+            assert!(e.contains(why), "{given}: {e}");
+        }
+    }
+}
