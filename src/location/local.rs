@@ -170,8 +170,22 @@ pub(super) fn temp_owner(name: &[u8]) -> Option<u32> {
     rest.split_once('-')?.0.parse().ok()
 }
 
+/// Whether process `pid` still runs. A zombie (killed, not yet reaped by
+/// its parent — slow when that is a container's init) is dead: it can no
+/// longer write anything.
 pub(super) fn pid_alive(pid: u32) -> bool {
-    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+    if pid == std::process::id() {
+        return true;
+    }
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the command name `(…)`.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
+    }
 }
 
 pub(crate) fn meta_of(m: &fs::Metadata) -> PosixMeta {

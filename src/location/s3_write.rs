@@ -349,8 +349,7 @@ impl S3Location {
             else {
                 continue;
             };
-            let alive = entry.pid == std::process::id()
-                || std::path::Path::new(&format!("/proc/{}", entry.pid)).exists();
+            let alive = super::local::pid_alive(entry.pid);
             if alive || entry.bucket != self.cfg.bucket {
                 continue;
             }

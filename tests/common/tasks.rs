@@ -1,0 +1,102 @@
+//! Helpers for the task, daemon and config tests: a temporary directory
+//! with a config file and a state directory, `syncmount` commands bound to
+//! both, and waiting on execution records.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{run, syncmount, RunOutput};
+
+pub struct TaskEnv {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub state: PathBuf,
+}
+
+impl TaskEnv {
+    /// A fresh directory whose config file says `config` (`{root}` is
+    /// replaced by the directory's path).
+    pub fn new(config: &str) -> TaskEnv {
+        let dir = super::tempdir();
+        let root = dir.path().display().to_string();
+        let path = dir.path().join("syncmount.toml");
+        std::fs::write(&path, config.replace("{root}", &root)).expect("write the config");
+        TaskEnv {
+            state: dir.path().join("state"),
+            config: path,
+            dir,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `syncmount --config CONFIG --state-dir STATE ARGS…`
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = syncmount();
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args);
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> RunOutput {
+        run(self.cmd(args))
+    }
+
+    /// `task start NAME ARGS…` without waiting: the execution id.
+    pub fn start(&self, name: &str, args: &[&str]) -> String {
+        let mut all = vec!["task", "start", name];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert_eq!(out.status, 0, "task start {name}: {}", out.stderr);
+        let id = out.stdout.trim().to_string();
+        assert!(id.starts_with("exec-"), "not an execution id: {id:?}");
+        id
+    }
+
+    /// `task describe ID --json`.
+    pub fn describe(&self, id: &str) -> Value {
+        let out = self.run(&["task", "describe", id, "--json"]);
+        assert_eq!(out.status, 0, "describe {id}: {}", out.stderr);
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("describe {id}: {e}: {}", out.stdout))
+    }
+
+    /// Polls `describe` until `done` holds for the record; panics after `limit`.
+    pub fn wait_for(&self, id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let rec = self.describe(id);
+            if done(&rec) {
+                return rec;
+            }
+            if start.elapsed() > limit {
+                panic!("execution {id} did not get there within {limit:?}: {rec:#}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the execution has ended; its record.
+    pub fn wait_end(&self, id: &str, limit: Duration) -> Value {
+        self.wait_for(id, limit, |r| {
+            matches!(status(r).as_str(), "SUCCESS" | "ERROR" | "CANCELLED")
+        })
+    }
+}
+
+pub fn status(rec: &Value) -> String {
+    rec["Status"].as_str().unwrap_or("?").to_string()
+}
+
+/// A timestamp of the record (`LaunchingMs`, `EndedMs`, …).
+pub fn ts(rec: &Value, name: &str) -> Option<u64> {
+    rec["Timestamps"][name].as_u64()
+}

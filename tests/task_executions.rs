@@ -1,0 +1,312 @@
+//! Task executions across processes: `task start` returns an id at once and
+//! the execution runs in a detached child; racing starts of A→B and B→A
+//! never overlap (checked from the recorded phase times) and all succeed; a
+//! SIGKILLed execution is recorded as ERROR and never blocks the next one;
+//! cancel works from another process; queueing off refuses naming the
+//! running execution; `--wait` exits like `sync`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::tasks::{status, ts, TaskEnv};
+use serde_json::Value;
+
+const PAIR: &str = r#"
+[[location]]
+name = "A"
+path = "{root}/a"
+
+[[location]]
+name = "B"
+path = "{root}/b"
+
+[[task]]
+name = "a-b"
+source = "A"
+destination = "B"
+
+[[task]]
+name = "b-a"
+source = "B"
+destination = "A"
+
+# Reads what a-b writes: conflicts with it, but fails instead of waiting.
+[[task]]
+name = "b-c-no-queue"
+source = "B"
+destination = "{root}/c"
+queueing = false
+"#;
+
+fn pair() -> TaskEnv {
+    let env = TaskEnv::new(PAIR);
+    common::write_tree(&env.root().join("a"), &[("from-a.txt", b"a")]);
+    common::write_tree(&env.root().join("b"), &[("from-b.txt", b"b")]);
+    env
+}
+
+/// Big enough that a run at 1 MB/s takes a few seconds.
+fn slow_source(env: &TaskEnv, files: usize) {
+    let big = vec![7u8; 1_000_000];
+    for i in 0..files {
+        std::fs::write(env.root().join("a").join(format!("big-{i}.bin")), &big).unwrap();
+    }
+}
+
+#[test]
+fn fifty_racing_starts_of_a_to_b_and_b_to_a_never_overlap_and_all_succeed() {
+    let env = pair();
+    let children: Vec<_> = (0..50)
+        .map(|i| {
+            let task = if i % 2 == 0 { "a-b" } else { "b-a" };
+            env.cmd(&["task", "start", task])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn task start")
+        })
+        .collect();
+    let ids: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("task start");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        })
+        .collect();
+    let recs: Vec<Value> = ids
+        .iter()
+        .map(|id| env.wait_end(id, Duration::from_secs(120)))
+        .collect();
+    let mut spans = Vec::new();
+    for r in &recs {
+        assert_eq!(status(r), "SUCCESS", "{r:#}");
+        let (start, end) = (ts(r, "LaunchingMs").unwrap(), ts(r, "EndedMs").unwrap());
+        assert!(start <= end, "{r:#}");
+        spans.push((
+            start,
+            end,
+            r["ExecutionId"].as_str().unwrap_or("?").to_string(),
+        ));
+    }
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(
+            w[0].1 <= w[1].0,
+            "{} [{}, {}] overlaps {} [{}, {}]",
+            w[0].2,
+            w[0].0,
+            w[0].1,
+            w[1].2,
+            w[1].0,
+            w[1].1
+        );
+    }
+    // Both directions ran: each side has the other's file.
+    assert!(env.root().join("b/from-a.txt").exists());
+    assert!(env.root().join("a/from-b.txt").exists());
+}
+
+fn pid(rec: &Value) -> i32 {
+    rec["Pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no pid: {rec:#}")) as i32
+}
+
+fn transferring(r: &Value) -> bool {
+    status(r) == "TRANSFERRING"
+}
+
+/// No temp files and only whole copies of the source's files.
+fn nothing_partial(dst: &Path) {
+    for (name, bytes) in common::read_tree(dst) {
+        if name.starts_with("big-") {
+            assert_eq!(bytes.len(), 1_000_000, "{name} is partial");
+        } else {
+            assert!(
+                name.ends_with(".txt"),
+                "unexpected file {name} in {}",
+                dst.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_sigkilled_execution_is_recorded_as_error_and_the_next_start_proceeds() {
+    let env = pair();
+    slow_source(&env, 3);
+    let id = env.start("a-b", &["--override", "bytes_per_second=1000000"]);
+    let rec = env.wait_for(&id, Duration::from_secs(30), transferring);
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid(&rec), libc::SIGKILL) }, 0);
+    let next = env.run(&["task", "start", "b-a", "--wait", "--json"]);
+    assert_eq!(next.status, 0, "{}", next.stderr);
+    let killed = env.describe(&id);
+    assert_eq!(status(&killed), "ERROR", "{killed:#}");
+    assert_eq!(killed["ErrorCode"], "ProcessDied", "{killed:#}");
+    assert!(
+        killed["ErrorDetail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("killed"),
+        "{killed:#}"
+    );
+    // The next a-b cleans up and completes.
+    let again = env.run(&["task", "start", "a-b", "--wait", "--json"]);
+    assert_eq!(again.status, 0, "{}", again.stderr);
+    nothing_partial(&env.root().join("b"));
+    assert_eq!(common::read_tree(&env.root().join("b")).len(), 5);
+}
+
+#[test]
+fn cancel_from_another_process_stops_the_execution_and_leaves_nothing_partial() {
+    let env = pair();
+    slow_source(&env, 4);
+    let id = env.start(
+        "a-b",
+        &[
+            "--override",
+            "bytes_per_second=1000000",
+            "--override",
+            "concurrency=1",
+        ],
+    );
+    env.wait_for(&id, Duration::from_secs(30), transferring);
+    let out = env.run(&["task", "cancel", &id]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("cancelling"), "{}", out.stdout);
+    let rec = env.wait_end(&id, Duration::from_secs(30));
+    assert_eq!(status(&rec), "CANCELLED", "{rec:#}");
+    assert!(ts(&rec, "CancellingMs").is_some(), "{rec:#}");
+    let copied = common::read_tree(&env.root().join("b"))
+        .keys()
+        .filter(|k| k.starts_with("big-"))
+        .count();
+    assert!(copied < 4, "cancel did not stop anything ({copied} copied)");
+    nothing_partial(&env.root().join("b"));
+    // Cancelling an ended execution says so.
+    let late = env.run(&["task", "cancel", &id]);
+    assert_eq!(late.status, 1);
+    assert!(late.stderr.contains("already ended"), "{}", late.stderr);
+}
+
+#[test]
+fn a_queued_execution_can_be_cancelled_before_it_runs() {
+    let env = pair();
+    slow_source(&env, 2);
+    let first = env.start("a-b", &["--override", "bytes_per_second=1000000"]);
+    env.wait_for(&first, Duration::from_secs(30), transferring);
+    let queued = env.start("b-a", &[]);
+    env.wait_for(&queued, Duration::from_secs(10), |r| status(r) == "QUEUED");
+    assert_eq!(env.run(&["task", "cancel", &queued]).status, 0);
+    let rec = env.wait_end(&queued, Duration::from_secs(10));
+    assert_eq!(status(&rec), "CANCELLED", "{rec:#}");
+    assert!(ts(&rec, "LaunchingMs").is_none(), "it never ran: {rec:#}");
+    assert_eq!(
+        status(&env.wait_end(&first, Duration::from_secs(30))),
+        "SUCCESS"
+    );
+}
+
+#[test]
+fn with_queueing_off_a_start_is_refused_naming_the_running_execution() {
+    let env = pair();
+    slow_source(&env, 2);
+    let running = env.start("a-b", &["--override", "bytes_per_second=1000000"]);
+    env.wait_for(&running, Duration::from_secs(30), transferring);
+    let out = env.run(&["task", "start", "b-c-no-queue"]);
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    assert!(out.stderr.contains(&running), "{}", out.stderr);
+    assert!(out.stderr.contains("queueing is off"), "{}", out.stderr);
+    // The refusal is in the history.
+    let hist = env.run(&["task", "executions", "b-c-no-queue", "--json"]);
+    let recs: Value = serde_json::from_str(&hist.stdout).unwrap();
+    assert_eq!(recs[0]["ErrorCode"], "TaskBusy", "{recs:#}");
+    // --override queueing=true makes it wait instead.
+    let queued = env.run(&[
+        "task",
+        "start",
+        "b-c-no-queue",
+        "--override",
+        "queueing=true",
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(queued.status, 0, "{}", queued.stderr);
+    let rec: Value = serde_json::from_str(&queued.stdout).unwrap();
+    let first = env.describe(&running);
+    assert!(
+        ts(&rec, "LaunchingMs").unwrap() >= ts(&first, "EndedMs").unwrap(),
+        "{rec:#} {first:#}"
+    );
+}
+
+#[test]
+fn wait_reports_the_record_and_exits_like_sync() {
+    let env = pair();
+    let out = env.run(&["task", "start", "a-b", "--wait", "--json"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let rec: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(status(&rec), "SUCCESS");
+    assert_eq!(rec["FilesTransferred"], 1, "{rec:#}");
+    for phase in [
+        "QueuedMs",
+        "LaunchingMs",
+        "PreparingMs",
+        "TransferringMs",
+        "VerifyingMs",
+        "EndedMs",
+    ] {
+        assert!(ts(&rec, phase).is_some(), "{phase} missing: {rec:#}");
+    }
+    let report = rec["ReportPath"].as_str().expect("a report path");
+    assert_eq!(common::read_report(Path::new(report)).len(), 1);
+    // An execution that fails exits 1: the source directory is gone.
+    std::fs::remove_dir_all(env.root().join("a")).unwrap();
+    let failed = env.run(&["task", "start", "a-b", "--wait", "--json"]);
+    assert_eq!(failed.status, 1, "{}", failed.stderr);
+    let rec: Value = serde_json::from_str(&failed.stdout).unwrap();
+    assert_eq!(status(&rec), "ERROR");
+    assert!(
+        rec["ErrorDetail"].as_str().unwrap_or("").contains("a"),
+        "{rec:#}"
+    );
+}
+
+#[test]
+fn bad_starts_are_usage_errors_and_list_shows_the_tasks() {
+    let env = pair();
+    let out = env.run(&["task", "start", "nope"]);
+    assert_eq!(out.status, 2);
+    assert!(
+        out.stderr.contains("no task named `nope`"),
+        "{}",
+        out.stderr
+    );
+    let out = env.run(&["task", "start", "a-b", "--override", "colour=red"]);
+    assert_eq!(out.status, 2);
+    assert!(
+        out.stderr.contains("unknown option `colour`"),
+        "{}",
+        out.stderr
+    );
+    let out = env.run(&["task", "describe", "exec-nope"]);
+    assert_eq!(out.status, 2);
+    let list = env.run(&["task", "list", "--json"]);
+    let tasks: Value = serde_json::from_str(&list.stdout).unwrap();
+    let names: Vec<&str> = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["Name"].as_str())
+        .collect();
+    assert_eq!(names, ["a-b", "b-a", "b-c-no-queue"]);
+}
