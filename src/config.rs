@@ -294,8 +294,11 @@ mod tests {
         has(10, "fortnights");
         has(11, "unknown key `colour`");
         has(17, "many");
+        // t2 is still checked although a value of it is wrong.
+        has(16, "overlaps the destination of task `t1`");
         has(22, "overlaps the destination of task `t1`");
-        assert_eq!(problems.len(), 6, "{found:#?}");
+        has(22, "overlaps the destination of task `t2`");
+        assert_eq!(problems.len(), 8, "{found:#?}");
     }
 
     #[test]

@@ -272,7 +272,7 @@ pub async fn follow(state_dir: &Path, id: &str, json: bool) -> anyhow::Result<i3
             cancel_sent = true;
         }
         tick += 1;
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             liveness::reap(state_dir, &history)?;
         }
         let rec = history

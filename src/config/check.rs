@@ -96,17 +96,34 @@ impl Reader<'_> {
         out
     }
 
+    /// The table as a `T`. A wrong value is reported and its key dropped,
+    /// then the rest is tried again, so every bad value of a table is
+    /// reported and the table is still checked for everything else.
     fn typed<T: DeserializeOwned>(
         &mut self,
         value: &Spanned<DeValue<'_>>,
         kind: &str,
     ) -> Option<Spanned<T>> {
-        match T::deserialize(ValueDeserializer::from(value.clone())) {
-            Ok(t) => Some(Spanned::new(value.span(), t)),
-            Err(e) => {
-                let span = e.span().unwrap_or(value.span());
-                self.at(span, format!("[[{kind}]]: {}", e.message()));
-                None
+        let mut current = value.clone();
+        loop {
+            let e = match T::deserialize(ValueDeserializer::from(current.clone())) {
+                Ok(t) => return Some(Spanned::new(value.span(), t)),
+                Err(e) => e,
+            };
+            let span = e.span().unwrap_or(value.span());
+            self.at(span.clone(), format!("[[{kind}]]: {}", e.message()));
+            let DeValue::Table(table) = current.get_mut() else {
+                return None;
+            };
+            let culprit = table
+                .iter()
+                .find(|(_, v)| v.span().start <= span.start && span.end <= v.span().end)
+                .map(|(k, _)| k.clone());
+            match culprit {
+                Some(k) if span != value.span() => {
+                    table.remove(&k);
+                }
+                _ => return None,
             }
         }
     }

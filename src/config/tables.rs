@@ -272,8 +272,8 @@ pub fn parse_byte_size(s: &str) -> Option<u64> {
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1000,
-        "m" | "mb" => 1000_000,
-        "g" | "gb" => 1000_000_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
         "kib" => 1 << 10,
         "mib" => 1 << 20,
         "gib" => 1 << 30,
@@ -299,15 +299,17 @@ fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 }
 
 fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    let m = match Option::<NumberOrText>::deserialize(d)? {
+    let (m, given) = match Option::<NumberOrText>::deserialize(d)? {
         None => return Ok(None),
-        Some(NumberOrText::Int(n)) => u32::try_from(n).ok(),
-        Some(NumberOrText::Text(s)) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
-        Some(NumberOrText::Float(_)) => None,
+        Some(NumberOrText::Int(n)) => (u32::try_from(n).ok(), format!("{n:o} (octal)")),
+        Some(NumberOrText::Text(s)) => (u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(), s),
+        Some(NumberOrText::Float(f)) => (None, f.to_string()),
     };
-    m.filter(|m| *m <= 0o7777)
-        .map(Some)
-        .ok_or_else(|| D::Error::custom("a mode is octal, 0 to 7777 (e.g. \"0644\" or 0o644)"))
+    m.filter(|m| *m <= 0o7777).map(Some).ok_or_else(|| {
+        D::Error::custom(format!(
+            "mode `{given}`: a mode is octal, 0 to 7777 (e.g. \"0644\" or 0o644)"
+        ))
+    })
 }
 
 #[cfg(test)]
