@@ -7,6 +7,7 @@
 #   1. installs what the tests need, each piece only if it is missing (cached
 #      between runs under $SYNCMOUNT_TEST_CACHE, default ~/.cache/syncmount-test):
 #        - fuse3 (fusermount3) from Debian's packages, for the mount tests;
+#        - systemd-analyze (Debian package systemd), to verify the units in systemd/;
 #        - moto server (Python, from PyPI) in a venv: STS, several accounts,
 #          tagging, hostile keys;
 #        - s3s-fs (Rust, from crates.io): the most faithful S3 data path here.
@@ -30,6 +31,7 @@ S3S_SECRET_KEY='syncmount-test-secret'
 
 # --- 1. Dependencies ---------------------------------------------------------
 sm_install_fuse
+sm_install_systemd_analyze
 sm_install_moto
 sm_install_s3s_fs
 

@@ -47,6 +47,14 @@ sm_install_fuse() {
     fi
 }
 
+sm_install_systemd_analyze() {
+    if command -v systemd-analyze >/dev/null 2>&1; then
+        log "systemd-analyze: already installed ($(command -v systemd-analyze))"
+    else
+        sm_apt_install systemd
+    fi
+}
+
 sm_make_venv() {
     mkdir -p "$SM_CACHE"
     [ -x "$SM_VENV/bin/pip" ] && return 0
