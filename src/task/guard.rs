@@ -74,7 +74,9 @@ fn io_err(path: &Path) -> impl Fn(io::Error) -> GuardError + '_ {
     }
 }
 
-fn flock(f: &File, exclusive_nonblocking: bool) -> io::Result<bool> {
+/// Locks `f` exclusively (without waiting when `exclusive_nonblocking`);
+/// false when someone else holds it.
+pub(crate) fn flock(f: &File, exclusive_nonblocking: bool) -> io::Result<bool> {
     let op = if exclusive_nonblocking {
         libc::LOCK_EX | libc::LOCK_NB
     } else {

@@ -27,16 +27,7 @@ fn lock_path(state_dir: &Path, id: &str) -> PathBuf {
 }
 
 fn try_flock(f: &File) -> io::Result<bool> {
-    // SAFETY: a valid open file descriptor; flock has no other preconditions.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
-    }
+    super::guard::flock(f, true)
 }
 
 impl RunnerLock {

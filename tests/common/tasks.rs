@@ -10,6 +10,22 @@ use serde_json::Value;
 
 use super::{run, syncmount, RunOutput};
 
+/// Two local locations A and B (under `{root}`) and the task a-b.
+pub const PAIR: &str = r#"
+[[location]]
+name = "A"
+path = "{root}/a"
+
+[[location]]
+name = "B"
+path = "{root}/b"
+
+[[task]]
+name = "a-b"
+source = "A"
+destination = "B"
+"#;
+
 pub struct TaskEnv {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -99,4 +115,42 @@ pub fn status(rec: &Value) -> String {
 /// A timestamp of the record (`LaunchingMs`, `EndedMs`, …).
 pub fn ts(rec: &Value, name: &str) -> Option<u64> {
     rec["Timestamps"][name].as_u64()
+}
+
+/// Overrides that make an execution copy one 1 MB file a second, one at a time.
+pub const SLOW: &[&str] = &[
+    "--override",
+    "bytes_per_second=1000000",
+    "--override",
+    "concurrency=1",
+];
+
+/// Size of the files [`big_files`] writes.
+pub const BIG: usize = 1_000_000;
+
+/// Writes `n` files `big-I.bin` of [`BIG`] bytes into `dir`.
+pub fn big_files(dir: &Path, n: usize) {
+    let big = vec![7u8; BIG];
+    for i in 0..n {
+        std::fs::write(dir.join(format!("big-{i}.bin")), &big).expect("write a big file");
+    }
+}
+
+/// `dst` holds only whole copies of the big files plus `others`: no temp
+/// files, nothing cut short. Returns how many big files it holds.
+pub fn nothing_partial(dst: &Path, others: &[&str]) -> usize {
+    let mut big = 0;
+    for (name, bytes) in super::read_tree(dst) {
+        if name.starts_with("big-") {
+            assert_eq!(bytes.len(), BIG, "{name} is partial");
+            big += 1;
+        } else {
+            assert!(
+                others.contains(&name.as_str()),
+                "unexpected file {name} in {}",
+                dst.display()
+            );
+        }
+    }
+    big
 }
