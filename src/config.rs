@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use check::Problem;
-pub use tables::{LockKind, MountConfig, TaskConfig, TaskOptionsConfig};
+pub use tables::{LockConfig, LockKind, MountConfig, TaskConfig, TaskOptionsConfig};
 
 /// Where the config is read from when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/syncmount/syncmount.toml";
@@ -40,6 +40,8 @@ pub struct Config {
     pub task: Vec<toml::Spanned<TaskConfig>>,
     /// Read by the mount layer.
     pub mount: Vec<toml::Spanned<MountConfig>>,
+    /// Where S3 locks live (`[lock]`).
+    pub lock: Option<toml::Spanned<LockConfig>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -131,6 +133,15 @@ impl Config {
     /// could be read.
     pub fn check(text: &str) -> (Config, Vec<Problem>) {
         check::read(text)
+    }
+
+    /// Which lock a task's executions take, after its `lock` option and the
+    /// `[lock]` table's `kind`.
+    pub fn lock_kind(&self, options: &TaskOptionsConfig) -> LockKind {
+        options
+            .lock
+            .or_else(|| self.lock.as_ref().and_then(|l| l.get_ref().kind))
+            .unwrap_or_default()
     }
 
     /// The task of that name.
@@ -273,6 +284,23 @@ mod tests {
             (m.file_mode, m.dir_mode, m.uid),
             (Some(0o640), Some(0o750), Some(1000))
         );
+    }
+
+    #[test]
+    fn an_s3_lock_needs_a_lock_table_with_an_s3_location() {
+        let text = "[[task]]\nname = \"t\"\nsource = \"/a\"\ndestination = \"/b\"\nlock = \"s3\"\n";
+        let (_, problems) = Config::check(text);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].line, 5);
+        assert!(problems[0].message.contains("[lock] table"), "{problems:?}");
+        let local = format!("{text}\n[lock]\nlocation = \"/srv/locks\"\nlease_seconds = 0\n");
+        let (_, problems) = Config::check(&local);
+        let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [8, 9], "{problems:?}");
+        let good = format!("{text}\n[lock]\nlocation = \"s3://locks/guards\"\n");
+        let (c, problems) = Config::check(&good);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(c.lock_kind(&c.task[0].get_ref().options), LockKind::S3);
     }
 
     #[test]

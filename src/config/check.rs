@@ -14,7 +14,8 @@ use toml::Spanned;
 
 use super::spec::S3Overrides;
 use super::tables::{
-    TaskConfig, TaskOptionsConfig, LOCATION_KEYS, MOUNT_KEYS, OPTION_KEYS, TASK_KEYS,
+    LockConfig, LockKind, TaskConfig, TaskOptionsConfig, LOCATION_KEYS, LOCK_KEYS, MOUNT_KEYS,
+    OPTION_KEYS, TASK_KEYS,
 };
 use super::{line_of, Config, LocationConfig, MountConfig};
 use crate::policy::validate::{parse_iam_arn, PrincipalKind};
@@ -142,6 +143,7 @@ pub fn read(text: &str) -> (Config, Vec<Problem>) {
     }
     let mut config = Config::default();
     let (mut loc_lines, mut task_lines, mut mount_lines) = (Vec::new(), Vec::new(), Vec::new());
+    let mut lock_lines = KeyLines::new();
     for (key, value) in doc.get_ref().iter() {
         match key.get_ref().as_ref() {
             "location" => {
@@ -173,10 +175,22 @@ pub fn read(text: &str) -> (Config, Vec<Problem>) {
                     }
                 }
             }
+            "lock" => {
+                // A single table: read it as a one-element array of tables.
+                let mut one = toml::de::DeArray::new();
+                one.push(value.clone());
+                let wrapped = Spanned::new(value.span(), DeValue::Array(one));
+                for (t, lines) in r.tables("lock", &wrapped, LOCK_KEYS) {
+                    if let Some(l) = r.typed::<LockConfig>(&t, "lock") {
+                        config.lock = Some(l);
+                        lock_lines = lines;
+                    }
+                }
+            }
             other => r.at(
                 key.span(),
                 format!(
-                    "unknown key `{other}`; expected [[location]], [[task]] or [[mount]] tables"
+                    "unknown key `{other}`; expected [[location]], [[task]], [[mount]] tables or [lock]"
                 ),
             ),
         }
@@ -184,6 +198,7 @@ pub fn read(text: &str) -> (Config, Vec<Problem>) {
     check_locations(&mut r, &config, &loc_lines);
     check_tasks(&mut r, &config, &task_lines);
     check_mounts(&mut r, &config, &mount_lines);
+    check_lock(&mut r, &config, &lock_lines);
     r.problems.sort_by_key(|p| p.line);
     (config, r.problems)
 }
@@ -253,8 +268,14 @@ fn check_tasks(r: &mut Reader<'_>, config: &Config, lines: &[KeyLines]) {
         for p in t.options.problems() {
             r.line(name_line, format!("task `{}`: {p}", t.name));
         }
-        if t.options.lock == Some(super::tables::LockKind::S3) {
-            r.line(at("lock"), format!("task `{}`: lock = \"s3\" is not available in this version; use lock = \"local\"", t.name));
+        if config.lock_kind(&t.options) == LockKind::S3
+            && config
+                .lock
+                .as_ref()
+                .and_then(|l| l.get_ref().location.as_ref())
+                .is_none()
+        {
+            r.line(at("lock"), format!("task `{}`: an S3 lock needs a [lock] table naming the S3 location that holds it (location = \"…\")", t.name));
         }
         let src = config.task_location(&t.source, &format!("task `{}`: source", t.name));
         let dst = config.task_location(&t.destination, &format!("task `{}`: destination", t.name));
@@ -315,5 +336,34 @@ fn check_mounts(r: &mut Reader<'_>, config: &Config, lines: &[KeyLines]) {
             }
         }
         paths.push((mc.path.clone(), line));
+    }
+}
+
+fn check_lock(r: &mut Reader<'_>, config: &Config, lines: &KeyLines) {
+    let Some(lock) = &config.lock else { return };
+    let l = lock.get_ref();
+    let at = |k: &str| key_line(r.text, lines, &lock.span(), k);
+    if let Some(loc) = &l.location {
+        match config.task_location(loc, "[lock] location") {
+            Ok(super::LocationKind::S3(_)) => {}
+            Ok(super::LocationKind::Local(_)) => r.line(
+                at("location"),
+                format!(
+                    "[lock] location `{loc}` is a local directory; an S3 lock lives in a bucket"
+                ),
+            ),
+            Err(e) => r.line(at("location"), e),
+        }
+    } else if l.kind == Some(LockKind::S3) {
+        r.line(
+            at("kind"),
+            "[lock] kind = \"s3\" needs location = \"…\" (the S3 location that holds the lock)",
+        );
+    }
+    if l.lease_seconds == Some(0) {
+        r.line(
+            at("lease_seconds"),
+            "[lock] lease_seconds must be at least 1",
+        );
     }
 }

@@ -192,6 +192,24 @@ impl TaskOptionsConfig {
     }
 }
 
+pub const LOCK_KEYS: &[&str] = &["kind", "location", "lease_seconds"];
+
+/// The `[lock]` table: where S3 locks live, and whether every task uses one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct LockConfig {
+    /// The default for tasks that do not say (`local` when unset).
+    pub kind: Option<LockKind>,
+    /// An S3 location (name or `s3://bucket/prefix`) holding the lock object.
+    pub location: Option<String>,
+    /// How long a taken lock stays valid without renewal: a crashed host's
+    /// lock is free after this long.
+    pub lease_seconds: Option<u64>,
+}
+
+/// A lease long enough that renewals (every third of it) survive a slow
+/// request or two, short enough that a crashed host blocks others briefly.
+pub const DEFAULT_LEASE_SECONDS: u64 = 60;
+
 /// A `[[mount]]`: a location shown as a directory (the mount layer reads it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct MountConfig {

@@ -18,15 +18,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::spec::S3Overrides;
-use crate::config::tables::OPTION_KEYS;
-use crate::config::{Config, LocationKind, TaskConfig, TaskOptionsConfig};
+use crate::config::tables::{DEFAULT_LEASE_SECONDS, OPTION_KEYS};
+use crate::config::{Config, LocationKind, LockKind, TaskConfig, TaskOptionsConfig};
 use crate::engine::report::{epoch_ms, new_execution_id, Counters, Status};
 use crate::engine::run::{execute, ExecutionRequest};
+use crate::location::s3::S3Location;
 use crate::location::Place;
 
 use super::guard::{self, Claim, GuardError};
 use super::history::{History, HistoryError, NewExecution};
 use super::liveness::RunnerLock;
+use super::s3_lock::{self, S3Guard, S3Registry};
 
 /// How often a runner looks for a cancel request and saves its counters.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
@@ -125,6 +127,8 @@ pub struct Plan {
     pub destination: LocationKind,
     pub source_place: Place,
     pub destination_place: Place,
+    /// With `lock = "s3"`: the location holding the lock and its lease.
+    pub s3_lock: Option<(LocationKind, Duration)>,
 }
 
 impl Plan {
@@ -145,7 +149,30 @@ impl Plan {
             .task_location(&task.destination, "destination")
             .map_err(invalid)?;
         let none = S3Overrides::default();
+        let s3_lock = match config.lock_kind(&options) {
+            LockKind::Local => None,
+            LockKind::S3 => {
+                let lock = config
+                    .lock
+                    .as_ref()
+                    .map(|l| l.get_ref().clone())
+                    .unwrap_or_default();
+                let loc = lock.location.ok_or_else(|| {
+                    invalid(
+                        "lock = \"s3\" needs a [lock] table with the S3 location that holds it"
+                            .into(),
+                    )
+                })?;
+                let kind = config
+                    .task_location(&loc, "[lock] location")
+                    .map_err(invalid)?;
+                let lease =
+                    Duration::from_secs(lock.lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS).max(1));
+                Some((kind, lease))
+            }
+        };
         Ok(Plan {
+            s3_lock,
             source_place: source.place(&none),
             destination_place: destination.place(&none),
             task,
@@ -269,8 +296,8 @@ pub async fn run(
         counters.clone(),
         watch_stop.clone(),
     ));
-    let mut guard = None;
-    let outcome = run_inner(ctx, &history, id, &cancel, counters, &mut guard).await;
+    let mut held = Held::default();
+    let outcome = run_inner(ctx, &history, id, &cancel, counters, &mut held).await;
     watch_stop.store(true, Ordering::Relaxed);
     let _ = watcher.await;
     let status = match outcome {
@@ -283,9 +310,51 @@ pub async fn run(
         }
     };
     // The end is recorded: now others may start.
-    drop(guard);
+    if let Some(g) = held.s3 {
+        g.release().await;
+    }
+    drop(held.local);
     super::liveness::remove(&ctx.state_dir, id);
     status
+}
+
+/// The guards an execution holds, released once its end is recorded.
+#[derive(Default)]
+struct Held {
+    local: Option<guard::Guard>,
+    s3: Option<S3Guard>,
+}
+
+/// The registry of an S3 lock, when the plan takes one.
+async fn s3_registry(plan: &Plan) -> Result<Option<Arc<S3Registry>>, Stop> {
+    let Some((kind, lease)) = &plan.s3_lock else {
+        return Ok(None);
+    };
+    let LocationKind::S3(cfg) = kind.clone() else {
+        return Err(Stop::error(
+            "InvalidTask",
+            "the [lock] location is not an S3 location",
+        ));
+    };
+    let loc = S3Location::connect(cfg, None)
+        .await
+        .map_err(|e| Stop::error("LockError", e.to_string()))?;
+    Ok(Some(Arc::new(S3Registry::new(loc, *lease))))
+}
+
+fn guard_stop(e: GuardError) -> Stop {
+    match e {
+        GuardError::Busy { .. } => Stop::error("TaskBusy", e.to_string()),
+        other => Stop::error("GuardError", other.to_string()),
+    }
+}
+
+fn cancelled_while_queued() -> Stop {
+    Stop {
+        status: Status::Cancelled,
+        code: None,
+        detail: "cancelled while queued".into(),
+    }
 }
 
 async fn run_inner(
@@ -294,7 +363,7 @@ async fn run_inner(
     id: &str,
     cancel: &Arc<AtomicBool>,
     counters: Arc<Counters>,
-    guard_slot: &mut Option<guard::Guard>,
+    held: &mut Held,
 ) -> Result<Status, Stop> {
     let rec = history
         .get(id)
@@ -309,13 +378,26 @@ async fn run_inner(
     let plan = Plan::new(&ctx.config, &rec.task, &rec.overrides)
         .map_err(|e| Stop::error("InvalidTask", e.to_string()))?;
     let acquire = take_guard(ctx, history, &plan, id);
-    *guard_slot = Some(tokio::select! {
-        g = acquire => g.map_err(|e| match e {
-            GuardError::Busy { .. } => Stop::error("TaskBusy", e.to_string()),
-            other => Stop::error("GuardError", other.to_string()),
-        })?,
-        _ = cancelled(cancel) => return Err(Stop { status: Status::Cancelled, code: None, detail: "cancelled while queued".into() }),
+    held.local = Some(tokio::select! {
+        g = acquire => g.map_err(guard_stop)?,
+        _ = cancelled(cancel) => return Err(cancelled_while_queued()),
     });
+    if let Some(registry) = s3_registry(&plan).await? {
+        let on_wait = |h: &Claim| {
+            tracing::info!(execution_id = id, holder = %h.execution_id, "queued behind an execution holding the S3 lock");
+        };
+        let acquire = s3_lock::acquire(
+            registry,
+            plan.claim(id),
+            plan.options.queueing(),
+            on_wait,
+            cancel.clone(),
+        );
+        held.s3 = Some(tokio::select! {
+            g = acquire => g.map_err(guard_stop)?,
+            _ = cancelled(cancel) => return Err(cancelled_while_queued()),
+        });
+    }
     let launched = Instant::now();
     let _ = history.enter(id, Status::Launching);
     let options = plan.options.engine();

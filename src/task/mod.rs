@@ -7,4 +7,5 @@ pub mod execution;
 pub mod guard;
 pub mod history;
 pub mod liveness;
+pub mod s3_lock;
 pub mod schedule;

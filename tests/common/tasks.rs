@@ -30,6 +30,8 @@ pub struct TaskEnv {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub state: PathBuf,
+    /// Environment for every command (an S3 server's credentials).
+    pub vars: Vec<(String, String)>,
 }
 
 impl TaskEnv {
@@ -43,6 +45,19 @@ impl TaskEnv {
         TaskEnv {
             state: dir.path().join("state"),
             config: path,
+            dir,
+            vars: Vec::new(),
+        }
+    }
+
+    /// The same directory and config with a state directory of its own:
+    /// another host, as far as the local guards can tell.
+    pub fn other_host(&self, name: &str) -> TaskEnv {
+        let dir = tempfile::TempDir::new_in(self.root()).expect("a second state directory");
+        TaskEnv {
+            state: dir.path().join(name),
+            config: self.config.clone(),
+            vars: self.vars.clone(),
             dir,
         }
     }
@@ -58,7 +73,8 @@ impl TaskEnv {
             .arg(&self.config)
             .arg("--state-dir")
             .arg(&self.state)
-            .args(args);
+            .args(args)
+            .envs(self.vars.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
