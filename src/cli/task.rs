@@ -178,7 +178,7 @@ async fn start(ctx: &Context, config_path: Option<PathBuf>, a: StartArgs) -> any
         }
         None => {
             let history = History::open(&ctx.state_dir)?;
-            let (id, lock) =
+            let execution::Prepared { id, lock, .. } =
                 execution::prepare(ctx, &history, &a.name, &a.overrides).map_err(usage)?;
             let pid = launch_child(&ctx.state_dir, config_path.as_deref(), &id, &lock)?;
             history.set_pid(&id, pid)?;

@@ -260,11 +260,12 @@ impl Daemon {
     }
 
     fn start(&mut self, name: &str, overrides: &[String]) -> Result<String, execution::TaskError> {
-        let (id, lock) = execution::prepare(&self.ctx, &self.history, name, overrides)?;
+        let execution::Prepared { id, lock, plan } =
+            execution::prepare(&self.ctx, &self.history, name, overrides)?;
         let cancel = Arc::new(AtomicBool::new(false));
         self.running.insert(id.clone(), cancel.clone());
         let (ctx, history, run_id) = (self.ctx.clone(), self.history.clone(), id.clone());
-        let place = execution::Plan::new(&self.ctx.config, name, overrides)?.destination_place;
+        let place = plan.destination_place;
         self.executions.spawn(async move {
             let status = execution::run(&ctx, history, &run_id, cancel).await;
             lock.release();

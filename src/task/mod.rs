@@ -7,5 +7,6 @@ pub mod execution;
 pub mod guard;
 pub mod history;
 pub mod liveness;
+pub mod plan;
 pub mod s3_lock;
 pub mod schedule;
