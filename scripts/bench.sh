@@ -43,7 +43,7 @@ RCLONE="$SM_VENV/bin/rclone"
 AWS="$SM_VENV/bin/aws"
 
 # --- server ------------------------------------------------------------------
-WORK="$(sm_work_dir bench)"
+sm_work_dir bench WORK
 read -r PORT < <(sm_free_ports 1)
 mkdir -p "$WORK/state"
 sm_start_s3s_fs "$PORT" "$WORK/s3" "$WORK/s3s.log" "$KEY" "$SECRET"

@@ -24,7 +24,7 @@ cargo build --quiet --bin syncmount
 SM="$REPO_ROOT/target/debug/syncmount"
 
 read -r PORT < <(sm_free_ports 1)
-WORK="$(sm_work_dir demo)"
+sm_work_dir demo WORK
 sm_start_moto "$PORT" "$WORK/moto.log"
 EP="http://127.0.0.1:$PORT"
 

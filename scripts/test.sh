@@ -37,7 +37,7 @@ sm_install_s3s_fs
 
 # --- 2. Start the servers ----------------------------------------------------
 read -r MOTO_PORT S3S_PORT MOTO_IAM_PORT < <(sm_free_ports 3)
-WORK_DIR="$(sm_work_dir test)"
+sm_work_dir test WORK_DIR
 sm_start_moto "$MOTO_PORT" "$WORK_DIR/moto.log"
 # A second moto for the access tests: they switch its IAM enforcement on,
 # which would refuse every other test's requests on a shared server.

@@ -108,12 +108,14 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 
-# A temporary directory removed on exit.
+# A temporary directory removed on exit, stored in the variable named $2
+# (not printed for $(…): in that subshell it could not be registered for
+# removal, and every run left its servers' data behind).
 sm_work_dir() {
     local d
     d="$(mktemp -d "${TMPDIR:-/tmp}/syncmount-$1.XXXXXX")"
     SM_WORK_DIRS+=("$d")
-    echo "$d"
+    printf -v "$2" '%s' "$d"
 }
 
 # Stops every server started here and removes the work directories.
