@@ -183,6 +183,22 @@ fn daemonize_writes_a_pid_file_and_returns_once_ready() {
         .parse()
         .expect("a pid");
     assert_eq!(out.stdout.trim(), pid.to_string());
+    // A start naming another config file than the daemon's is refused.
+    let other = env.root().join("other.toml");
+    std::fs::copy(&env.config, &other).unwrap();
+    let mut cmd = common::syncmount();
+    cmd.arg("--config")
+        .arg(&other)
+        .arg("--state-dir")
+        .arg(&env.state)
+        .args(["task", "start", "a-b"]);
+    let refused = common::run(cmd);
+    assert_eq!(refused.status, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&env.config.display().to_string()),
+        "{}",
+        refused.stderr
+    );
     // A second daemon on the same state directory is refused.
     let again = env.run(&["daemon"]);
     assert_eq!(again.status, 2, "{}", again.stderr);

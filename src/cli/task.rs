@@ -162,6 +162,10 @@ async fn start(ctx: &Context, config_path: Option<PathBuf>, a: StartArgs) -> any
     let req = Request::Start {
         task: a.name.clone(),
         overrides: a.overrides.clone(),
+        config: config_path
+            .as_deref()
+            .map(std::path::absolute)
+            .transpose()?,
     };
     let id = match control::ask(&ctx.state_dir, &req).await {
         Some(resp) => {

@@ -17,6 +17,10 @@ pub enum Request {
     Start {
         task: String,
         overrides: Vec<String>,
+        /// The caller's config file (absolute; none: the default one): the
+        /// daemon refuses to run a task of another file than its own.
+        #[serde(default)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -107,6 +111,7 @@ mod tests {
             &Request::Start {
                 task: "t".into(),
                 overrides: vec![],
+                config: None,
             },
         )
         .await

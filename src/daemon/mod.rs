@@ -60,6 +60,13 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 type Control = (Request, oneshot::Sender<Response>);
 
+/// The signals the daemon handles (registered before READY).
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
 struct Daemon {
     ctx: Context,
     config_path: Option<PathBuf>,
@@ -118,9 +125,16 @@ pub async fn run(
     d.mounts.apply(&d.ctx.config);
     let (tx, rx) = mpsc::channel::<Control>(16);
     let acceptor = tokio::spawn(accept(listener, tx));
+    // Handlers first: a reload or stop right after READY must not find the
+    // default action (which would kill the process).
+    let signals = Signals {
+        hup: signal(SignalKind::hangup())?,
+        term: signal(SignalKind::terminate())?,
+        int: signal(SignalKind::interrupt())?,
+    };
     notify(&format!("READY=1\nSTATUS={}", d.status()));
     tracing::info!(pid = std::process::id(), "daemon ready");
-    d.serve(rx).await?;
+    d.serve(rx, signals).await;
     acceptor.abort();
     let _ = std::fs::remove_file(&sock);
     d.shutdown(Duration::from_secs(args.grace_seconds)).await;
@@ -177,10 +191,7 @@ impl Daemon {
         self.schedules = next;
     }
 
-    async fn serve(&mut self, mut rx: mpsc::Receiver<Control>) -> anyhow::Result<()> {
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+    async fn serve(&mut self, mut rx: mpsc::Receiver<Control>, mut sig: Signals) {
         loop {
             let wait = self
                 .schedules
@@ -195,13 +206,12 @@ impl Daemon {
                     let _ = reply.send(self.answer(req));
                 }
                 Some(done) = self.executions.join_next(), if !self.executions.is_empty() => self.ended(done),
-                _ = hup.recv() => self.reload(),
-                _ = term.recv() => break,
-                _ = int.recv() => break,
+                _ = sig.hup.recv() => self.reload(),
+                _ = sig.term.recv() => break,
+                _ = sig.int.recv() => break,
             }
             notify(&format!("STATUS={}", self.status()));
         }
-        Ok(())
     }
 
     fn fire_due(&mut self) {
@@ -243,7 +253,17 @@ impl Daemon {
                 pid,
                 ..Default::default()
             },
-            Request::Start { task, overrides } => match self.start(&task, &overrides) {
+            Request::Start { config, .. } if !self.same_config(config.as_deref()) => Response {
+                error: Some(format!(
+                    "the daemon serving this state directory reads {}, not {}; pass that --config, or another --state-dir",
+                    shown(self.config_path.as_deref()),
+                    shown(config.as_deref())
+                )),
+                usage: true,
+                pid,
+                ..Default::default()
+            },
+            Request::Start { task, overrides, .. } => match self.start(&task, &overrides) {
                 Ok(id) => Response {
                     execution_id: Some(id),
                     pid,
@@ -257,6 +277,15 @@ impl Daemon {
                 },
             },
         }
+    }
+
+    /// Whether a caller's config file is the one this daemon reads.
+    fn same_config(&self, theirs: Option<&Path>) -> bool {
+        let canon = |p: Option<&Path>| {
+            let p = p.unwrap_or(Path::new(crate::config::DEFAULT_CONFIG));
+            std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+        };
+        canon(self.config_path.as_deref()) == canon(theirs)
     }
 
     fn start(&mut self, name: &str, overrides: &[String]) -> Result<String, execution::TaskError> {
@@ -334,6 +363,13 @@ impl Daemon {
         }
         self.mounts.unmount_all();
     }
+}
+
+fn shown(config: Option<&Path>) -> String {
+    config
+        .unwrap_or(Path::new(crate::config::DEFAULT_CONFIG))
+        .display()
+        .to_string()
 }
 
 /// Starts the daemon again in the background (own session, output to
