@@ -44,10 +44,11 @@ fn slow_source(env: &TaskEnv, files: usize) {
     big_files(&env.root().join("a"), files);
 }
 
-#[test]
-fn fifty_racing_starts_of_a_to_b_and_b_to_a_never_overlap_and_all_succeed() {
-    let env = pair();
-    let children: Vec<_> = (0..50)
+/// Starts `n` executions alternating `a-b` and `b-a`, each from its own
+/// process, all at once; checks that every one ends SUCCESS and that no two
+/// [LAUNCHING, end] intervals overlap.
+fn race(env: &TaskEnv, n: usize) {
+    let children: Vec<_> = (0..n)
         .map(|i| {
             let task = if i % 2 == 0 { "a-b" } else { "b-a" };
             env.cmd(&["task", "start", task])
@@ -69,20 +70,13 @@ fn fifty_racing_starts_of_a_to_b_and_b_to_a_never_overlap_and_all_succeed() {
             String::from_utf8_lossy(&out.stdout).trim().to_string()
         })
         .collect();
-    let recs: Vec<Value> = ids
-        .iter()
-        .map(|id| env.wait_end(id, Duration::from_secs(120)))
-        .collect();
     let mut spans = Vec::new();
-    for r in &recs {
-        assert_eq!(status(r), "SUCCESS", "{r:#}");
-        let (start, end) = (ts(r, "LaunchingMs").unwrap(), ts(r, "EndedMs").unwrap());
+    for id in &ids {
+        let r = env.wait_end(id, Duration::from_secs(120));
+        assert_eq!(status(&r), "SUCCESS", "{r:#}");
+        let (start, end) = (ts(&r, "LaunchingMs").unwrap(), ts(&r, "EndedMs").unwrap());
         assert!(start <= end, "{r:#}");
-        spans.push((
-            start,
-            end,
-            r["ExecutionId"].as_str().unwrap_or("?").to_string(),
-        ));
+        spans.push((start, end, id.clone()));
     }
     spans.sort();
     for w in spans.windows(2) {
@@ -97,8 +91,30 @@ fn fifty_racing_starts_of_a_to_b_and_b_to_a_never_overlap_and_all_succeed() {
             w[1].1
         );
     }
+}
+
+#[test]
+fn fifty_racing_starts_of_a_to_b_and_b_to_a_never_overlap_and_all_succeed() {
+    let env = pair();
+    race(&env, 50);
     // Both directions ran: each side has the other's file.
     assert!(env.root().join("b/from-a.txt").exists());
+    assert!(env.root().join("a/from-b.txt").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_starts_between_a_directory_and_a_bucket_never_overlap() {
+    let server = common::s3s();
+    let bucket = server.new_bucket("race").await;
+    server.put(&bucket, "data/from-b.txt", b"b").await;
+    let mut env = TaskEnv::new(&format!(
+        "[[location]]\nname = \"A\"\npath = \"{{root}}/a\"\n\n[[location]]\nname = \"B\"\nbucket = \"{bucket}\"\nprefix = \"data\"\nendpoint_url = \"{}\"\n\n[[task]]\nname = \"a-b\"\nsource = \"A\"\ndestination = \"B\"\n\n[[task]]\nname = \"b-a\"\nsource = \"B\"\ndestination = \"A\"\n",
+        server.endpoint
+    ));
+    env.vars = server.env();
+    common::write_tree(&env.root().join("a"), &[("from-a.txt", b"a")]);
+    race(&env, 20);
+    assert!(server.exists(&bucket, "data/from-a.txt").await);
     assert!(env.root().join("a/from-b.txt").exists());
 }
 
