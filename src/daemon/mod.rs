@@ -59,6 +59,7 @@ pub const DEFAULT_GRACE_SECONDS: u64 = 30;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 type Control = (Request, oneshot::Sender<Response>);
+type Schedules = HashMap<String, (String, Schedule, i64)>;
 
 /// The signals the daemon handles (registered before READY).
 struct Signals {
@@ -72,7 +73,7 @@ struct Daemon {
     config_path: Option<PathBuf>,
     history: Arc<History>,
     /// Task name → schedule and next time (Unix seconds).
-    schedules: HashMap<String, (String, Schedule, i64)>,
+    schedules: Schedules,
     /// Execution id → its cancel flag.
     running: HashMap<String, Arc<AtomicBool>>,
     executions: JoinSet<(String, Status, crate::location::Place)>,
@@ -172,23 +173,7 @@ impl Daemon {
 
     /// (Re)computes schedules; an unchanged schedule keeps its next time.
     fn load_schedules(&mut self) {
-        let now = now_secs();
-        let mut next = HashMap::new();
-        for t in self.ctx.config.task.iter().map(|t| t.get_ref()) {
-            let Some(expr) = &t.schedule else { continue };
-            let Ok(s) = Schedule::parse(expr) else {
-                continue;
-            };
-            let at = match self.schedules.get(&t.name) {
-                Some((old, _, at)) if old == expr => *at,
-                _ => match s.next_after(now) {
-                    Some(at) => at,
-                    None => continue,
-                },
-            };
-            next.insert(t.name.clone(), (expr.clone(), s, at));
-        }
-        self.schedules = next;
+        self.schedules = schedules(&self.ctx.config, &self.schedules, now_secs());
     }
 
     async fn serve(&mut self, mut rx: mpsc::Receiver<Control>, mut sig: Signals) {
@@ -365,6 +350,28 @@ impl Daemon {
     }
 }
 
+/// Task name → (expression, schedule, next time): every scheduled task of
+/// `config`; one whose expression did not change keeps its next time from
+/// `old`, a new or changed one starts counting at `now`.
+fn schedules(config: &Config, old: &Schedules, now: i64) -> Schedules {
+    let mut next = HashMap::new();
+    for t in config.task.iter().map(|t| t.get_ref()) {
+        let Some(expr) = &t.schedule else { continue };
+        let Ok(s) = Schedule::parse(expr) else {
+            continue;
+        };
+        let at = match old.get(&t.name) {
+            Some((was, _, at)) if was == expr => *at,
+            _ => match s.next_after(now) {
+                Some(at) => at,
+                None => continue,
+            },
+        };
+        next.insert(t.name.clone(), (expr.clone(), s, at));
+    }
+    next
+}
+
 fn shown(config: Option<&Path>) -> String {
     config
         .unwrap_or(Path::new(crate::config::DEFAULT_CONFIG))
@@ -432,4 +439,36 @@ async fn daemonize(
         "the daemon did not answer within {READY_TIMEOUT:?}; see {}",
         state_dir.join("daemon.log").display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(a: &str, b: &str) -> Config {
+        Config::parse(
+            &format!("[[task]]\nname = \"a\"\nsource = \"/x\"\ndestination = \"/y\"\nschedule = \"{a}\"\n[[task]]\nname = \"b\"\nsource = \"/y2\"\ndestination = \"/z\"\nschedule = \"{b}\"\n[[task]]\nname = \"manual\"\nsource = \"/m\"\ndestination = \"/n\"\n"),
+            "t.toml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_reload_keeps_unchanged_schedules_and_restarts_changed_ones() {
+        let first = schedules(
+            &config("rate(10 minutes)", "rate(1 hour)"),
+            &HashMap::new(),
+            1000,
+        );
+        assert_eq!(first.len(), 2, "the task without a schedule is not there");
+        assert_eq!(first["a"].2, 1600);
+        assert_eq!(first["b"].2, 4600);
+        let reloaded = schedules(&config("rate(10 minutes)", "rate(2 hours)"), &first, 1300);
+        assert_eq!(reloaded["a"].2, 1600, "unchanged: keeps its next time");
+        assert_eq!(
+            reloaded["b"].2,
+            1300 + 7200,
+            "changed: counts from the reload"
+        );
+    }
 }
