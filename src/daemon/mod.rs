@@ -207,6 +207,12 @@ impl Daemon {
             .filter(|(_, (_, _, at))| *at <= now)
             .map(|(name, _)| name.clone())
             .collect();
+        if !due.is_empty() {
+            // A runner that died (outside this daemon) must not look busy forever.
+            if let Err(e) = liveness::reap(&self.ctx.state_dir, &self.history) {
+                tracing::warn!(error = %e, "cannot check for dead executions");
+            }
+        }
         for name in due {
             if let Some((_, s, at)) = self.schedules.get_mut(&name) {
                 *at = s.next_after(now).unwrap_or(i64::MAX);
