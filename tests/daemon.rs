@@ -15,6 +15,14 @@ use serde_json::Value;
 
 use common::tasks::PAIR as CONFIG;
 
+/// The config with a-b run every second.
+fn every_second() -> String {
+    CONFIG.replace(
+        "destination = \"B\"",
+        "destination = \"B\"\nschedule = \"rate(1 second)\"",
+    )
+}
+
 fn env() -> TaskEnv {
     let env = TaskEnv::new(CONFIG);
     common::write_tree(&env.root().join("a"), &[("one.txt", b"1")]);
@@ -108,10 +116,7 @@ fn after_sighup_adds_a_schedule_it_fires_and_sigterm_stops_the_daemon() {
     let d = Daemon::start(&env, &[]);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(executions(&env).is_empty(), "nothing is scheduled yet");
-    let scheduled = CONFIG.replace(
-        "destination = \"B\"",
-        "destination = \"B\"\nschedule = \"rate(1 second)\"",
-    );
+    let scheduled = every_second();
     std::fs::write(
         &env.config,
         scheduled.replace("{root}", &env.root().display().to_string()),
@@ -213,4 +218,43 @@ fn daemonize_writes_a_pid_file_and_returns_once_ready() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_schedule_waits_for_a_running_execution_and_not_for_a_killed_one() {
+    let env = TaskEnv::new(&every_second());
+    common::write_tree(&env.root().join("a"), &[("one.txt", b"1")]);
+    big_files(&env.root().join("a"), 3);
+    // Started from a shell before the daemon: a detached runner.
+    let outside = env.start("a-b", SLOW);
+    let rec = env.wait_for(&outside, Duration::from_secs(30), |r| {
+        status(r) == "TRANSFERRING"
+    });
+    let d = Daemon::start(&env, &[]);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        executions(&env).len(),
+        1,
+        "the schedule fired while a-b ran"
+    );
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(
+        unsafe { libc::kill(rec["Pid"].as_i64().expect("pid") as i32, libc::SIGKILL) },
+        0
+    );
+    let start = Instant::now();
+    while !executions(&env)
+        .iter()
+        .any(|r| status(r) == "SUCCESS" && r["Pid"].as_u64() == Some(u64::from(d.child.id())))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the schedule never ran after the kill: {:#?}",
+            executions(&env)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(status(&env.describe(&outside)), "ERROR");
+    let (code, stderr) = d.stop();
+    assert_eq!(code, 0, "{stderr}");
 }
