@@ -1,8 +1,10 @@
 //! The daemon: tells systemd READY and STOPPING over $NOTIFY_SOCKET, runs
 //! schedules (after a SIGHUP added one), serves `task start` through its
 //! control socket (the execution runs in the daemon), and on SIGTERM lets
-//! the running execution stop cleanly, leaving nothing partial;
-//! `--daemonize` writes a pid file and returns once ready.
+//! the running execution stop cleanly, leaving nothing partial; a schedule
+//! waits while its task runs elsewhere and not once that runner is killed;
+//! `--daemonize` writes a pid file and returns once ready; a start naming
+//! another config file is refused.
 
 mod common;
 
