@@ -56,6 +56,8 @@ pub enum Command {
     /// Print the IAM and bucket policies a transfer needs, filled in, as JSON.
     #[command(subcommand)]
     Policy(crate::policy::PolicyCommand),
+    /// Mount a location as a directory (FUSE).
+    Mount(Box<crate::mount::command::MountArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -329,6 +331,47 @@ fn task_options(args: &SyncArgs) -> TaskOptions {
     }
 }
 
+/// `syncmount mount`: detaches unless `--foreground`, checks the location
+/// answers, then serves the mount until unmounted or signalled.
+pub async fn mount(
+    args: crate::mount::command::MountArgs,
+    state_dir: PathBuf,
+    config: &Config,
+) -> anyhow::Result<i32> {
+    use crate::mount::command;
+    let spec = resolve_spec(&args.location, "location", config)?;
+    if !args.foreground && !command::is_detached_child() {
+        let state = state_dir.clone();
+        return tokio::task::spawn_blocking(move || command::detach(&args, &state)).await?;
+    }
+    let loc: Arc<dyn Location> = match spec {
+        Spec::Local(path) => {
+            if !path.is_dir() {
+                bail!(UsageError(format!(
+                    "location `{}` is not a directory",
+                    path.display()
+                )));
+            }
+            Arc::new(LocalLocation::new(path).map_err(|e| UsageError(e.to_string()))?)
+        }
+        Spec::S3(mut cfg) => {
+            cfg.region = args.region.clone().or(cfg.region);
+            cfg.endpoint_url = args.endpoint_url.clone().or(cfg.endpoint_url);
+            cfg.profile = args.profile.clone().or(cfg.profile);
+            cfg.role_arn = args.role_arn.clone().or(cfg.role_arn);
+            let journal = state_dir.join("uploads");
+            Arc::new(
+                S3Location::connect(cfg, Some(journal))
+                    .await
+                    .map_err(|e| UsageError(e.to_string()))?,
+            )
+        }
+    };
+    command::check_location(&loc).await?;
+    let opts = args.options(&state_dir);
+    crate::mount::serve(loc, &args.mountpoint, &opts).await
+}
+
 /// `syncmount location check`: prints the checklist; exit 1 on any failed item.
 pub async fn location_check(args: CheckArgs, config: &Config) -> anyhow::Result<i32> {
     let items = match resolve_spec(&args.location, "location", config)? {
@@ -545,6 +588,7 @@ pub fn main() -> i32 {
                 location_check(args, &load_config(&config_path)?).await
             }
             Command::Policy(cmd) => Ok(crate::policy::run(cmd).await),
+            Command::Mount(args) => mount(*args, state_dir, &load_config(&config_path)?).await,
         }
     });
     match result {

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod location;
+pub mod mount;
 pub mod policy;
 pub mod preflight;
 pub mod task;

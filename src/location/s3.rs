@@ -550,6 +550,43 @@ impl Location for S3Location {
         self.write_object(key, source, meta, mode).await
     }
 
+    async fn list_dir(&self, dir: &str, token: Option<String>) -> Result<super::DirPage> {
+        self.dir_page(dir, token).await
+    }
+
+    async fn stat_dir(&self, dir: &str) -> Result<Option<ObjectInfo>> {
+        let full = self.full_key(dir);
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.cfg.bucket)
+            .prefix(&full)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| self.err("ListObjectsV2", dir, e))?;
+        let Some(first) = out.contents().first() else {
+            return Ok(None);
+        };
+        if first.key() == Some(full.as_str()) {
+            // The marker may carry the directory's metadata; a server that
+            // cannot HEAD a marker (s3s-fs) just gives the defaults.
+            if let Ok(Some(info)) = self.stat(dir).await {
+                return Ok(Some(info));
+            }
+        }
+        Ok(Some(ObjectInfo::default()))
+    }
+
+    async fn set_meta(&self, key: &str, meta: &PosixMeta) -> Result<()> {
+        if key.ends_with('/') {
+            // A marker is empty: writing it again with the new metadata is
+            // the whole change (and creates it when the directory had none).
+            return self.make_dir(key, meta).await;
+        }
+        self.replace_meta(key, meta).await
+    }
+
     async fn make_dir(&self, key: &str, meta: &PosixMeta) -> Result<()> {
         self.client
             .put_object()

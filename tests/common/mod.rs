@@ -708,3 +708,4 @@ pub fn tempdir() -> tempfile::TempDir {
 }
 
 pub mod fault_proxy;
+pub mod mount;
