@@ -94,7 +94,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "M" | "MB" | "MiB" => 1 << 20,
         "G" | "GB" | "GiB" => 1 << 30,
         "T" | "TB" | "TiB" => 1 << 40,
-        other => return Err(format!("`{s}`: unknown unit `{other}` (use KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}` (use KiB, MiB, GiB, TiB)"
+            ))
+        }
     };
     Ok((n * mult as f64) as u64)
 }
@@ -157,7 +161,11 @@ impl MountArgs {
 /// so a doomed mount fails at once with the store's own explanation.
 pub async fn check_location(loc: &Arc<dyn Location>) -> anyhow::Result<()> {
     if let Err(e) = loc.list_dir("", None).await {
-        let hint = loc.explain(&e).await.map(|h| format!("\n{h}")).unwrap_or_default();
+        let hint = loc
+            .explain(&e)
+            .await
+            .map(|h| format!("\n{h}"))
+            .unwrap_or_default();
         anyhow::bail!("cannot mount {}: {e}{hint}", loc.describe());
     }
     Ok(())
@@ -255,7 +263,9 @@ mod tests {
         assert_eq!(parse_size("512MiB"), Ok(512 << 20));
         assert_eq!(parse_size("2GiB"), Ok(2 << 30));
         assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert!(parse_size("12 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("12 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!(parse_size("lots").is_err());
         assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
@@ -270,6 +280,9 @@ mod tests {
     #[test]
     fn the_default_log_is_named_after_the_mountpoint() {
         let p = default_log(Path::new("/var/lib/syncmount"), Path::new("/mnt/my data"));
-        assert_eq!(p, PathBuf::from("/var/lib/syncmount/logs/mount-mnt-my-data.log"));
+        assert_eq!(
+            p,
+            PathBuf::from("/var/lib/syncmount/logs/mount-mnt-my-data.log")
+        );
     }
 }

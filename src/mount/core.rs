@@ -111,7 +111,14 @@ impl Core {
     }
 
     /// The attributes shown for stored metadata.
-    pub fn attr_of(&self, is_dir: bool, size: u64, modified: Option<SystemTime>, meta: &PosixMeta, etag: Option<String>) -> Attr {
+    pub fn attr_of(
+        &self,
+        is_dir: bool,
+        size: u64,
+        modified: Option<SystemTime>,
+        meta: &PosixMeta,
+        etag: Option<String>,
+    ) -> Attr {
         let default = if is_dir {
             self.settings.dir_mode
         } else {
@@ -120,10 +127,7 @@ impl Core {
         Attr {
             is_dir,
             size: if is_dir { 0 } else { size },
-            mtime: meta
-                .mtime()
-                .or(modified)
-                .unwrap_or(SystemTime::UNIX_EPOCH),
+            mtime: meta.mtime().or(modified).unwrap_or(SystemTime::UNIX_EPOCH),
             perm: (meta.mode.unwrap_or(default) & 0o7777) as u16,
             uid: meta.uid.unwrap_or(self.settings.uid),
             gid: meta.gid.unwrap_or(self.settings.gid),
@@ -132,7 +136,13 @@ impl Core {
     }
 
     fn attr_of_info(&self, is_dir: bool, info: &ObjectInfo) -> Attr {
-        self.attr_of(is_dir, info.size, info.modified, &info.meta, info.etag.clone())
+        self.attr_of(
+            is_dir,
+            info.size,
+            info.modified,
+            &info.meta,
+            info.etag.clone(),
+        )
     }
 
     pub fn root_attr(&self) -> Attr {
@@ -262,7 +272,15 @@ impl Core {
         if !staged.drop_handle() {
             return Ok(());
         }
-        let res = self.commit(staged).await;
+        let res = if staged.upload_failed() {
+            // The flush of this close (or an fsync) already failed and
+            // returned EIO; uploading again now, after the caller was told
+            // the data was not saved, would make it appear behind its back.
+            tracing::warn!(key = %staged.key(), "closed after a failed upload: the unsaved content is dropped");
+            Ok(())
+        } else {
+            self.commit(staged).await
+        };
         let key = staged.key();
         let mut map = lock(&self.staged);
         if map.get(&key).is_some_and(|s| Arc::ptr_eq(s, staged)) {
@@ -285,7 +303,9 @@ impl Core {
         let merged = PosixMeta {
             mtime_ns: change
                 .mtime_ns
-                .or(Some(crate::location::meta::system_time_to_ns(current.mtime))),
+                .or(Some(crate::location::meta::system_time_to_ns(
+                    current.mtime,
+                ))),
             mode: Some(
                 (if is_dir { libc::S_IFDIR } else { libc::S_IFREG })
                     | change.mode.unwrap_or(u32::from(current.perm)) & 0o7777,
@@ -293,8 +313,10 @@ impl Core {
             uid: change.uid.or(Some(current.uid)),
             gid: change.gid.or(Some(current.gid)),
         };
-        let meta_changed =
-            change.mode.is_some() || change.uid.is_some() || change.gid.is_some() || change.mtime_ns.is_some();
+        let meta_changed = change.mode.is_some()
+            || change.uid.is_some()
+            || change.gid.is_some()
+            || change.mtime_ns.is_some();
         if is_dir {
             if meta_changed {
                 self.loc.set_meta(key, &merged).await?;
@@ -419,7 +441,8 @@ impl Core {
             }
         }
         if src.is_dir {
-            self.rename_dir(&format!("{from}/"), &format!("{to}/")).await?;
+            self.rename_dir(&format!("{from}/"), &format!("{to}/"))
+                .await?;
             self.meta.forget_all();
         } else {
             self.rename_file(from, to).await?;
@@ -451,7 +474,11 @@ impl Core {
         // Staged files below move with the directory.
         {
             let mut map = lock(&self.staged);
-            let moving: Vec<String> = map.keys().filter(|k| k.starts_with(from)).cloned().collect();
+            let moving: Vec<String> = map
+                .keys()
+                .filter(|k| k.starts_with(from))
+                .cloned()
+                .collect();
             for k in moving {
                 if let Some(s) = map.remove(&k) {
                     let nk = format!("{to}{}", &k[from.len()..]);
@@ -462,7 +489,11 @@ impl Core {
         }
         {
             let mut made = lock(&self.made_dirs);
-            let moving: Vec<String> = made.iter().filter(|k| k.starts_with(from)).cloned().collect();
+            let moving: Vec<String> = made
+                .iter()
+                .filter(|k| k.starts_with(from))
+                .cloned()
+                .collect();
             for k in moving {
                 made.remove(&k);
                 made.insert(format!("{to}{}", &k[from.len()..]));
@@ -562,7 +593,13 @@ impl Core {
                         self.meta.put(&e.key, Some(a.clone()));
                         a
                     }
-                    _ => self.attr_of(false, e.size, e.modified, &PosixMeta::default(), e.etag.clone()),
+                    _ => self.attr_of(
+                        false,
+                        e.size,
+                        e.modified,
+                        &PosixMeta::default(),
+                        e.etag.clone(),
+                    ),
                 }
             }
         };

@@ -30,6 +30,9 @@ struct State {
     size: u64,
     /// Content or metadata not yet uploaded.
     dirty: bool,
+    /// The last upload failed and nothing changed since: its caller (a
+    /// close or fsync) was told, and the last close need not try again.
+    failed: bool,
     meta: PosixMeta,
     /// Unlinked while open: never uploaded.
     unlinked: bool,
@@ -68,6 +71,7 @@ impl Staged {
                 key: key.to_string(),
                 size: 0,
                 dirty: true,
+                failed: false,
                 meta,
                 unlinked: false,
                 handles: 1,
@@ -120,6 +124,11 @@ impl Staged {
         self.state().dirty
     }
 
+    /// Whether the last upload failed and nothing changed since.
+    pub fn upload_failed(&self) -> bool {
+        self.state().failed
+    }
+
     pub fn add_handle(&self) {
         self.state().handles += 1;
     }
@@ -144,6 +153,7 @@ impl Staged {
         let mut s = self.state();
         s.meta = meta;
         s.dirty = true;
+        s.failed = false;
     }
 
     /// Writes at `offset` (from a FUSE thread, outside the runtime).
@@ -153,6 +163,7 @@ impl Staged {
         let mut s = self.state();
         s.size = s.size.max(offset + data.len() as u64);
         s.dirty = true;
+        s.failed = false;
         Ok(())
     }
 
@@ -170,6 +181,7 @@ impl Staged {
         let mut s = self.state();
         s.size = size;
         s.dirty = true;
+        s.failed = false;
         Ok(())
     }
 
@@ -187,7 +199,10 @@ impl Staged {
             file: self.file.clone(),
             len: size,
         });
-        loc.write(&key, source, &meta, WriteMode::Replace).await?;
+        if let Err(e) = loc.write(&key, source, &meta, WriteMode::Replace).await {
+            self.state().failed = true;
+            return Err(e);
+        }
         let mut s = self.state();
         // A rename while uploading moved the key: upload again under the new one.
         if s.key == key {
@@ -243,7 +258,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         let loc: Arc<dyn Location> = Arc::new(LocalLocation::new(&store).unwrap());
-        let staged = Arc::new(Staged::create(&dir.path().join("stage"), "a/f", PosixMeta::default()).unwrap());
+        let staged = Arc::new(
+            Staged::create(&dir.path().join("stage"), "a/f", PosixMeta::default()).unwrap(),
+        );
         let s = staged.clone();
         tokio::task::spawn_blocking(move || {
             s.write_at(5, b"world").unwrap();
@@ -256,7 +273,10 @@ mod tests {
         assert!(!staged.is_dirty());
         std::fs::remove_file(store.join("a/f")).unwrap();
         staged.upload(&loc).await.unwrap();
-        assert!(!store.join("a/f").exists(), "a clean file is not uploaded again");
+        assert!(
+            !store.join("a/f").exists(),
+            "a clean file is not uploaded again"
+        );
         assert_eq!(
             std::fs::read_dir(dir.path().join("stage")).unwrap().count(),
             0,
