@@ -47,6 +47,16 @@ sm_install_fuse() {
     fi
 }
 
+# sm_install_tool NAME [PACKAGE]: a command-line tool from Debian's packages
+# (PACKAGE defaults to NAME).
+sm_install_tool() {
+    if command -v "$1" >/dev/null 2>&1; then
+        log "$1: already installed ($(command -v "$1"))"
+    else
+        sm_apt_install "${2:-$1}"
+    fi
+}
+
 sm_make_venv() {
     mkdir -p "$SM_CACHE"
     [ -x "$SM_VENV/bin/pip" ] && return 0
