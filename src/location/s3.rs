@@ -404,6 +404,25 @@ impl S3Location {
         Ok((info, body.into_bytes()))
     }
 
+    /// HEAD of a directory marker known to exist, tried once: its
+    /// metadata is optional, and a server that refuses it (s3s-fs) would
+    /// otherwise cost the whole retry loop (seconds) on every lookup of the
+    /// directory.
+    async fn head_marker(&self, full_key: &str) -> Option<ObjectInfo> {
+        let once = aws_sdk_s3::config::Builder::new()
+            .retry_config(RetryConfig::standard().with_max_attempts(1));
+        self.client
+            .head_object()
+            .bucket(&self.cfg.bucket)
+            .key(full_key)
+            .customize()
+            .config_override(once)
+            .send()
+            .await
+            .ok()
+            .map(|h| self.info_from_head(&h))
+    }
+
     pub(super) fn info_from_head(
         &self,
         h: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
@@ -570,8 +589,9 @@ impl Location for S3Location {
         };
         if first.key() == Some(full.as_str()) {
             // The marker may carry the directory's metadata; a server that
-            // cannot HEAD a marker (s3s-fs) just gives the defaults.
-            if let Ok(Some(info)) = self.stat(dir).await {
+            // cannot HEAD a marker (s3s-fs answers 500) just gives the
+            // defaults.
+            if let Some(info) = self.head_marker(&full).await {
                 return Ok(Some(info));
             }
         }

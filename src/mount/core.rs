@@ -170,8 +170,21 @@ impl Core {
             return Ok(found);
         }
         let dir_key = format!("{path}/");
-        let (file, dir) = futures::join!(self.loc.stat(path), self.loc.stat_dir(&dir_key));
-        let found = match dir? {
+        // Both questions at once; once the directory answers yes, the file's
+        // answer is not awaited: a server that keeps keys as files (s3s-fs)
+        // fails a HEAD of a directory's name with a 500 that the client
+        // would retry for seconds.
+        let file = std::pin::pin!(self.loc.stat(path));
+        let dir = std::pin::pin!(self.loc.stat_dir(&dir_key));
+        let (dir, file) = match futures::future::select(dir, file).await {
+            futures::future::Either::Left((dir, file)) => match dir? {
+                Some(info) => (Some(info), Ok(None)),
+                None if lock(&self.made_dirs).contains(&dir_key) => (None, Ok(None)),
+                None => (None, file.await),
+            },
+            futures::future::Either::Right((file, dir)) => (dir.await?, file),
+        };
+        let found = match dir {
             Some(info) => Some(self.attr_of_info(true, &info)),
             None if lock(&self.made_dirs).contains(&dir_key) => Some(self.root_attr()),
             None => file?.map(|info| self.attr_of_info(false, &info)),
