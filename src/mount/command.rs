@@ -192,6 +192,9 @@ pub fn is_detached_child() -> bool {
 /// the mount is ready. Returns the exit code for the parent.
 pub fn detach(args: &MountArgs, state_dir: &Path) -> anyhow::Result<i32> {
     use std::os::unix::process::CommandExt;
+    // The parent waits for the mountpoint to become a mount point: one that
+    // already is one would look ready at once.
+    super::check_mountpoint(&args.mountpoint)?;
     let log = args
         .log_file
         .clone()

@@ -100,7 +100,9 @@ pub struct Mounted {
 impl Mounted {
     /// True while the kernel side is still there (not unmounted from outside).
     pub fn is_alive(&self) -> bool {
-        self.session.as_ref().is_some_and(|s| !s.guard.is_finished())
+        self.session
+            .as_ref()
+            .is_some_and(|s| !s.guard.is_finished())
     }
 
     /// Drops what the caches hold for `key` (after a change made elsewhere,
@@ -110,16 +112,81 @@ impl Mounted {
     }
 
     /// Unmounts; files still open are uploaded first when they have
-    /// unsaved changes.
+    /// unsaved changes. When some are still open (the kernel says busy),
+    /// the mount is detached lazily: it leaves the namespace at once, and
+    /// its open files fail once this process exits.
     pub async fn unmount(mut self) -> std::io::Result<()> {
         self.core.commit_all().await;
-        match self.session.take() {
-            Some(s) => tokio::task::spawn_blocking(move || s.umount_and_join())
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?,
-            None => Ok(()),
-        }
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        let mountpoint = self.mountpoint.clone();
+        tokio::task::spawn_blocking(move || match unmount_path(&mountpoint, false) {
+            Ok(()) => session.umount_and_join(),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                tracing::warn!(mountpoint = %mountpoint.display(), "files are still open in the mount: detaching it lazily (their content was uploaded; later writes are lost)");
+                eprintln!(
+                    "syncmount: files are still open in {}: detached lazily",
+                    mountpoint.display()
+                );
+                unmount_path(&mountpoint, true)?;
+                // The session thread serves the open files until this
+                // process exits (or they are closed).
+                drop(session);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
     }
+}
+
+/// Whether `mountpoint` can be mounted on: an existing directory that is
+/// not a mount point already.
+pub fn check_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
+    if !mountpoint.is_dir() {
+        return Err(MountError::NoMountpoint(mountpoint.to_path_buf()));
+    }
+    if is_mounted(mountpoint) {
+        return Err(MountError::Busy(mountpoint.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Unmounts `path` (lazily: detached even while busy): umount2 as root,
+/// else `fusermount3 -u [-z]`. A busy mount is an EBUSY error.
+fn unmount_path(path: &Path, lazy: bool) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EPERM) {
+        return Err(err);
+    }
+    // Not root: fusermount3 is setuid and unmounts what we mounted.
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd.arg(path).output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    if text.contains("busy") {
+        return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    Err(std::io::Error::other(format!(
+        "fusermount3 -u: {}",
+        text.trim()
+    )))
 }
 
 /// Mounts `loc` at `mountpoint` (returns once the kernel has accepted it).
@@ -128,12 +195,7 @@ pub fn mount(
     mountpoint: &Path,
     opts: &MountOptions,
 ) -> Result<Mounted, MountError> {
-    if !mountpoint.is_dir() {
-        return Err(MountError::NoMountpoint(mountpoint.to_path_buf()));
-    }
-    if is_mounted(mountpoint) {
-        return Err(MountError::Busy(mountpoint.to_path_buf()));
-    }
+    check_mountpoint(mountpoint)?;
     let blocks = cache::BlockCache::new(opts.cache_bytes, opts.cache_dir.clone()).map_err(|e| {
         MountError::CacheDir {
             path: opts.cache_dir.clone().map(|c| c.0).unwrap_or_default(),
@@ -171,7 +233,11 @@ pub fn mount(
 
 /// Mounts and serves until unmounted from outside or told to stop by a
 /// signal. Returns the exit code.
-pub async fn serve(loc: Arc<dyn Location>, mountpoint: &Path, opts: &MountOptions) -> anyhow::Result<i32> {
+pub async fn serve(
+    loc: Arc<dyn Location>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> anyhow::Result<i32> {
     use tokio::signal::unix::{signal, SignalKind};
     let mounted = mount(loc.clone(), mountpoint, opts)?;
     tracing::info!(location = %loc.describe(), mountpoint = %mountpoint.display(), "mounted");
