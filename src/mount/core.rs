@@ -348,9 +348,7 @@ impl Core {
                     // Already uploaded: change the stored object's metadata
                     // rather than uploading the content again.
                     self.loc.set_meta(key, &merged).await?;
-                    let s = staged.clone();
-                    s.set_meta(merged);
-                    s.upload(&self.loc).await.ok();
+                    staged.set_saved_meta(merged);
                 }
             }
         } else if let Some(n) = size {

@@ -156,6 +156,12 @@ impl Staged {
         s.failed = false;
     }
 
+    /// Metadata already stored with the uploaded content (changed in the
+    /// store directly): nothing more to upload for it.
+    pub fn set_saved_meta(&self, meta: PosixMeta) {
+        self.state().meta = meta;
+    }
+
     /// Writes at `offset` (from a FUSE thread, outside the runtime).
     pub fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let _shared = self.gate.blocking_read();
