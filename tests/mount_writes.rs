@@ -620,3 +620,111 @@ async fn a_directory_lookup_on_s3s_does_not_wait_for_the_retries_of_a_failing_he
     );
     assert_eq!(m.unmount(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_renamed_or_removed_while_open_goes_up_under_its_new_name_or_not_at_all() {
+    let s = common::moto();
+    let bucket = s.new_bucket("mw-openops").await;
+    s.put(&bucket, "p/stored", b"old content").await;
+    let m = mount(Some(&s), &s.url(&bucket, "p"), &[]);
+    // Renamed while open with unsaved data, into a directory that is then
+    // renamed too: it lands at its final name only.
+    std::fs::create_dir(m.path("d")).unwrap();
+    let w = OpenWriter::start(&m.path("d/draft"), 10_000);
+    std::fs::rename(m.path("d/draft"), m.path("d/final")).unwrap();
+    std::fs::rename(m.path("d"), m.path("e")).unwrap();
+    assert_eq!(w.close(), "closed");
+    assert_eq!(
+        s.keys(&bucket, "p/").await,
+        ["p/e/", "p/e/final", "p/stored"]
+    );
+    assert_eq!(
+        s.get_unvalidated(&bucket, "p/e/final").await,
+        writer_body(10_000)
+    );
+    // Rewritten while open, then renamed: the old key goes, the new has
+    // the new content.
+    let w = OpenWriter::start(&m.path("stored"), 5_000);
+    std::fs::rename(m.path("stored"), m.path("moved")).unwrap();
+    assert_eq!(w.close(), "closed");
+    assert!(!s.exists(&bucket, "p/stored").await);
+    assert_eq!(
+        s.get_unvalidated(&bucket, "p/moved").await,
+        writer_body(5_000)
+    );
+    // Removed while open: never uploaded.
+    let w = OpenWriter::start(&m.path("scratch"), 5_000);
+    std::fs::remove_file(m.path("scratch")).unwrap();
+    assert_eq!(w.close(), "closed");
+    assert!(!s.exists(&bucket, "p/scratch").await);
+    // chmod while open with unsaved data goes up with the content.
+    let w = OpenWriter::start(&m.path("private"), 1_000);
+    sh(&format!("chmod 600 {}", m.path("private").display()));
+    assert_eq!(w.close(), "closed");
+    let meta = s.head_metadata(&bucket, "p/private").await;
+    assert_eq!(
+        meta.get("file-permissions").map(String::as_str),
+        Some("0100600")
+    );
+    assert_eq!(
+        s.get_unvalidated(&bucket, "p/private").await,
+        writer_body(1_000)
+    );
+    assert_eq!(m.unmount(), Some(0));
+}
+
+#[test]
+fn a_new_local_file_renamed_while_open_lands_under_its_new_name() {
+    let src = common::tempdir();
+    let m = mount(None, &common::path_str(src.path()), &[]);
+    let w = OpenWriter::start(&m.path("draft"), 10_000);
+    std::fs::rename(m.path("draft"), m.path("final")).unwrap();
+    assert_eq!(w.close(), "closed", "{}", m.log_text());
+    assert_eq!(
+        std::fs::read(src.path().join("final")).unwrap(),
+        writer_body(10_000)
+    );
+    assert!(!src.path().join("draft").exists());
+    assert_eq!(m.unmount(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chmod_of_an_open_file_already_saved_by_fsync_changes_metadata_without_uploading_again() {
+    let s = common::moto();
+    let bucket = s.new_bucket("mw-fsyncmeta").await;
+    let proxy = FaultProxy::start(&s.endpoint, FaultPlan::PassAll);
+    let via = S3Server {
+        endpoint: proxy.endpoint.clone(),
+        ..s.clone()
+    };
+    let m = mount(Some(&via), &s.url(&bucket, "p"), &[]);
+    py_ok(
+        r#"
+import os, sys
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o644)
+os.write(fd, b"x" * 100_000)
+os.fsync(fd)
+os.chmod(sys.argv[1], 0o600)
+os.close(fd)
+"#,
+        &[&m.path("f")],
+    );
+    assert_eq!(s.get_unvalidated(&bucket, "p/f").await, vec![b'x'; 100_000]);
+    let meta = s.head_metadata(&bucket, "p/f").await;
+    assert_eq!(
+        meta.get("file-permissions").map(String::as_str),
+        Some("0100600")
+    );
+    let puts: Vec<String> = proxy
+        .counters
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("x-id=PutObject"))
+        .collect();
+    assert_eq!(
+        puts.len(),
+        1,
+        "the content went up more than once: {puts:#?}"
+    );
+    assert_eq!(m.unmount(), Some(0));
+}
