@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::location::{DirItem, PosixMeta};
@@ -185,9 +185,14 @@ impl MountFs {
         }
         let needed = blocks_of(offset, u64::from(size), h.size);
         let blocks = self.run(futures::future::try_join_all(needed.clone().map(|i| {
-            self.core
-                .blocks
-                .block(&self.core.loc, &h.key, &h.version, h.if_match.as_deref(), h.size, i)
+            self.core.blocks.block(
+                &self.core.loc,
+                &h.key,
+                &h.version,
+                h.if_match.as_deref(),
+                h.size,
+                i,
+            )
         })))?;
         let end = (offset + u64::from(size)).min(h.size);
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
@@ -219,7 +224,11 @@ impl MountFs {
         Ok(true)
     }
 
-    async fn next_page(&self, d: &mut DirHandle, plus: bool) -> FsResult<Vec<(String, bool, Option<Attr>)>> {
+    async fn next_page(
+        &self,
+        d: &mut DirHandle,
+        plus: bool,
+    ) -> FsResult<Vec<(String, bool, Option<Attr>)>> {
         if d.started && d.next.is_none() {
             d.done = true;
             // The listing ended: add what this mount made that it did not show.
@@ -247,7 +256,12 @@ impl MountFs {
                 _ => None,
             })
             .collect();
-        let staged: Vec<String> = self.core.staged_in(&d.key).into_iter().map(|(k, _)| k).collect();
+        let staged: Vec<String> = self
+            .core
+            .staged_in(&d.key)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         let made = self.core.made_in(&d.key);
         let mut files = Vec::new();
         let mut out = Vec::new();
@@ -330,7 +344,9 @@ impl MountFs {
                     None if !plus => self.core.root_attr(),
                     None => match self.core.probe(key.trim_end_matches('/')).await {
                         Ok(Some(a)) => a,
-                        _ => self.core.attr_of(is_dir, 0, None, &PosixMeta::default(), None),
+                        _ => self
+                            .core
+                            .attr_of(is_dir, 0, None, &PosixMeta::default(), None),
                     },
                 };
                 let kind = if is_dir {
@@ -389,18 +405,19 @@ fn meta_change(
 
 impl Filesystem for MountFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_ATOMIC_O_TRUNC);
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.set_max_write(MAX_WRITE);
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let res = self.child(parent, name).and_then(|key| {
-            match self.run(self.core.probe(&key))? {
-                Some(a) => Ok(self.entry(&key, &a)),
-                None => Err(FsError::NotFound),
-            }
-        });
+        let res =
+            self.child(parent, name)
+                .and_then(|key| match self.run(self.core.probe(&key))? {
+                    Some(a) => Ok(self.entry(&key, &a)),
+                    None => Err(FsError::NotFound),
+                });
         match res {
             Ok(attr) => reply.entry(&self.ttl(), &attr, Generation(0)),
             Err(e) => reply.error(self.fail("lookup", &name.to_string_lossy(), &e)),
@@ -460,9 +477,11 @@ impl Filesystem for MountFs {
         reply: ReplyEntry,
     ) {
         let res = self.child(parent, name).and_then(|key| {
-            let meta = self
-                .core
-                .now_meta(libc::S_IFDIR | (mode & !umask & 0o7777), req.uid(), req.gid());
+            let meta = self.core.now_meta(
+                libc::S_IFDIR | (mode & !umask & 0o7777),
+                req.uid(),
+                req.gid(),
+            );
             let a = self.run(self.core.mkdir(&format!("{key}/"), meta))?;
             Ok(self.entry(&key, &a))
         });
@@ -547,11 +566,15 @@ impl Filesystem for MountFs {
             }
             let a = self.run(self.core.open_read(&key))?;
             let version = a.etag.clone().unwrap_or_else(|| {
-                let t = a.mtime.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                let t = a
+                    .mtime
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
                 format!("{}-{}", a.size, t.as_nanos())
             });
             // Unchanged since the last open: the kernel's cached pages are still right.
-            let keep = lock(&self.opened_versions).insert(ino.0, version.clone()) == Some(version.clone());
+            let keep =
+                lock(&self.opened_versions).insert(ino.0, version.clone()) == Some(version.clone());
             let h = ReadHandle {
                 key,
                 version,
@@ -583,16 +606,20 @@ impl Filesystem for MountFs {
         reply: ReplyCreate,
     ) {
         let res = self.child(parent, name).and_then(|key| {
-            let meta = self
-                .core
-                .now_meta(libc::S_IFREG | (mode & !umask & 0o7777), req.uid(), req.gid());
+            let meta = self.core.now_meta(
+                libc::S_IFREG | (mode & !umask & 0o7777),
+                req.uid(),
+                req.gid(),
+            );
             let (staged, a) = self.run(self.core.create(&key, meta))?;
             let attr = self.entry(&key, &a);
             lock(&self.opened_versions).remove(&attr.ino.0);
             Ok((attr, self.add_handle(Handle::Write(staged))))
         });
         match res {
-            Ok((attr, fh)) => reply.created(&self.ttl(), &attr, Generation(0), fh, FopenFlags::empty()),
+            Ok((attr, fh)) => {
+                reply.created(&self.ttl(), &attr, Generation(0), fh, FopenFlags::empty())
+            }
             Err(e) => reply.error(self.fail("create", &name.to_string_lossy(), &e)),
         }
     }
@@ -645,7 +672,14 @@ impl Filesystem for MountFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         let staged = self.staged_of(fh).ok();
         let res = match staged {
             Some(s) => self.run(self.core.commit(&s)),
@@ -657,8 +691,17 @@ impl Filesystem for MountFs {
         }
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let res = self.staged_of(fh).and_then(|s| self.run(self.core.commit(&s)));
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let res = self
+            .staged_of(fh)
+            .and_then(|s| self.run(self.core.commit(&s)));
         match res {
             Ok(()) | Err(FsError::BadHandle) => reply.ok(),
             Err(e) => reply.error(self.fail("fsync (upload)", "", &e)),
@@ -697,7 +740,14 @@ impl Filesystem for MountFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let res = self.readdir_common(ino, fh, offset, false, |ino, off, name, kind, _| {
             reply.add(INodeNo(ino), off, kind, name)
         });
@@ -719,7 +769,14 @@ impl Filesystem for MountFs {
         let dir_attr = self.core.root_attr();
         let res = self.readdir_common(ino, fh, offset, true, |child, off, name, _, attr| {
             let a = attr.unwrap_or(&dir_attr);
-            reply.add(INodeNo(child), off, name, &ttl, &self.file_attr(child, a), Generation(0))
+            reply.add(
+                INodeNo(child),
+                off,
+                name,
+                &ttl,
+                &self.file_attr(child, a),
+                Generation(0),
+            )
         });
         match res {
             Ok(()) => reply.ok(),
@@ -727,7 +784,14 @@ impl Filesystem for MountFs {
         }
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         lock(&self.handles).remove(&fh.0);
         reply.ok();
     }
