@@ -122,7 +122,10 @@ impl Mounted {
         };
         let mountpoint = self.mountpoint.clone();
         tokio::task::spawn_blocking(move || match unmount_path(&mountpoint, false) {
-            Ok(()) => session.umount_and_join(),
+            // Unmounted: the session ends by itself (fuser's own unmount
+            // would race with the kernel tearing the connection down, and
+            // fail with EINVAL).
+            Ok(()) => session.join(),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 tracing::warn!(mountpoint = %mountpoint.display(), "files are still open in the mount: detaching it lazily (their content was uploaded; later writes are lost)");
                 eprintln!(
@@ -239,6 +242,10 @@ pub async fn serve(
     opts: &MountOptions,
 ) -> anyhow::Result<i32> {
     use tokio::signal::unix::{signal, SignalKind};
+    // Handlers first: a SIGTERM as soon as the mount is visible must
+    // unmount, not kill the process and leave a dead mount behind.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let mounted = mount(loc.clone(), mountpoint, opts)?;
     tracing::info!(location = %loc.describe(), mountpoint = %mountpoint.display(), "mounted");
     eprintln!(
@@ -246,8 +253,18 @@ pub async fn serve(
         loc.describe(),
         mountpoint.display()
     );
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    // A mount killed earlier (SIGKILL, a crash) may have left a multipart
+    // upload open in the store: abort what its journal names.
+    let cleaner = loc.clone();
+    tokio::spawn(async move {
+        match cleaner.clean_leftovers().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "removed leftovers of interrupted writes"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove leftovers of interrupted writes")
+            }
+        }
+    });
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
