@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::fault_proxy::{Fault, FaultPlan, FaultProxy};
 use common::mount::{is_mounted, mount, mount_cmd, require_fuse, sh};
 use common::{random_bytes, run, S3Server};
 
@@ -427,4 +428,95 @@ fn removing_the_last_file_of_a_local_directory_keeps_the_directory() {
     assert!(!src.path().join("d/sub").exists());
     assert!(src.path().join("d").is_dir());
     assert_eq!(m.unmount(), Some(0));
+}
+
+/// `syncmount mount … --foreground` with its state in `state`, waited for
+/// until mounted; the caller ends it.
+fn spawn_mount(server: &S3Server, location: &str, mnt: &Path, state: &Path) -> std::process::Child {
+    let mut cmd = mount_cmd(Some(server), location, mnt, state, &["--foreground"]);
+    let log = std::fs::File::create(state.join(format!(
+        "{}.log",
+        mnt.file_name().and_then(|n| n.to_str()).unwrap_or("mount")
+    )))
+    .expect("log file");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start syncmount mount");
+    let up = wait_for(Duration::from_secs(30), || {
+        is_mounted(mnt) || child.try_wait().ok().flatten().is_some()
+    });
+    assert!(up && is_mounted(mnt), "the mount did not come up");
+    child
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_mount_aborts_the_multipart_upload_of_a_killed_one() {
+    require_fuse();
+    let s = common::moto();
+    let bucket = s.new_bucket("ml-killed").await;
+    // Parts never get through: the upload stays open while the client retries.
+    let proxy = FaultProxy::start(
+        &s.endpoint,
+        FaultPlan::fail_path_containing("x-id=UploadPart", Fault::Drop),
+    );
+    let via = S3Server {
+        endpoint: proxy.endpoint.clone(),
+        ..s.clone()
+    };
+    let tmp = common::tempdir();
+    let (mnt1, mnt2) = (tmp.path().join("m1"), tmp.path().join("m2"));
+    std::fs::create_dir(&mnt1).unwrap();
+    std::fs::create_dir(&mnt2).unwrap();
+    let mut first = spawn_mount(&via, &s.url(&bucket, "p"), &mnt1, tmp.path());
+    let mut writer = Command::new("python3")
+        .arg("-c")
+        .arg("import sys; open(sys.argv[1], 'wb').write(b'x' * (20 << 20))")
+        .arg(mnt1.join("big"))
+        .spawn()
+        .unwrap();
+    let started = wait_for(Duration::from_secs(30), || {
+        proxy
+            .counters
+            .log()
+            .iter()
+            .any(|l| l.contains("x-id=UploadPart"))
+    });
+    assert!(started, "no part upload seen: {:#?}", proxy.counters.log());
+    first.kill().unwrap();
+    let _ = first.wait();
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let _ = Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(&mnt1)
+        .status();
+    assert_eq!(multipart_uploads(&s, &bucket).await, ["p/big"]);
+
+    let mut second = spawn_mount(&s, &s.url(&bucket, "p"), &mnt2, tmp.path());
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = multipart_uploads(&s, &bucket).await;
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // SAFETY: kill with a valid pid and signal.
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    let status = second.wait().unwrap();
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "the killed mount's upload is still open"
+    );
+    assert!(
+        status.success(),
+        "{status}: {}",
+        std::fs::read_to_string(tmp.path().join("m2.log")).unwrap_or_default()
+    );
+    assert!(!s.exists(&bucket, "p/big").await);
 }
