@@ -384,6 +384,17 @@ impl S3Location {
             }
             Err(e) => return Err(self.err("GetObject", key, e)),
         };
+        // Some servers (s3s-fs) ignore If-Match on GET: the ETag of what was
+        // sent tells as well, so a changed object is never mixed either way.
+        if let (Some(want), Some(got)) = (if_match, out.e_tag()) {
+            if want != got {
+                return Err(LocationError::Changed {
+                    location: self.describe(),
+                    key: key.to_string(),
+                    expected: want.to_string(),
+                });
+            }
+        }
         let empty = HashMap::new();
         let info = ObjectInfo {
             size: out.content_length().unwrap_or(0).max(0) as u64,
