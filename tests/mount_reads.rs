@@ -49,7 +49,10 @@ async fn put_many(server: &S3Server, bucket: &str, prefix: &str, count: usize) -
 fn assert_lists_completely(dir: &Path, want: &BTreeSet<String>) {
     let d = dir.display();
     let listings = [
-        ("ls -f", sh(&format!("ls -f '{d}' | grep -v -x -e . -e .."))),
+        (
+            "ls -f",
+            sh(&format!("ls -f '{d}' | grep -v -x -F -e . -e ..")),
+        ),
         (
             "find",
             sh(&format!(
@@ -65,7 +68,7 @@ fn assert_lists_completely(dir: &Path, want: &BTreeSet<String>) {
         ("ls -l", {
             let out = sh(&format!("ls -l '{d}'"));
             out.lines()
-                .filter(|l| l.starts_with('-'))
+                .filter(|l| l.starts_with('-') || l.starts_with('d'))
                 .map(|l| l.split_whitespace().last().unwrap_or_default().to_string() + "\n")
                 .collect()
         }),
@@ -104,7 +107,13 @@ async fn a_directory_of_2500_objects_on_s3s_fs_lists_every_name_once() {
     // More than two ListObjectsV2 pages of 1,000.
     let want = put_many(&server, &bucket, "p/big/", 2500).await;
     server.put(&bucket, "p/other", b"x").await;
-    let m = mount(Some(&server), &server.url(&bucket, "p"), &[]);
+    // A long TTL keeps the attributes (a HEAD each) between the listings;
+    // the listings themselves are never cached.
+    let m = mount(
+        Some(&server),
+        &server.url(&bucket, "p"),
+        &["--metadata-ttl", "60s"],
+    );
     assert_lists_completely(&m.path("big"), &want);
     assert_eq!(m.unmount(), Some(0));
 }
@@ -448,4 +457,37 @@ async fn sigterm_with_files_open_for_reading_unmounts_and_the_process_exits() {
         "a read from a file of a stopped mount succeeded"
     );
     drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_and_a_directory_of_one_name_on_different_listing_pages_show_once_as_the_directory()
+{
+    // moto: only real S3 key semantics let `x` and `x/y` both exist.
+    let server = common::moto();
+    let bucket = server.new_bucket("mount-shadow").await;
+    // `d/x` sorts first and `d/x/` last, 1,100 keys `d/x-NNNNN` apart
+    // ('-' < '/'): the file ends up on the first ListObjectsV2 page and the
+    // directory on the second.
+    let mut want = put_many(&server, &bucket, "p/d/x-", 1100).await;
+    want = want.into_iter().map(|n| format!("x-{n}")).collect();
+    server.put(&bucket, "p/d/x", b"file").await;
+    server.put(&bucket, "p/d/x/y", b"below").await;
+    want.insert("x".to_string());
+    let m = mount(
+        Some(&server),
+        &server.url(&bucket, "p"),
+        &["--metadata-ttl", "60s"],
+    );
+    assert_lists_completely(&m.path("d"), &want);
+    let dirs = sh(&format!(
+        "find '{}' -mindepth 1 -type d -printf '%P\\n'",
+        m.path("d").display()
+    ));
+    assert_eq!(
+        dirs.lines().collect::<Vec<_>>(),
+        ["x"],
+        "the directory shadows the file"
+    );
+    assert_eq!(std::fs::read(m.path("d/x/y")).unwrap(), b"below");
+    assert_eq!(m.unmount(), Some(0));
 }

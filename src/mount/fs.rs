@@ -16,7 +16,7 @@ use fuser::{
     ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::location::{DirItem, PosixMeta};
+use crate::location::{DirItem, Entry, PosixMeta};
 
 use super::cache::Attr;
 use super::core::Core;
@@ -48,6 +48,10 @@ struct DirHandle {
     done: bool,
     /// Staged files and made directories of this directory seen in the listing.
     seen_local: Vec<String>,
+    /// Files held back from the pages already read: a directory of the same
+    /// name (which shadows them) sorts after everything between `x` and
+    /// `x/`, so it may come on a later page.
+    held: Vec<Entry>,
 }
 
 enum Handle {
@@ -263,6 +267,14 @@ impl MountFs {
             .map(|(k, _)| k)
             .collect();
         let made = self.core.made_in(&d.key);
+        // A file whose `name/` sorts after this page's last key may still be
+        // shadowed by a directory on a later page: hold it until then.
+        let last = page.items.last().map(|i| i.key().to_string());
+        let may_follow = |e: &Entry| match (&d.next, &last) {
+            (Some(_), Some(last)) => format!("{}/", e.key).as_str() > last.as_str(),
+            _ => false,
+        };
+        let mut candidates = std::mem::take(&mut d.held);
         let mut files = Vec::new();
         let mut out = Vec::new();
         for item in page.items {
@@ -277,16 +289,23 @@ impl MountFs {
                     }
                     out.push((super::inode::name_of(&k).to_string(), true, None));
                 }
-                // A directory shadows a file of the same name.
-                DirItem::File(e) if dirs.contains(&e.key) => {}
-                DirItem::File(e) => {
-                    if staged.contains(&e.key) {
-                        d.seen_local.push(e.key.clone());
-                    }
-                    out.push((super::inode::name_of(&e.key).to_string(), false, None));
-                    files.push((out.len() - 1, e));
-                }
+                DirItem::File(e) => candidates.push(e),
             }
+        }
+        for e in candidates {
+            if dirs.contains(&e.key) {
+                // A directory shadows a file of the same name.
+                continue;
+            }
+            if may_follow(&e) {
+                d.held.push(e);
+                continue;
+            }
+            if staged.contains(&e.key) {
+                d.seen_local.push(e.key.clone());
+            }
+            out.push((super::inode::name_of(&e.key).to_string(), false, None));
+            files.push((out.len() - 1, e));
         }
         if plus {
             let entries: Vec<_> = files.iter().map(|(_, e)| e.clone()).collect();
@@ -381,6 +400,7 @@ impl DirHandle {
             started: false,
             done: false,
             seen_local: Vec::new(),
+            held: Vec::new(),
         }
     }
 }
