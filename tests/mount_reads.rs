@@ -367,14 +367,9 @@ async fn a_file_opened_before_an_update_on_moto_reads_old_bytes_then_eio_never_m
     check_pinned_reader(&common::moto()).await;
 }
 
-// BUG (src/location/s3.rs, not the mount): s3s-fs 0.14.1 ignores If-Match on
-// GetObject (it checks it on PutObject only), so the mount's pin is not
-// enforced there and a reader opened before an update gets the new object's
-// bytes after the old ones. The S3 location should also compare the ETag
-// of every GetObject response with the one it asked for and fail with
-// `LocationError::Changed` when they differ (any server that drops the
-// condition, e.g. behind a proxy, breaks the same way). This test fails
-// until then.
+// s3s-fs 0.14.1 ignores If-Match on GetObject (it checks it on PutObject
+// only): the pin holds there because the S3 location also compares the ETag
+// each GET answered with.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_opened_before_an_update_on_s3s_fs_reads_old_bytes_then_eio_never_mixed_bytes() {
     check_pinned_reader(&common::s3s()).await;
