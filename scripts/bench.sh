@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks syncmount against its peers on one local S3 server, in one run.
 #
-#   bash scripts/bench.sh [--quick]
+#   bash scripts/bench.sh [sync|mount|all] [--quick]     (default: all)
 #
 # Server: s3s-fs (the fast, light one; never moto, which keeps objects in
 # memory and is slow). Peers: rclone sync (its defaults, and at syncmount's
@@ -18,6 +18,14 @@
 #   throttle   --bytes-per-second 10 MB/s over a 20 s transfer (achieved rate)
 #   diff-rss   peak memory of a 10-million-entry diff (synthetic listings)
 #
+# Mount cases (issue 3), each for syncmount mount, rclone mount
+# (--vfs-cache-mode off, and full) and s3fs, mounted on the same server:
+#   m-seq      sequential read of the 1 GiB object, cold (fio, 1 MiB blocks)  (MB/s)
+#   m-reread   the same read again, warm                                      (MB/s)
+#   m-rand     random 4 KiB reads of that object for 15 s (fio)               (IOPS)
+#   m-lslr     ls -lR over the 10,000 objects, fresh mount                     (seconds)
+#   m-cpin     cp -r of 1,000 x 16 KiB files into the mount                    (seconds)
+#
 # --quick runs 1,000 files and 128 MiB instead, to try the script.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,7 +33,15 @@ cd "$REPO_ROOT"
 
 FILES=10000
 BIG_MIB=1024
-if [ "${1:-}" = "--quick" ]; then FILES=1000; BIG_MIB=128; fi
+WHAT=all
+for arg in "$@"; do
+    case $arg in
+        --quick) FILES=1000; BIG_MIB=128 ;;
+        sync|mount|all) WHAT=$arg ;;
+        *) echo "usage: bench.sh [sync|mount|all] [--quick]" >&2; exit 2 ;;
+    esac
+done
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 
 # shellcheck source=scripts/lib/servers.sh
 source "$REPO_ROOT/scripts/lib/servers.sh"
@@ -38,7 +54,7 @@ sm_install_peers
 command -v /usr/bin/time >/dev/null || sm_apt_install time
 log "building syncmount (release)"
 cargo build --release --quiet --bin syncmount --example diff_rss
-SM="$REPO_ROOT/target/release/syncmount"
+SM="$TARGET_DIR/release/syncmount"
 RCLONE="$SM_VENV/bin/rclone"
 AWS="$SM_VENV/bin/aws"
 
@@ -166,32 +182,39 @@ case_s3s3() {
     row "s3-s3 $tool seconds=$s objects_per_s=$(python3 -c "print(round(($FILES+1)/$s))") io_mib=$(python3 -c "print(round($io/1048576,1))") payload_mib=$(python3 -c "print(round($FILES*4/1024+$BIG_MIB,1))") rss_kib=$rss"
 }
 
-for tool in syncmount rclone rclone-eq aws; do
-    log "small files + no-op: $tool"
-    case_small "$tool" "small-$tool"
-done
-for tool in syncmount rclone rclone-eq aws; do
-    log "1 GiB up/down: $tool"
-    case_big "$tool" "big-$tool"
-done
-# S3 -> S3 source: the small tree plus the big object, in one bucket.
-mb s3src
-"$SM" sync "$WORK/small" s3://s3src/small "${SM_ARGS[@]}" >/dev/null 2>&1
-"$SM" sync "$WORK/big" s3://s3src/big "${SM_ARGS[@]}" >/dev/null 2>&1
-for tool in syncmount rclone rclone-eq aws; do
-    log "S3 -> S3: $tool"
-    case_s3s3 "$tool" s3src "s3s3-$tool"
-done
-log "bandwidth limit: 20 s at 10 MB/s"
-mb throttle
-LIMIT=10000000
-mkdir -p "$WORK/throttle"
-head -c "$((LIMIT * 20))" /dev/urandom >"$WORK/throttle/t.bin"
-read -r s rss io < <(measure "$SM" sync "$WORK/throttle" s3://throttle/t "${SM_ARGS[@]}" --bytes-per-second "$LIMIT")
-row "throttle syncmount seconds=$s limit_Bps=$LIMIT achieved_Bps=$(python3 -c "print(round($LIMIT*20/$s))") deviation_pct=$(python3 -c "print(round(100*(($LIMIT*20/$s)/$LIMIT-1),1))")"
+bench_sync() {
+    for tool in syncmount rclone rclone-eq aws; do
+        log "small files + no-op: $tool"
+        case_small "$tool" "small-$tool"
+    done
+    for tool in syncmount rclone rclone-eq aws; do
+        log "1 GiB up/down: $tool"
+        case_big "$tool" "big-$tool"
+    done
+    # S3 -> S3 source: the small tree plus the big object, in one bucket.
+    mb s3src
+    "$SM" sync "$WORK/small" s3://s3src/small "${SM_ARGS[@]}" >/dev/null 2>&1
+    "$SM" sync "$WORK/big" s3://s3src/big "${SM_ARGS[@]}" >/dev/null 2>&1
+    for tool in syncmount rclone rclone-eq aws; do
+        log "S3 -> S3: $tool"
+        case_s3s3 "$tool" s3src "s3s3-$tool"
+    done
+    log "bandwidth limit: 20 s at 10 MB/s"
+    mb throttle
+    LIMIT=10000000
+    mkdir -p "$WORK/throttle"
+    head -c "$((LIMIT * 20))" /dev/urandom >"$WORK/throttle/t.bin"
+    read -r s rss io < <(measure "$SM" sync "$WORK/throttle" s3://throttle/t "${SM_ARGS[@]}" --bytes-per-second "$LIMIT")
+    row "throttle syncmount seconds=$s limit_Bps=$LIMIT achieved_Bps=$(python3 -c "print(round($LIMIT*20/$s))") deviation_pct=$(python3 -c "print(round(100*(($LIMIT*20/$s)/$LIMIT-1),1))")"
 
-log "diff of 10 million synthetic entries"
-row "diff-rss syncmount $("$REPO_ROOT/target/release/examples/diff_rss" 10000000)"
+    log "diff of 10 million synthetic entries"
+    row "diff-rss syncmount $("$TARGET_DIR/release/examples/diff_rss" 10000000)"
+}
+
+source "$REPO_ROOT/scripts/lib/bench_mount.sh"
+
+[ "$WHAT" = mount ] || bench_sync
+[ "$WHAT" = sync ] || bench_mount
 
 echo
 echo "## Results ($(date -u +%Y-%m-%d), $(nproc) cores, s3s-fs 0.14.1 on 127.0.0.1, $FILES files, $BIG_MIB MiB)"

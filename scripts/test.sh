@@ -8,6 +8,8 @@
 #      between runs under $SYNCMOUNT_TEST_CACHE, default ~/.cache/syncmount-test):
 #        - fuse3 (fusermount3) from Debian's packages, for the mount tests;
 #        - systemd-analyze (Debian package systemd), to verify the units in systemd/;
+#        - rsync from Debian's packages, used by the mount tests as a shell
+#          user would (cp, tar, find, du and python3 are already there);
 #        - moto server (Python, from PyPI) in a venv: STS, several accounts,
 #          tagging, hostile keys;
 #        - s3s-fs (Rust, from crates.io): the most faithful S3 data path here.
@@ -31,7 +33,8 @@ S3S_SECRET_KEY='syncmount-test-secret'
 
 # --- 1. Dependencies ---------------------------------------------------------
 sm_install_fuse
-sm_install_systemd_analyze
+sm_install_tool systemd-analyze systemd
+sm_install_tool rsync
 sm_install_moto
 sm_install_s3s_fs
 

@@ -66,6 +66,8 @@ pub enum Command {
     Config(task::ConfigCommand),
     /// Run scheduled tasks and serve the control socket (systemd: Type=notify).
     Daemon(crate::daemon::DaemonArgs),
+    /// Mount a location as a directory (FUSE).
+    Mount(Box<crate::mount::command::MountArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -268,6 +270,35 @@ fn task_options(args: &SyncArgs) -> TaskOptions {
         concurrency: args.concurrency,
         dry_run: args.dry_run,
     }
+}
+
+/// `syncmount mount`: detaches unless `--foreground`, checks the location
+/// answers, then serves the mount until unmounted or signalled.
+pub async fn mount(
+    args: crate::mount::command::MountArgs,
+    state_dir: PathBuf,
+    config: &Config,
+) -> anyhow::Result<i32> {
+    use crate::mount::command;
+    let spec = resolve_spec(&args.location, "location", config)?;
+    if !args.foreground && !command::is_detached_child() {
+        let state = state_dir.clone();
+        return tokio::task::spawn_blocking(move || command::detach(&args, &state)).await?;
+    }
+    let side = Side {
+        region: args.region.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+        profile: args.profile.clone(),
+        role_arn: args.role_arn.clone(),
+    };
+    // A mounted directory must exist, as a sync source must.
+    let loc = spec
+        .open(&side, S3Tuning::default(), state_dir.join("uploads"), true)
+        .await
+        .map_err(|e| UsageError(e.to_string()))?;
+    command::check_location(&loc).await?;
+    let opts = args.options(&state_dir);
+    crate::mount::serve(loc, &args.mountpoint, &opts).await
 }
 
 /// `syncmount location check`: prints the checklist; exit 1 on any failed item.
@@ -498,6 +529,7 @@ pub fn main() -> i32 {
                 task::config_check(config_path.as_deref())
             }
             Command::Daemon(args) => crate::daemon::run(args, state_dir, config_path).await,
+            Command::Mount(args) => mount(*args, state_dir, &load_config(&config_path)?).await,
         }
     });
     match result {

@@ -47,11 +47,13 @@ sm_install_fuse() {
     fi
 }
 
-sm_install_systemd_analyze() {
-    if command -v systemd-analyze >/dev/null 2>&1; then
-        log "systemd-analyze: already installed ($(command -v systemd-analyze))"
+# sm_install_tool NAME [PACKAGE]: a command-line tool from Debian's packages
+# (PACKAGE defaults to NAME).
+sm_install_tool() {
+    if command -v "$1" >/dev/null 2>&1; then
+        log "$1: already installed ($(command -v "$1"))"
     else
-        sm_apt_install systemd
+        sm_apt_install "${2:-$1}"
     fi
 }
 

@@ -226,6 +226,48 @@ fn apply_meta(
     Ok(())
 }
 
+/// Entries of one directory read per page: a directory of 100k files is
+/// paged rather than answered at once.
+const DIR_PAGE: usize = 1000;
+
+/// One page of a local directory, in byte order of the keys (a directory
+/// sorts as `name/`), resuming after the key `token`. Our temp files, symbolic
+/// links and special files are left out, as the walk leaves them out.
+fn list_dir_page(path: &Path, dir: &str, token: Option<String>) -> io::Result<super::DirPage> {
+    let mut items = Vec::new();
+    for ent in fs::read_dir(path)? {
+        let ent = ent?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+            continue;
+        }
+        let ft = ent.file_type()?;
+        let item = if ft.is_dir() {
+            super::DirItem::Dir(format!("{dir}{name}/"))
+        } else if ft.is_file() {
+            let m = ent.metadata()?;
+            super::DirItem::File(Entry {
+                key: format!("{dir}{name}"),
+                size: m.len(),
+                modified: m.modified().ok(),
+                etag: None,
+                meta: Some(meta_of(&m)),
+            })
+        } else {
+            continue;
+        };
+        if token.as_deref().is_some_and(|t| item.key() <= t) {
+            continue;
+        }
+        items.push(item);
+    }
+    items.sort_by(|a, b| a.key().cmp(b.key()));
+    let next = (items.len() > DIR_PAGE).then(|| items[DIR_PAGE - 1].key().to_string());
+    items.truncate(DIR_PAGE);
+    Ok(super::DirPage { items, next })
+}
+
 /// Renames without replacing an existing file (for `WriteMode::CreateNew`).
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     use std::ffi::CString;
@@ -365,6 +407,66 @@ impl Location for LocalLocation {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         result
+    }
+
+    async fn list_dir(&self, dir: &str, token: Option<String>) -> Result<super::DirPage> {
+        let path = if dir.is_empty() {
+            self.root.clone()
+        } else {
+            self.path_of(dir)?
+        };
+        let dir_key = dir.to_string();
+        let describe = self.describe();
+        let res = tokio::task::spawn_blocking(move || list_dir_page(&path, &dir_key, token))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|r| r);
+        match res {
+            Ok(page) => Ok(page),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(super::DirPage::default()),
+            Err(e) => Err(LocationError::Io {
+                location: describe,
+                op: "list directory",
+                key: dir.to_string(),
+                message: e.to_string(),
+                transient: false,
+            }),
+        }
+    }
+
+    async fn set_meta(&self, key: &str, meta: &PosixMeta) -> Result<()> {
+        let path = self.path_of(key)?;
+        let is_dir = key.ends_with('/');
+        let current = fs::symlink_metadata(&path).map_err(|e| self.io_err("stat", key, e))?;
+        let merged = PosixMeta {
+            mtime_ns: meta.mtime_ns,
+            mode: meta.mode.or(Some(current.mode())),
+            uid: meta.uid,
+            gid: meta.gid,
+        };
+        apply_meta(&path, None, &merged, is_dir).map_err(|e| self.io_err("set metadata of", key, e))
+    }
+
+    async fn rename_native(&self, from: &str, to: &str) -> Result<bool> {
+        let (f, t) = (self.path_of(from)?, self.path_of(to)?);
+        self.make_parents(to, &t)?;
+        tokio::fs::rename(&f, &t)
+            .await
+            .map_err(|e| self.io_err("rename", from, e))?;
+        Ok(true)
+    }
+
+    async fn delete_only(&self, key: &str) -> Result<()> {
+        let path = self.path_of(key)?;
+        let res = if key.ends_with('/') {
+            tokio::fs::remove_dir(&path).await
+        } else {
+            tokio::fs::remove_file(&path).await
+        };
+        match res {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.io_err("delete", key, e)),
+            _ => Ok(()),
+        }
     }
 
     async fn make_dir(&self, key: &str, meta: &PosixMeta) -> Result<()> {

@@ -101,6 +101,32 @@ impl Entry {
     }
 }
 
+/// One page of a directory's listing (one level, no recursion).
+#[derive(Clone, Debug, Default)]
+pub struct DirPage {
+    /// Files of the directory (full relative keys) and its sub-directories
+    /// (full relative keys ending in `/`), in byte order. The directory's own
+    /// marker is left out.
+    pub items: Vec<DirItem>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirItem {
+    File(Entry),
+    Dir(String),
+}
+
+impl DirItem {
+    pub fn key(&self) -> &str {
+        match self {
+            DirItem::File(e) => &e.key,
+            DirItem::Dir(k) => k,
+        }
+    }
+}
+
 /// What `stat` knows about one key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -325,6 +351,34 @@ pub trait Location: Send + Sync + std::fmt::Debug {
         mode: WriteMode,
     ) -> Result<WriteOutcome>;
 
+    /// One page of the directory `dir` (`""` for the root, else a key ending
+    /// in `/`), starting at `token` (from the previous page).
+    async fn list_dir(&self, dir: &str, token: Option<String>) -> Result<DirPage>;
+
+    /// Whether the directory `dir` (a key ending in `/`) exists, with its
+    /// marker's metadata when it has one. On S3 a directory exists when any
+    /// key starts with it.
+    async fn stat_dir(&self, dir: &str) -> Result<Option<ObjectInfo>> {
+        self.stat(dir).await
+    }
+
+    /// Replaces the POSIX metadata (mode, owner, mtime) of `key` (a file, or
+    /// a directory key ending in `/`), keeping its content.
+    async fn set_meta(&self, key: &str, meta: &PosixMeta) -> Result<()>;
+
+    /// Moves `from` to `to` in one step when the store can (a local rename,
+    /// which moves a whole directory when the keys end in `/`): `Ok(false)`
+    /// when it cannot; [`move_key`] then copies and deletes.
+    async fn rename_native(&self, _from: &str, _to: &str) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Deletes one key and nothing else (unlike `delete`, a local directory
+    /// left empty stays).
+    async fn delete_only(&self, key: &str) -> Result<()> {
+        self.delete(key).await
+    }
+
     /// Creates a directory marker (`key` ends with `/`).
     async fn make_dir(&self, key: &str, meta: &PosixMeta) -> Result<()>;
 
@@ -397,6 +451,38 @@ impl ByteSource for MemorySource {
     async fn read_range(&self, range: Range<u64>) -> Result<Bytes> {
         Ok(self.0.slice(range.start as usize..range.end as usize))
     }
+}
+
+/// Moves one file key within a location: a native rename where the store has
+/// one, else a copy (server-side where possible, streamed otherwise) and a
+/// delete of the original once the copy is complete.
+pub async fn move_key(loc: &Arc<dyn Location>, from: &str, to: &str) -> Result<()> {
+    if loc.rename_native(from, to).await? {
+        return Ok(());
+    }
+    let info = loc
+        .stat(from)
+        .await?
+        .ok_or_else(|| LocationError::NotFound {
+            location: loc.describe(),
+            key: from.to_string(),
+        })?;
+    if loc
+        .copy_from(loc.as_ref(), from, &info, to)
+        .await?
+        .is_none()
+    {
+        let source = Arc::new(LocationSource {
+            location: loc.clone(),
+            key: from.to_string(),
+            size: info.size,
+            etag: info.etag.clone(),
+            crc32c: None,
+        });
+        loc.write(to, source, &info.meta, WriteMode::Replace)
+            .await?;
+    }
+    loc.delete_only(from).await
 }
 
 /// CRC32C over S3 parts: the composite checksum S3 reports for a multipart upload.

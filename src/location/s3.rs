@@ -384,6 +384,17 @@ impl S3Location {
             }
             Err(e) => return Err(self.err("GetObject", key, e)),
         };
+        // Some servers (s3s-fs) ignore If-Match on GET: the ETag of what was
+        // sent tells as well, so a changed object is never mixed either way.
+        if let (Some(want), Some(got)) = (if_match, out.e_tag()) {
+            if want != got {
+                return Err(LocationError::Changed {
+                    location: self.describe(),
+                    key: key.to_string(),
+                    expected: want.to_string(),
+                });
+            }
+        }
         let empty = HashMap::new();
         let info = ObjectInfo {
             size: out.content_length().unwrap_or(0).max(0) as u64,
@@ -402,6 +413,25 @@ impl S3Location {
             transient: true,
         })?;
         Ok((info, body.into_bytes()))
+    }
+
+    /// HEAD of a directory marker known to exist, tried once: its
+    /// metadata is optional, and a server that refuses it (s3s-fs) would
+    /// otherwise cost the whole retry loop (seconds) on every lookup of the
+    /// directory.
+    async fn head_marker(&self, full_key: &str) -> Option<ObjectInfo> {
+        let once = aws_sdk_s3::config::Builder::new()
+            .retry_config(RetryConfig::standard().with_max_attempts(1));
+        self.client
+            .head_object()
+            .bucket(&self.cfg.bucket)
+            .key(full_key)
+            .customize()
+            .config_override(once)
+            .send()
+            .await
+            .ok()
+            .map(|h| self.info_from_head(&h))
     }
 
     pub(super) fn info_from_head(
@@ -548,6 +578,44 @@ impl Location for S3Location {
         mode: WriteMode,
     ) -> Result<WriteOutcome> {
         self.write_object(key, source, meta, mode).await
+    }
+
+    async fn list_dir(&self, dir: &str, token: Option<String>) -> Result<super::DirPage> {
+        self.dir_page(dir, token).await
+    }
+
+    async fn stat_dir(&self, dir: &str) -> Result<Option<ObjectInfo>> {
+        let full = self.full_key(dir);
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.cfg.bucket)
+            .prefix(&full)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| self.err("ListObjectsV2", dir, e))?;
+        let Some(first) = out.contents().first() else {
+            return Ok(None);
+        };
+        if first.key() == Some(full.as_str()) {
+            // The marker may carry the directory's metadata; a server that
+            // cannot HEAD a marker (s3s-fs answers 500) just gives the
+            // defaults.
+            if let Some(info) = self.head_marker(&full).await {
+                return Ok(Some(info));
+            }
+        }
+        Ok(Some(ObjectInfo::default()))
+    }
+
+    async fn set_meta(&self, key: &str, meta: &PosixMeta) -> Result<()> {
+        if key.ends_with('/') {
+            // A marker is empty: writing it again with the new metadata is
+            // the whole change (and creates it when the directory had none).
+            return self.make_dir(key, meta).await;
+        }
+        self.replace_meta(key, meta).await
     }
 
     async fn make_dir(&self, key: &str, meta: &PosixMeta) -> Result<()> {

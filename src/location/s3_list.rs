@@ -20,7 +20,7 @@ use aws_sdk_s3::types::EncodingType;
 use futures::stream::{BoxStream, StreamExt};
 
 use super::s3::{ListMode, S3Location};
-use super::{Entry, Location, LocationError, Result};
+use super::{DirItem, DirPage, Entry, Location, LocationError, Result};
 
 /// Sibling directories whose first page is fetched ahead.
 const PREFETCH: usize = 8;
@@ -45,6 +45,23 @@ impl S3Location {
             .flatten()
             .boxed();
         ensure_sorted(self.describe(), walk)
+    }
+
+    /// One page of one directory level (for a mount's readdir).
+    pub(super) async fn dir_page(&self, dir: &str, token: Option<String>) -> Result<DirPage> {
+        let prefix = format!("{}{dir}", self.cfg.prefix);
+        let (items, next) = self.page(&prefix, true, token).await?;
+        let items = items
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::Key(e) if e.key == dir => None,
+                Item::Key(e) => Some(DirItem::File(e)),
+                Item::Dir(p) => p
+                    .strip_prefix(&self.cfg.prefix)
+                    .map(|k| DirItem::Dir(k.to_string())),
+            })
+            .collect();
+        Ok(DirPage { items, next })
     }
 
     /// The whole walk below `prefix`, given its first page.

@@ -416,6 +416,49 @@ impl S3Location {
         }
     }
 
+    /// Rewrites an object's metadata in place (a copy onto itself with the
+    /// metadata replaced), pinned to the ETag just read so a concurrent
+    /// writer's content is never overwritten with stale metadata.
+    pub(super) async fn replace_meta(&self, key: &str, meta: &PosixMeta) -> Result<()> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.err("HeadObject", key, e))?;
+        let mut info = self.info_from_head(&head);
+        let merged = PosixMeta {
+            mtime_ns: meta.mtime_ns.or(info.meta.mtime_ns),
+            mode: meta.mode.or(info.meta.mode),
+            uid: meta.uid.or(info.meta.uid),
+            gid: meta.gid.or(info.meta.gid),
+        };
+        // Other tools' metadata stays; ours is written anew in every form.
+        let mut user = head.metadata().cloned().unwrap_or_default();
+        user.extend(merged.to_user_metadata());
+        let source = encode_copy_source(&self.cfg.bucket, &self.full_key(key));
+        if info.size > self.copy_threshold {
+            info.meta = merged;
+            self.copy_multipart(&source, &info, key).await?;
+            return Ok(());
+        }
+        self.client
+            .copy_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .copy_source(source)
+            .set_copy_source_if_match(info.etag.clone())
+            .metadata_directive(MetadataDirective::Replace)
+            .set_metadata(Some(user))
+            .set_content_type(head.content_type().map(str::to_string))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("CopyObject", key, e))
+    }
+
     async fn copy_single(
         &self,
         source: &str,

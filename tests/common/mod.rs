@@ -708,4 +708,5 @@ pub fn tempdir() -> tempfile::TempDir {
 }
 
 pub mod fault_proxy;
+pub mod mount;
 pub mod tasks;

@@ -1,0 +1,138 @@
+# shellcheck shell=bash
+# The mount cases of scripts/bench.sh (sourced by it; uses its SM, RCLONE,
+# AWS, EP, KEY, SECRET, WORK, BIG_MIB, FILES and its mb/row helpers).
+#
+# Each tool mounts the same bucket of the same s3s-fs server:
+#   syncmount    syncmount mount (defaults: 512 MiB memory cache, 1 s TTL)
+#   rclone-off   rclone mount --vfs-cache-mode off
+#   rclone-full  rclone mount --vfs-cache-mode full
+#   s3fs         s3fs (Debian package), path-style
+# A fresh mount (and dropped page cache) before each cold case, so no tool
+# reads from a cache warmed by an earlier case.
+
+MOUNT_TOOLS=(syncmount rclone-off rclone-full s3fs)
+
+bench_mount_tools() {
+    command -v fio >/dev/null || sm_apt_install fio
+    command -v s3fs >/dev/null || sm_apt_install s3fs
+    sm_install_fuse
+}
+
+mounted() { grep -q " $1 fuse" /proc/mounts; }
+
+# mount_with TOOL DIR: mounts bucket `mnt` at DIR and waits until it is there.
+mount_with() {
+    local tool=$1 dir=$2
+    mkdir -p "$dir"
+    case $tool in
+        syncmount)
+            "$SM" mount s3://mnt "$dir" --endpoint-url "$EP" --state-dir "$WORK/state-mount" >/dev/null 2>&1 ;;
+        rclone-off)
+            "$RCLONE" mount "$(rc_remote mnt)" "$dir" --vfs-cache-mode off --daemon ;;
+        rclone-full)
+            "$RCLONE" mount "$(rc_remote mnt)" "$dir" --vfs-cache-mode full --cache-dir "$WORK/rclone-cache" --daemon ;;
+        s3fs)
+            s3fs mnt "$dir" -o url="$EP" -o use_path_request_style -o passwd_file="$WORK/s3fs.passwd" ;;
+    esac
+    for _ in $(seq 1 300); do
+        mounted "$dir" && return 0
+        sleep 0.1
+    done
+    die "$tool did not mount at $dir"
+}
+
+unmount_dir() {
+    local dir=$1
+    fusermount3 -u "$dir" 2>/dev/null || fusermount3 -u -z "$dir" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        mounted "$dir" || break
+        sleep 0.1
+    done
+    rm -rf "$WORK/rclone-cache"
+}
+
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+# fio_read DIR MODE: prints "MB_per_s iops" of a read job over the big object.
+fio_read() {
+    local file=$1/big/big.bin mode=$2 out
+    if [ "$mode" = seq ]; then
+        out=$(fio --name=seq --filename="$file" --readonly --rw=read --bs=1M --ioengine=psync --size="${BIG_MIB}M" --output-format=json)
+    else
+        out=$(fio --name=rand --filename="$file" --readonly --rw=randread --bs=4k --ioengine=psync --size="${BIG_MIB}M" --runtime=15 --time_based --output-format=json)
+    fi
+    python3 -c 'import json,sys; r=json.load(sys.stdin)["jobs"][0]["read"]; print(round(r["bw_bytes"]/1e6,1), round(r["iops"]))' <<<"$out"
+}
+
+# seconds of a shell command line
+timed() {
+    python3 - "$1" <<'PY'
+import subprocess, sys, time
+t = time.monotonic()
+subprocess.run(["bash", "-c", sys.argv[1]], check=True, stdout=subprocess.DEVNULL)
+print(f"{time.monotonic() - t:.3f}")
+PY
+}
+
+# keys under PREFIX in bucket mnt
+key_count() {
+    "$AWS" --endpoint-url "$EP" s3api list-objects-v2 --bucket mnt --prefix "$1" --query KeyCount --output text 2>/dev/null || echo 0
+}
+
+bench_mount() {
+    bench_mount_tools
+    log "mount cases: data into bucket mnt"
+    mb mnt
+    "$SM" sync "$WORK/small" s3://mnt/small "${SM_ARGS[@]}" >/dev/null 2>&1
+    "$SM" sync "$WORK/big" s3://mnt/big "${SM_ARGS[@]}" >/dev/null 2>&1
+    python3 - "$WORK/cp1000" <<'PY'
+import os, sys
+root = sys.argv[1]
+for i in range(1000):
+    d = os.path.join(root, f"d{i // 100:02d}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:04d}"), "wb") as f:
+        f.write(os.urandom(16384))
+PY
+    echo "$KEY:$SECRET" >"$WORK/s3fs.passwd"
+    chmod 600 "$WORK/s3fs.passwd"
+    local dir="$WORK/mnt"
+    for tool in "${MOUNT_TOOLS[@]}"; do
+        log "mount: $tool"
+        drop_caches
+        mount_with "$tool" "$dir"
+        read -r mbps _ < <(fio_read "$dir" seq)
+        row "m-seq $tool MB_per_s=$mbps"
+        read -r mbps _ < <(fio_read "$dir" seq)
+        row "m-reread $tool MB_per_s=$mbps"
+        unmount_dir "$dir"
+
+        drop_caches
+        mount_with "$tool" "$dir"
+        read -r _ iops < <(fio_read "$dir" rand)
+        row "m-rand $tool iops=$iops"
+        unmount_dir "$dir"
+
+        drop_caches
+        mount_with "$tool" "$dir"
+        local n
+        n=$(ls -lR "$dir/small" | grep -c '^-')
+        [ "$n" = "$FILES" ] || die "$tool: ls -lR showed $n files, expected $FILES"
+        unmount_dir "$dir"
+        drop_caches
+        mount_with "$tool" "$dir"
+        row "m-lslr $tool seconds=$(timed "ls -lR '$dir/small'")"
+        unmount_dir "$dir"
+
+        mount_with "$tool" "$dir"
+        local t0 t_cp t_all
+        t0=$(date +%s.%N)
+        t_cp=$(timed "cp -r '$WORK/cp1000' '$dir/cpin-$tool'")
+        # Until every object is in the bucket (rclone's full cache mode
+        # uploads after close, in the background).
+        while [ "$(key_count "cpin-$tool/")" -lt 1000 ]; do sleep 0.2; done
+        t_all=$(python3 -c "import time; print(f'{time.time() - $t0:.3f}')")
+        row "m-cpin $tool seconds=$t_cp until_in_bucket_s=$t_all"
+        unmount_dir "$dir"
+    done
+}

@@ -1,0 +1,228 @@
+//! The mount's caches.
+//!
+//! - Metadata: what a lookup found for a path (a file's attributes, a
+//!   directory, or nothing — a negative entry), kept for the metadata TTL.
+//! - Data: 1 MiB blocks keyed by key + ETag + block number, weighted by their
+//!   bytes, so a changed object can never be served from an older version's
+//!   blocks. Concurrent requests for one block share one ranged GET. With a
+//!   cache directory, blocks evicted from memory stay on disk (each with its
+//!   CRC32C, checked on every read) up to the disk cache's size.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::location::{Location, LocationError, Result};
+
+use super::prefetch::BLOCK;
+
+/// What the mount shows for one path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub is_dir: bool,
+    pub size: u64,
+    pub mtime: SystemTime,
+    /// Permission bits (no file type).
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    /// The version a reader is pinned to (S3); `None` for local files.
+    pub etag: Option<String>,
+}
+
+/// Paths to what a lookup found: `None` is a negative entry.
+pub struct MetaCache {
+    entries: moka::sync::Cache<String, Option<Attr>>,
+}
+
+impl MetaCache {
+    pub fn new(ttl: Duration) -> MetaCache {
+        MetaCache {
+            entries: moka::sync::Cache::builder()
+                // Enough for the entries of a few large directory listings.
+                .max_capacity(1_000_000)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build(),
+        }
+    }
+
+    /// `Some(found)` when the path is cached (found may be a negative entry).
+    pub fn get(&self, path: &str) -> Option<Option<Attr>> {
+        self.entries.get(path)
+    }
+
+    pub fn put(&self, path: &str, attr: Option<Attr>) {
+        self.entries.insert(path.to_string(), attr);
+    }
+
+    pub fn forget(&self, path: &str) {
+        self.entries.invalidate(path);
+    }
+
+    pub fn forget_all(&self) {
+        self.entries.invalidate_all();
+    }
+}
+
+/// Which block of which version of which object.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct BlockId {
+    key: Arc<str>,
+    version: Arc<str>,
+    index: u64,
+}
+
+pub struct BlockCache {
+    memory: moka::future::Cache<BlockId, Bytes>,
+    disk: Option<DiskCache>,
+}
+
+impl BlockCache {
+    pub fn new(memory_bytes: u64, disk: Option<(PathBuf, u64)>) -> std::io::Result<BlockCache> {
+        let disk = match disk {
+            Some((dir, size)) => Some(DiskCache::new(dir, size)?),
+            None => None,
+        };
+        Ok(BlockCache {
+            memory: moka::future::Cache::builder()
+                .max_capacity(memory_bytes)
+                .weigher(|_, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
+                .support_invalidation_closures()
+                .build(),
+            disk,
+        })
+    }
+
+    /// Block `index` of `key` at `version` (the ETag, or size and mtime for
+    /// stores without ETags; `size` is the object's size), from memory, disk
+    /// or one ranged GET (pinned with `if_match` where the store can).
+    pub async fn block(
+        &self,
+        loc: &Arc<dyn Location>,
+        key: &str,
+        version: &str,
+        if_match: Option<&str>,
+        size: u64,
+        index: u64,
+    ) -> Result<Bytes> {
+        let id = BlockId {
+            key: Arc::from(key),
+            version: Arc::from(version),
+            index,
+        };
+        let start = index * BLOCK;
+        let range = start..(start + BLOCK).min(size);
+        let fetch = async {
+            if let Some(b) = self.disk.as_ref().and_then(|d| d.get(&id)) {
+                return Ok(b);
+            }
+            let b = loc.read_range(key, range, if_match).await?;
+            if let Some(d) = &self.disk {
+                d.put(&id, &b);
+            }
+            Ok::<_, LocationError>(b)
+        };
+        self.memory
+            .try_get_with(id.clone(), fetch)
+            .await
+            .map_err(|e: Arc<LocationError>| clone_error(&e))
+    }
+
+    /// Drops every cached block of `key` (all versions): after a write
+    /// through the mount, nothing old is served even without an ETag.
+    pub fn forget_key(&self, key: &str) {
+        let key = key.to_string();
+        let _ = self
+            .memory
+            .invalidate_entries_if(move |id, _| &*id.key == key.as_str());
+    }
+}
+
+/// A shared error, rebuilt for each waiter.
+fn clone_error(e: &LocationError) -> LocationError {
+    match e {
+        LocationError::NotFound { location, key } => LocationError::NotFound {
+            location: location.clone(),
+            key: key.clone(),
+        },
+        LocationError::Changed {
+            location,
+            key,
+            expected,
+        } => LocationError::Changed {
+            location: location.clone(),
+            key: key.clone(),
+            expected: expected.clone(),
+        },
+        other => LocationError::Io {
+            location: String::new(),
+            op: "read",
+            key: String::new(),
+            message: other.to_string(),
+            transient: other.is_transient(),
+        },
+    }
+}
+
+/// Blocks as files named by a hash of their id, each followed by its CRC32C;
+/// the oldest go when the directory is over its size.
+struct DiskCache {
+    dir: PathBuf,
+    index: moka::sync::Cache<String, u64>,
+}
+
+impl DiskCache {
+    fn new(dir: PathBuf, size: u64) -> std::io::Result<DiskCache> {
+        let dir = dir.join("blocks");
+        // Blocks of an earlier run may belong to versions that changed since;
+        // they are keyed by ETag so they would be safe, but their sizes are
+        // not in the index: start empty.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let evict_dir = dir.clone();
+        let index = moka::sync::Cache::builder()
+            .max_capacity(size)
+            .weigher(|_, len: &u64| u32::try_from(*len).unwrap_or(u32::MAX))
+            .eviction_listener(move |name: Arc<String>, _, _| {
+                let _ = std::fs::remove_file(evict_dir.join(name.as_str()));
+            })
+            .build();
+        Ok(DiskCache { dir, index })
+    }
+
+    fn name(id: &BlockId) -> String {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(id);
+        format!("{h:016x}-{}", id.index)
+    }
+
+    fn get(&self, id: &BlockId) -> Option<Bytes> {
+        let name = Self::name(id);
+        self.index.get(&name)?;
+        let raw = std::fs::read(self.dir.join(&name)).ok()?;
+        let (body, crc) = raw.split_at(raw.len().checked_sub(4)?);
+        let want = u32::from_be_bytes(crc.try_into().ok()?);
+        if crc32c::crc32c(body) != want {
+            tracing::warn!(file = %self.dir.join(&name).display(), "disk cache block failed its checksum; fetching again");
+            self.index.invalidate(&name);
+            return None;
+        }
+        Some(Bytes::copy_from_slice(body))
+    }
+
+    fn put(&self, id: &BlockId, body: &Bytes) {
+        let name = Self::name(id);
+        let mut raw = Vec::with_capacity(body.len() + 4);
+        raw.extend_from_slice(body);
+        raw.extend_from_slice(&crc32c::crc32c(body).to_be_bytes());
+        let path: &Path = &self.dir;
+        let tmp = path.join(format!(".{name}.tmp"));
+        if std::fs::write(&tmp, &raw).is_ok() && std::fs::rename(&tmp, path.join(&name)).is_ok() {
+            self.index.insert(name, raw.len() as u64);
+        } else {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}

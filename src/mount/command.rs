@@ -1,0 +1,291 @@
+//! `syncmount mount LOCATION MOUNTPOINT`: option parsing, the pre-mount
+//! checks that make a doomed mount fail before detaching, and detaching.
+//!
+//! Without `--foreground` the command starts itself again in the
+//! foreground, in a new session with its output in a log file, waits until
+//! the mount is live (or the child has failed, whose log it then prints)
+//! and exits, like `mount` does.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::location::Location;
+
+use super::{MountOptions, MountSettings};
+
+/// How long the detaching parent waits for the mount to come up.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Set in the environment of the detached child.
+const DETACHED_ENV: &str = "SYNCMOUNT_DETACHED";
+
+#[derive(Args, Debug, Clone)]
+pub struct MountArgs {
+    /// s3://bucket[/prefix], a local directory, or a location name from the config file.
+    pub location: String,
+    /// An existing empty directory to mount on.
+    pub mountpoint: PathBuf,
+    #[arg(long)]
+    pub region: Option<String>,
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Role to assume (STS AssumeRole) for the location.
+    #[arg(long)]
+    pub role_arn: Option<String>,
+    /// Refuse every change (EROFS).
+    #[arg(long)]
+    pub read_only: bool,
+    /// How long attributes and directory entries are trusted before the
+    /// store is asked again (e.g. 1s, 500ms, 0).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub metadata_ttl: Duration,
+    /// In-memory block cache size (e.g. 512MiB, 2GiB).
+    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Also keep blocks on disk here (evicted oldest first past --cache-dir-size).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    #[arg(long, default_value = "10GiB", value_parser = parse_size)]
+    pub cache_dir_size: u64,
+    /// Let other users than the one mounting use the mount.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Owner shown for objects without stored metadata (default: the mounting user).
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group shown for objects without stored metadata (default: the mounting user's group).
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Permissions shown for files without stored metadata (octal).
+    #[arg(long, default_value = "644", value_parser = parse_mode)]
+    pub file_mode: u32,
+    /// Permissions shown for directories without stored metadata (octal).
+    #[arg(long, default_value = "755", value_parser = parse_mode)]
+    pub dir_mode: u32,
+    /// Renaming a directory of more objects than this is refused (EXDEV, so
+    /// `mv` copies instead); each object is a copy and a delete on S3.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_rename_objects: u64,
+    /// Stay in the foreground (otherwise detach once the mount is ready).
+    #[arg(long)]
+    pub foreground: bool,
+    /// Where the detached mount logs (default: STATE_DIR/logs/mount-<mountpoint>.log).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+}
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 512MiB, 2GiB, 1048576)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" | "k" => 1 << 10,
+        "M" | "MB" | "MiB" => 1 << 20,
+        "G" | "GB" | "GiB" => 1 << 30,
+        "T" | "TB" | "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}` (use KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, mult_ms) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000.0)
+    } else {
+        (t, 1000.0)
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 1s, 500ms, 2m)"))?;
+    if n < 0.0 {
+        return Err(format!("`{s}`: a duration cannot be negative"));
+    }
+    Ok(Duration::from_micros((n * mult_ms * 1000.0) as u64))
+}
+
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("`{s}` is not an octal permission mode (e.g. 644)"))
+}
+
+impl MountArgs {
+    pub fn options(&self, state_dir: &Path) -> MountOptions {
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let staging_dir = match &self.cache_dir {
+            Some(d) => d.join("staging"),
+            None => state_dir.join("staging"),
+        };
+        MountOptions {
+            settings: MountSettings {
+                read_only: self.read_only,
+                metadata_ttl: self.metadata_ttl,
+                uid: self.uid.unwrap_or(uid),
+                gid: self.gid.unwrap_or(gid),
+                file_mode: self.file_mode,
+                dir_mode: self.dir_mode,
+                staging_dir,
+                max_rename_objects: self.max_rename_objects,
+            },
+            cache_bytes: self.cache_size,
+            cache_dir: self.cache_dir.clone().map(|d| (d, self.cache_dir_size)),
+            allow_other: self.allow_other,
+            threads: 16,
+        }
+    }
+}
+
+/// Checks that the location answers (credentials, bucket) before mounting,
+/// so a doomed mount fails at once with the store's own explanation.
+pub async fn check_location(loc: &Arc<dyn Location>) -> anyhow::Result<()> {
+    if let Err(e) = loc.list_dir("", None).await {
+        let hint = loc
+            .explain(&e)
+            .await
+            .map(|h| format!("\n{h}"))
+            .unwrap_or_default();
+        anyhow::bail!("cannot mount {}: {e}{hint}", loc.describe());
+    }
+    Ok(())
+}
+
+/// The default log of a detached mount.
+fn default_log(state_dir: &Path, mountpoint: &Path) -> PathBuf {
+    let abs = std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let name: String = abs
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    state_dir.join("logs").join(format!("mount-{name}.log"))
+}
+
+/// Whether this process is the detached child of a `mount` without `--foreground`.
+pub fn is_detached_child() -> bool {
+    std::env::var_os(DETACHED_ENV).is_some()
+}
+
+/// Starts this command again in the foreground, detached, and waits until
+/// the mount is ready. Returns the exit code for the parent.
+pub fn detach(args: &MountArgs, state_dir: &Path) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    // The parent waits for the mountpoint to become a mount point: one that
+    // already is one would look ready at once.
+    super::check_mountpoint(&args.mountpoint)?;
+    let log = args
+        .log_file
+        .clone()
+        .unwrap_or_else(|| default_log(state_dir, &args.mountpoint));
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| anyhow::anyhow!("cannot open the mount log `{}`: {e}", log.display()))?;
+    let start_len = out.metadata().map(|m| m.len()).unwrap_or(0);
+    let exe = std::env::current_exe()?;
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    argv.push("--foreground".into());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(&argv)
+        .env(DETACHED_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    // SAFETY: setsid is async-signal-safe and has no preconditions.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let text = std::fs::read(&log).unwrap_or_default();
+            let new = String::from_utf8_lossy(text.get(start_len as usize..).unwrap_or(&[]));
+            eprint!("{new}");
+            return Ok(status.code().unwrap_or(1).max(1));
+        }
+        if super::is_mounted(&args.mountpoint) {
+            eprintln!(
+                "syncmount: mounted {} at {} (pid {}, log {})",
+                args.location,
+                args.mountpoint.display(),
+                child.id(),
+                log.display()
+            );
+            return Ok(0);
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            let _ = child.kill();
+            anyhow::bail!(
+                "the mount of {} at {} was not ready after {}s; see {}",
+                args.location,
+                args.mountpoint.display(),
+                READY_TIMEOUT.as_secs(),
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_durations_and_modes_parse_with_units() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert!(parse_size("12 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_mode("644"), Ok(0o644));
+        assert_eq!(parse_mode("0o2775"), Ok(0o2775));
+        assert!(parse_mode("999").is_err());
+    }
+
+    #[test]
+    fn the_default_log_is_named_after_the_mountpoint() {
+        let p = default_log(Path::new("/var/lib/syncmount"), Path::new("/mnt/my data"));
+        assert_eq!(
+            p,
+            PathBuf::from("/var/lib/syncmount/logs/mount-mnt-my-data.log")
+        );
+    }
+}

@@ -1,0 +1,829 @@
+//! The FUSE adapter: `fuser::Filesystem` over [`Core`]. It maps inode numbers
+//! and file handles to keys and staged files, runs each operation on the
+//! tokio runtime (fuser calls us from several threads at once), and turns
+//! errors into errnos in one place (`FsError::errno`). No S3 or file logic.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::location::{DirItem, Entry, PosixMeta};
+
+use super::cache::Attr;
+use super::core::Core;
+use super::error::{FsError, FsResult};
+use super::inode::{child_key, InodeTable, ROOT};
+use super::prefetch::{blocks_of, ReadAhead, BLOCK};
+use super::write::Staged;
+
+/// Largest write the kernel sends at once (fewer, larger requests).
+const MAX_WRITE: u32 = 1024 * 1024;
+
+struct ReadHandle {
+    key: String,
+    /// Cache version: the ETag, or size + mtime where there is none.
+    version: String,
+    if_match: Option<String>,
+    size: u64,
+    ahead: Mutex<ReadAhead>,
+}
+
+/// A directory being listed: the current page and where the next starts.
+struct DirHandle {
+    key: String,
+    /// Entries of the current page, the first being entry number `base`.
+    page: Vec<(String, bool, Option<Attr>)>,
+    base: u64,
+    next: Option<String>,
+    started: bool,
+    done: bool,
+    /// Staged files and made directories of this directory seen in the listing.
+    seen_local: Vec<String>,
+    /// Files held back from the pages already read: a directory of the same
+    /// name (which shadows them) sorts after everything between `x` and
+    /// `x/`, so it may come on a later page.
+    held: Vec<Entry>,
+}
+
+enum Handle {
+    Read(Arc<ReadHandle>),
+    Write(Arc<Staged>),
+    Dir(Arc<tokio::sync::Mutex<DirHandle>>),
+}
+
+pub struct MountFs {
+    core: Arc<Core>,
+    rt: tokio::runtime::Handle,
+    inodes: Mutex<InodeTable>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    /// The version each inode was last opened at: the kernel may keep its
+    /// page cache when it has not changed.
+    opened_versions: Mutex<HashMap<u64, String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MountFs {
+    pub fn new(core: Arc<Core>, rt: tokio::runtime::Handle) -> MountFs {
+        MountFs {
+            core,
+            rt,
+            inodes: Mutex::new(InodeTable::default()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            opened_versions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        self.core.settings.metadata_ttl
+    }
+
+    fn key_of(&self, ino: INodeNo) -> FsResult<(String, bool)> {
+        lock(&self.inodes)
+            .get(ino.0)
+            .map(|n| (n.key.clone(), n.is_dir))
+            .ok_or(FsError::NotFound)
+    }
+
+    /// The key of `name` in directory `parent` (no trailing slash).
+    fn child(&self, parent: INodeNo, name: &OsStr) -> FsResult<String> {
+        let (dir, is_dir) = self.key_of(parent)?;
+        if !is_dir {
+            return Err(FsError::NotDir);
+        }
+        let name = name
+            .to_str()
+            .ok_or_else(|| FsError::Invalid("names must be UTF-8".into()))?;
+        Core::check_name(name)?;
+        Ok(child_key(&dir, name, false))
+    }
+
+    fn file_attr(&self, ino: u64, a: &Attr) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ino),
+            size: a.size,
+            blocks: a.size.div_ceil(512),
+            atime: a.mtime,
+            mtime: a.mtime,
+            ctime: a.mtime,
+            crtime: a.mtime,
+            kind: if a.is_dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            },
+            perm: a.perm,
+            nlink: if a.is_dir { 2 } else { 1 },
+            uid: a.uid,
+            gid: a.gid,
+            rdev: 0,
+            blksize: BLOCK as u32,
+            flags: 0,
+        }
+    }
+
+    /// Counts a lookup of `key` and gives its attributes to the kernel.
+    fn entry(&self, key: &str, a: &Attr) -> FileAttr {
+        let full = if a.is_dir {
+            format!("{key}/")
+        } else {
+            key.to_string()
+        };
+        let ino = lock(&self.inodes).remember(&full, a.is_dir);
+        self.file_attr(ino, a)
+    }
+
+    fn add_handle(&self, h: Handle) -> FileHandle {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, h);
+        FileHandle(fh)
+    }
+
+    fn staged_of(&self, fh: FileHandle) -> FsResult<Arc<Staged>> {
+        match lock(&self.handles).get(&fh.0) {
+            Some(Handle::Write(s)) => Ok(s.clone()),
+            _ => Err(FsError::BadHandle),
+        }
+    }
+
+    fn fail(&self, op: &str, what: &str, e: &FsError) -> Errno {
+        if e.worth_logging() {
+            tracing::warn!(op, key = what, error = %e, "mount operation failed");
+        }
+        e.errno()
+    }
+
+    fn run<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.rt.block_on(f)
+    }
+
+    fn read_block_range(&self, h: &ReadHandle, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let ahead = lock(&h.ahead).on_read(offset, u64::from(size), h.size);
+        for index in ahead {
+            let (core, key, version, if_match, len) = (
+                self.core.clone(),
+                h.key.clone(),
+                h.version.clone(),
+                h.if_match.clone(),
+                h.size,
+            );
+            self.rt.spawn(async move {
+                let _ = core
+                    .blocks
+                    .block(&core.loc, &key, &version, if_match.as_deref(), len, index)
+                    .await;
+            });
+        }
+        let needed = blocks_of(offset, u64::from(size), h.size);
+        let blocks = self.run(futures::future::try_join_all(needed.clone().map(|i| {
+            self.core.blocks.block(
+                &self.core.loc,
+                &h.key,
+                &h.version,
+                h.if_match.as_deref(),
+                h.size,
+                i,
+            )
+        })))?;
+        let end = (offset + u64::from(size)).min(h.size);
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        for (i, b) in needed.zip(blocks) {
+            let start = i * BLOCK;
+            let from = offset.max(start) - start;
+            let to = (end.min(start + b.len() as u64)).saturating_sub(start);
+            if from < to {
+                out.extend_from_slice(&b[from as usize..to as usize]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fills the directory handle's page so that entry `index` is in it,
+    /// fetching pages as needed. False when the listing ended before it.
+    async fn page_for(&self, d: &mut DirHandle, index: u64, plus: bool) -> FsResult<bool> {
+        if index < d.base {
+            // A rewind: list again from the start.
+            *d = DirHandle::new(d.key.clone());
+        }
+        while index >= d.base + d.page.len() as u64 {
+            if d.done {
+                return Ok(false);
+            }
+            d.base += d.page.len() as u64;
+            d.page = self.next_page(d, plus).await?;
+        }
+        Ok(true)
+    }
+
+    async fn next_page(
+        &self,
+        d: &mut DirHandle,
+        plus: bool,
+    ) -> FsResult<Vec<(String, bool, Option<Attr>)>> {
+        if d.started && d.next.is_none() {
+            d.done = true;
+            // The listing ended: add what this mount made that it did not show.
+            let mut local: Vec<(String, bool, Option<Attr>)> = Vec::new();
+            for (k, a) in self.core.staged_in(&d.key) {
+                if !d.seen_local.contains(&k) {
+                    local.push((super::inode::name_of(&k).to_string(), false, Some(a)));
+                }
+            }
+            for k in self.core.made_in(&d.key) {
+                if !d.seen_local.contains(&k) {
+                    local.push((super::inode::name_of(&k).to_string(), true, None));
+                }
+            }
+            return Ok(local);
+        }
+        d.started = true;
+        let page = self.core.loc.list_dir(&d.key, d.next.take()).await?;
+        d.next = page.next;
+        let dirs: std::collections::HashSet<String> = page
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                DirItem::Dir(k) => Some(k.trim_end_matches('/').to_string()),
+                _ => None,
+            })
+            .collect();
+        let staged: Vec<String> = self
+            .core
+            .staged_in(&d.key)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let made = self.core.made_in(&d.key);
+        // A file whose `name/` sorts after this page's last key may still be
+        // shadowed by a directory on a later page: hold it until then.
+        let last = page.items.last().map(|i| i.key().to_string());
+        let may_follow = |e: &Entry| match (&d.next, &last) {
+            (Some(_), Some(last)) => format!("{}/", e.key).as_str() > last.as_str(),
+            _ => false,
+        };
+        let mut candidates = std::mem::take(&mut d.held);
+        let mut files = Vec::new();
+        let mut out = Vec::new();
+        for item in page.items {
+            let key = item.key().to_string();
+            if !self.core.showable(&key) {
+                continue;
+            }
+            match item {
+                DirItem::Dir(k) => {
+                    if made.contains(&k) {
+                        d.seen_local.push(k.clone());
+                    }
+                    out.push((super::inode::name_of(&k).to_string(), true, None));
+                }
+                DirItem::File(e) => candidates.push(e),
+            }
+        }
+        for e in candidates {
+            if dirs.contains(&e.key) {
+                // A directory shadows a file of the same name.
+                continue;
+            }
+            if may_follow(&e) {
+                d.held.push(e);
+                continue;
+            }
+            if staged.contains(&e.key) {
+                d.seen_local.push(e.key.clone());
+            }
+            out.push((super::inode::name_of(&e.key).to_string(), false, None));
+            files.push((out.len() - 1, e));
+        }
+        if plus {
+            let entries: Vec<_> = files.iter().map(|(_, e)| e.clone()).collect();
+            let attrs = self.core.attrs_for(&entries).await;
+            for ((i, e), a) in files.iter().zip(attrs) {
+                // A file being written here shows its staged size.
+                let a = match self.core.staged(&e.key) {
+                    Some(_) => None,
+                    None => Some(a),
+                };
+                out[*i].2 = a;
+            }
+        }
+        Ok(out)
+    }
+
+    fn readdir_common(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        plus: bool,
+        mut add: impl FnMut(u64, u64, &str, FileType, Option<&Attr>) -> bool,
+    ) -> FsResult<()> {
+        let dir = match lock(&self.handles).get(&fh.0) {
+            Some(Handle::Dir(d)) => d.clone(),
+            _ => return Err(FsError::BadHandle),
+        };
+        let (dir_key, _) = self.key_of(ino)?;
+        // Offsets: 1 is ".", 2 is "..", entry i of the listing is i + 3.
+        let mut next = offset;
+        if next == 0 {
+            if add(ino.0, 1, ".", FileType::Directory, None) {
+                return Ok(());
+            }
+            next = 1;
+        }
+        if next == 1 {
+            if add(ROOT, 2, "..", FileType::Directory, None) {
+                return Ok(());
+            }
+            next = 2;
+        }
+        self.run(async {
+            let mut d = dir.lock().await;
+            let mut index = next - 2;
+            loop {
+                if !self.page_for(&mut d, index, plus).await? {
+                    return Ok(());
+                }
+                let (name, is_dir, attr) = d.page[(index - d.base) as usize].clone();
+                let key = child_key(&dir_key, &name, is_dir);
+                let attr = match attr {
+                    Some(a) => a,
+                    None if !plus => self.core.root_attr(),
+                    None => match self.core.probe(key.trim_end_matches('/')).await {
+                        Ok(Some(a)) => a,
+                        _ => self
+                            .core
+                            .attr_of(is_dir, 0, None, &PosixMeta::default(), None),
+                    },
+                };
+                let kind = if is_dir {
+                    FileType::Directory
+                } else {
+                    FileType::RegularFile
+                };
+                let child_ino = if plus {
+                    lock(&self.inodes).remember(&key, is_dir)
+                } else {
+                    lock(&self.inodes).ino_of(&key).unwrap_or(u64::MAX)
+                };
+                if add(child_ino, index + 3, &name, kind, Some(&attr)) {
+                    if plus {
+                        lock(&self.inodes).forget(child_ino, 1);
+                    }
+                    return Ok(());
+                }
+                index += 1;
+            }
+        })
+    }
+}
+
+impl DirHandle {
+    fn new(key: String) -> DirHandle {
+        DirHandle {
+            key,
+            page: Vec::new(),
+            base: 0,
+            next: None,
+            started: false,
+            done: false,
+            seen_local: Vec::new(),
+            held: Vec::new(),
+        }
+    }
+}
+
+fn meta_change(
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mtime: Option<TimeOrNow>,
+) -> PosixMeta {
+    let t = mtime.map(|t| match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    });
+    PosixMeta {
+        mtime_ns: t.map(crate::location::meta::system_time_to_ns),
+        mode: mode.map(|m| m & 0o7777),
+        uid,
+        gid,
+    }
+}
+
+impl Filesystem for MountFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_ATOMIC_O_TRUNC);
+        let _ = config.set_max_write(MAX_WRITE);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let res =
+            self.child(parent, name)
+                .and_then(|key| match self.run(self.core.probe(&key))? {
+                    Some(a) => Ok(self.entry(&key, &a)),
+                    None => Err(FsError::NotFound),
+                });
+        match res {
+            Ok(attr) => reply.entry(&self.ttl(), &attr, Generation(0)),
+            Err(e) => reply.error(self.fail("lookup", &name.to_string_lossy(), &e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        lock(&self.inodes).forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let res = self.key_of(ino).and_then(|(key, _)| {
+            self.run(self.core.probe(key.trim_end_matches('/')))?
+                .ok_or(FsError::NotFound)
+        });
+        match res {
+            Ok(a) => reply.attr(&self.ttl(), &self.file_attr(ino.0, &a)),
+            Err(e) => reply.error(self.fail("getattr", "", &e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let res = self.key_of(ino).and_then(|(key, is_dir)| {
+            let change = meta_change(mode, uid, gid, mtime);
+            self.run(self.core.set_attr(&key, is_dir, change, size))
+        });
+        match res {
+            Ok(a) => reply.attr(&self.ttl(), &self.file_attr(ino.0, &a)),
+            Err(e) => reply.error(self.fail("setattr", "", &e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let res = self.child(parent, name).and_then(|key| {
+            let meta = self.core.now_meta(
+                libc::S_IFDIR | (mode & !umask & 0o7777),
+                req.uid(),
+                req.gid(),
+            );
+            let a = self.run(self.core.mkdir(&format!("{key}/"), meta))?;
+            Ok(self.entry(&key, &a))
+        });
+        match res {
+            Ok(attr) => reply.entry(&self.ttl(), &attr, Generation(0)),
+            Err(e) => reply.error(self.fail("mkdir", &name.to_string_lossy(), &e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let res = self.child(parent, name).and_then(|key| {
+            self.run(self.core.unlink(&key))?;
+            lock(&self.inodes).unlink(&key);
+            Ok(())
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("unlink", &name.to_string_lossy(), &e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let res = self.child(parent, name).and_then(|key| {
+            let dir = format!("{key}/");
+            self.run(self.core.rmdir(&dir))?;
+            lock(&self.inodes).unlink(&dir);
+            Ok(())
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("rmdir", &name.to_string_lossy(), &e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let res = (|| {
+            if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+                return Err(FsError::Invalid("RENAME_EXCHANGE is not supported".into()));
+            }
+            let from = self.child(parent, name)?;
+            let to = self.child(newparent, newname)?;
+            let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+            let was_dir = self.run(self.core.rename(&from, &to, no_replace))?;
+            let (f, t) = if was_dir {
+                (format!("{from}/"), format!("{to}/"))
+            } else {
+                (from, to)
+            };
+            lock(&self.inodes).rename(&f, &t);
+            Ok(())
+        })();
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("rename", &name.to_string_lossy(), &e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let res = self.key_of(ino).and_then(|(key, is_dir)| {
+            if is_dir {
+                return Err(FsError::IsDir);
+            }
+            let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
+            let truncate = flags.0 & libc::O_TRUNC != 0;
+            if write {
+                let staged = self.run(self.core.open_write(&key, truncate))?;
+                lock(&self.opened_versions).remove(&ino.0);
+                return Ok((self.add_handle(Handle::Write(staged)), FopenFlags::empty()));
+            }
+            if let Some(staged) = self.core.staged(&key) {
+                staged.add_handle();
+                return Ok((self.add_handle(Handle::Write(staged)), FopenFlags::empty()));
+            }
+            let a = self.run(self.core.open_read(&key))?;
+            let version = a.etag.clone().unwrap_or_else(|| {
+                let t = a
+                    .mtime
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                format!("{}-{}", a.size, t.as_nanos())
+            });
+            // Unchanged since the last open: the kernel's cached pages are still right.
+            let keep =
+                lock(&self.opened_versions).insert(ino.0, version.clone()) == Some(version.clone());
+            let h = ReadHandle {
+                key,
+                version,
+                if_match: a.etag.clone(),
+                size: a.size,
+                ahead: Mutex::new(ReadAhead::default()),
+            };
+            let flags = if keep {
+                FopenFlags::FOPEN_KEEP_CACHE
+            } else {
+                FopenFlags::empty()
+            };
+            Ok((self.add_handle(Handle::Read(Arc::new(h))), flags))
+        });
+        match res {
+            Ok((fh, flags)) => reply.opened(fh, flags),
+            Err(e) => reply.error(self.fail("open", "", &e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let res = self.child(parent, name).and_then(|key| {
+            let meta = self.core.now_meta(
+                libc::S_IFREG | (mode & !umask & 0o7777),
+                req.uid(),
+                req.gid(),
+            );
+            let (staged, a) = self.run(self.core.create(&key, meta))?;
+            let attr = self.entry(&key, &a);
+            lock(&self.opened_versions).remove(&attr.ino.0);
+            Ok((attr, self.add_handle(Handle::Write(staged))))
+        });
+        match res {
+            Ok((attr, fh)) => {
+                reply.created(&self.ttl(), &attr, Generation(0), fh, FopenFlags::empty())
+            }
+            Err(e) => reply.error(self.fail("create", &name.to_string_lossy(), &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let handle = match lock(&self.handles).get(&fh.0) {
+            Some(Handle::Read(h)) => Ok(Handle::Read(h.clone())),
+            Some(Handle::Write(s)) => Ok(Handle::Write(s.clone())),
+            _ => Err(FsError::BadHandle),
+        };
+        let res = handle.and_then(|h| match h {
+            Handle::Read(h) => self.read_block_range(&h, offset, size),
+            Handle::Write(s) => s.read_at(offset, size).map_err(FsError::from),
+            Handle::Dir(_) => Err(FsError::IsDir),
+        });
+        match res {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(self.fail("read", "", &e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let res = self
+            .staged_of(fh)
+            .and_then(|s| s.write_at(offset, data).map_err(FsError::from));
+        match res {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(self.fail("write", "", &e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let staged = self.staged_of(fh).ok();
+        let res = match staged {
+            Some(s) => self.run(self.core.commit(&s)),
+            None => Ok(()),
+        };
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("flush (upload on close)", "", &e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let res = self
+            .staged_of(fh)
+            .and_then(|s| self.run(self.core.commit(&s)));
+        match res {
+            Ok(()) | Err(FsError::BadHandle) => reply.ok(),
+            Err(e) => reply.error(self.fail("fsync (upload)", "", &e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let h = lock(&self.handles).remove(&fh.0);
+        if let Some(Handle::Write(s)) = h {
+            if let Err(e) = self.run(self.core.release(&s)) {
+                // Nobody is left to tell: the error was returned by the
+                // flush before, or is logged now.
+                tracing::warn!(key = %s.key(), error = %e, "upload at release failed; the stored object was not changed");
+            }
+        }
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.key_of(ino) {
+            Ok((key, true)) => {
+                let h = Handle::Dir(Arc::new(tokio::sync::Mutex::new(DirHandle::new(key))));
+                reply.opened(self.add_handle(h), FopenFlags::empty())
+            }
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(e.errno()),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let res = self.readdir_common(ino, fh, offset, false, |ino, off, name, kind, _| {
+            reply.add(INodeNo(ino), off, kind, name)
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("readdir", "", &e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let ttl = self.ttl();
+        let dir_attr = self.core.root_attr();
+        let res = self.readdir_common(ino, fh, offset, true, |child, off, name, _, attr| {
+            let a = attr.unwrap_or(&dir_attr);
+            reply.add(
+                INodeNo(child),
+                off,
+                name,
+                &ttl,
+                &self.file_attr(child, a),
+                Generation(0),
+            )
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("readdirplus", "", &e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.handles).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // A bucket has no fixed size: report plenty of room, as other S3
+        // file systems do, so tools that check free space proceed.
+        const BLOCKS: u64 = 1 << 40;
+        reply.statfs(BLOCKS, BLOCKS, BLOCKS, 1 << 32, 1 << 32, 4096, 255, 4096);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+}

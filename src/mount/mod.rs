@@ -1,0 +1,284 @@
+//! Mounting a location as a directory: FUSE (`fuser`) as a thin adapter over
+//! [`Location`](crate::location::Location).
+//!
+//! - `inode.rs`: inode numbers ⇄ keys, with the kernel's lookup counts.
+//! - `cache.rs`: the metadata cache (TTL, negative entries) and the block
+//!   cache (1 MiB blocks keyed by key + version, memory and optional disk).
+//! - `prefetch.rs`: the read-ahead window.
+//! - `write.rs`: files being written, staged locally and uploaded on close.
+//! - `core.rs`: what each operation does, in keys; `fs.rs`: the FUSE side.
+//!
+//! [`serve`] mounts and blocks until the file system is unmounted
+//! (`fusermount3 -u`) or the process is told to stop (SIGTERM, SIGINT), in
+//! which case it uploads what open files have not uploaded yet, then
+//! unmounts.
+
+pub mod cache;
+pub mod command;
+pub mod core;
+pub mod error;
+pub mod fs;
+pub mod inode;
+pub mod prefetch;
+pub mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::location::Location;
+
+pub use self::core::MountSettings;
+
+/// Everything `serve` needs besides the location.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    pub settings: MountSettings,
+    pub cache_bytes: u64,
+    /// Optional disk block cache: directory and size.
+    pub cache_dir: Option<(PathBuf, u64)>,
+    pub allow_other: bool,
+    /// FUSE worker threads.
+    pub threads: usize,
+}
+
+/// Why a mount could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("mountpoint `{0}` does not exist or is not a directory")]
+    NoMountpoint(PathBuf),
+    #[error("mountpoint `{0}` is already a mount point (unmount it first: fusermount3 -u {0})")]
+    Busy(PathBuf),
+    #[error("cannot mount at `{path}`: {message}")]
+    Fuse { path: PathBuf, message: String },
+    #[error("cannot use the cache directory `{path}`: {message}")]
+    CacheDir { path: PathBuf, message: String },
+}
+
+/// The mount points currently mounted (from /proc/self/mountinfo).
+pub fn mounted_paths() -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    mounted_paths().iter().any(|p| p == &canon)
+}
+
+/// A live mount: unmounts when dropped.
+pub struct Mounted {
+    session: Option<fuser::BackgroundSession>,
+    core: Arc<core::Core>,
+    pub mountpoint: PathBuf,
+}
+
+impl Mounted {
+    /// True while the kernel side is still there (not unmounted from outside).
+    pub fn is_alive(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| !s.guard.is_finished())
+    }
+
+    /// Drops what the caches hold for `key` (after a change made elsewhere,
+    /// e.g. by a task execution writing into this location).
+    pub fn invalidate(&self, key: &str) {
+        self.core.invalidate(key);
+    }
+
+    /// Unmounts; files still open are uploaded first when they have
+    /// unsaved changes. When some are still open (the kernel says busy),
+    /// the mount is detached lazily: it leaves the namespace at once, and
+    /// its open files fail once this process exits.
+    pub async fn unmount(mut self) -> std::io::Result<()> {
+        self.core.commit_all().await;
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        let mountpoint = self.mountpoint.clone();
+        tokio::task::spawn_blocking(move || match unmount_path(&mountpoint, false) {
+            // Unmounted: the session ends by itself (fuser's own unmount
+            // would race with the kernel tearing the connection down, and
+            // fail with EINVAL).
+            Ok(()) => session.join(),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                tracing::warn!(mountpoint = %mountpoint.display(), "files are still open in the mount: detaching it lazily (their content was uploaded; later writes are lost)");
+                eprintln!(
+                    "syncmount: files are still open in {}: detached lazily",
+                    mountpoint.display()
+                );
+                unmount_path(&mountpoint, true)?;
+                // The session thread serves the open files until this
+                // process exits (or they are closed).
+                drop(session);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+    }
+}
+
+/// Whether `mountpoint` can be mounted on: an existing directory that is
+/// not a mount point already.
+pub fn check_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
+    if !mountpoint.is_dir() {
+        return Err(MountError::NoMountpoint(mountpoint.to_path_buf()));
+    }
+    if is_mounted(mountpoint) {
+        return Err(MountError::Busy(mountpoint.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Unmounts `path` (lazily: detached even while busy): umount2 as root,
+/// else `fusermount3 -u [-z]`. A busy mount is an EBUSY error.
+fn unmount_path(path: &Path, lazy: bool) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EPERM) {
+        return Err(err);
+    }
+    // Not root: fusermount3 is setuid and unmounts what we mounted.
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd.arg(path).output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    if text.contains("busy") {
+        return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    Err(std::io::Error::other(format!(
+        "fusermount3 -u: {}",
+        text.trim()
+    )))
+}
+
+/// Mounts `loc` at `mountpoint` (returns once the kernel has accepted it).
+pub fn mount(
+    loc: Arc<dyn Location>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<Mounted, MountError> {
+    check_mountpoint(mountpoint)?;
+    let blocks = cache::BlockCache::new(opts.cache_bytes, opts.cache_dir.clone()).map_err(|e| {
+        MountError::CacheDir {
+            path: opts.cache_dir.clone().map(|c| c.0).unwrap_or_default(),
+            message: e.to_string(),
+        }
+    })?;
+    let core = Arc::new(core::Core::new(loc.clone(), opts.settings.clone(), blocks));
+    let fs = fs::MountFs::new(core.clone(), tokio::runtime::Handle::current());
+    let mut options = vec![
+        fuser::MountOption::FSName(loc.describe()),
+        fuser::MountOption::Subtype("syncmount".into()),
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+    ];
+    if opts.settings.read_only {
+        options.push(fuser::MountOption::RO);
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    if opts.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
+    let session = fuser::spawn_mount(fs, mountpoint, &config).map_err(|e| MountError::Fuse {
+        path: mountpoint.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(Mounted {
+        session: Some(session),
+        core,
+        mountpoint: mountpoint.to_path_buf(),
+    })
+}
+
+/// Mounts and serves until unmounted from outside or told to stop by a
+/// signal. Returns the exit code.
+pub async fn serve(
+    loc: Arc<dyn Location>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> anyhow::Result<i32> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Handlers first: a SIGTERM as soon as the mount is visible must
+    // unmount, not kill the process and leave a dead mount behind.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mounted = mount(loc.clone(), mountpoint, opts)?;
+    tracing::info!(location = %loc.describe(), mountpoint = %mountpoint.display(), "mounted");
+    eprintln!(
+        "syncmount: mounted {} at {}",
+        loc.describe(),
+        mountpoint.display()
+    );
+    // A mount killed earlier (SIGKILL, a crash) may have left a multipart
+    // upload open in the store: abort what its journal names.
+    let cleaner = loc.clone();
+    tokio::spawn(async move {
+        match cleaner.clean_leftovers().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "removed leftovers of interrupted writes"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove leftovers of interrupted writes")
+            }
+        }
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick.tick() => {
+                if !mounted.is_alive() {
+                    eprintln!("syncmount: {} was unmounted", mountpoint.display());
+                    return Ok(0);
+                }
+            }
+        }
+    }
+    eprintln!("syncmount: unmounting {}", mountpoint.display());
+    mounted.unmount().await?;
+    Ok(0)
+}

@@ -1,0 +1,210 @@
+//! Real FUSE mounts for tests: `syncmount mount … --foreground` as a child
+//! process, waited for until the kernel shows the mount, unmounted (and the
+//! process reaped) when the [`Mount`] is dropped.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{syncmount, S3Server};
+
+/// How long a mount may take to come up (the S3 client's first request included).
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Mount {
+    /// The mountpoint.
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    _tmp: tempfile::TempDir,
+}
+
+/// Fails loudly when FUSE cannot work here (scripts/test.sh installs fuse3).
+pub fn require_fuse() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: the mount tests need FUSE"
+    );
+    let ok = Command::new("fusermount3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "fusermount3 is missing: run the tests through scripts/test.sh (it installs fuse3)"
+    );
+}
+
+/// Whether `path` is a mount point now.
+pub fn is_mounted(path: &Path) -> bool {
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|p| Path::new(p) == canon)
+}
+
+/// `syncmount mount LOCATION MNT --foreground ARGS…` for `server` (or a local
+/// location when `None`), waiting until it is mounted.
+pub fn mount(server: Option<&S3Server>, location: &str, args: &[&str]) -> Mount {
+    require_fuse();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("mnt");
+    std::fs::create_dir(&dir).expect("mountpoint");
+    let log = tmp.path().join("mount.log");
+    let mut cmd = mount_cmd(server, location, &dir, tmp.path(), args);
+    cmd.arg("--foreground");
+    let out = std::fs::File::create(&log).expect("log file");
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out);
+    let mut child = cmd.spawn().expect("start syncmount mount");
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "syncmount mount exited with {status} before mounting:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if is_mounted(&dir) {
+            break;
+        }
+        if started.elapsed() > MOUNT_TIMEOUT {
+            let _ = child.kill();
+            panic!(
+                "no mount at {} after {MOUNT_TIMEOUT:?}:\n{}",
+                dir.display(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Mount {
+        dir,
+        log,
+        child: Some(child),
+        _tmp: tmp,
+    }
+}
+
+/// The `syncmount mount` command line (without `--foreground`), with its
+/// state directory in `state`.
+pub fn mount_cmd(
+    server: Option<&S3Server>,
+    location: &str,
+    mountpoint: &Path,
+    state: &Path,
+    args: &[&str],
+) -> Command {
+    let mut cmd = syncmount();
+    cmd.arg("mount").arg(location).arg(mountpoint);
+    cmd.arg("--state-dir").arg(state.join("state"));
+    if let Some(s) = server {
+        cmd.envs(s.env());
+        cmd.args(["--endpoint-url", &s.endpoint]);
+    }
+    cmd.args(args);
+    cmd
+}
+
+impl Mount {
+    /// A path inside the mount.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends `signal` to the mount process and waits for it to exit;
+    /// returns its exit code.
+    pub fn stop_with(&mut self, signal: i32) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill with a valid pid and signal number.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the mount process did not exit within 30 s of signal {signal}:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `fusermount3 -u`, then waits for the process; returns its exit code.
+    pub fn unmount(mut self) -> Option<i32> {
+        let ok = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "fusermount3 -u {} failed", self.dir.display());
+        let mut child = self.child.take()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the mount process did not exit after fusermount3 -u");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.dir)
+                .stderr(Stdio::null())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a shell command line (bash -c), panicking with its output on failure.
+pub fn sh(script: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "`{script}` failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
