@@ -110,6 +110,9 @@ pub struct DirPage {
     pub items: Vec<DirItem>,
     /// Where the next page starts; `None` on the last page.
     pub next: Option<String>,
+    /// The directory's own marker object (`dir` itself, S3) was in this
+    /// page: it exists. Always false where directories are real (local).
+    pub marker: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -479,7 +482,8 @@ pub async fn move_key(loc: &Arc<dyn Location>, from: &str, to: &str) -> Result<(
             etag: info.etag.clone(),
             crc32c: None,
         });
-        loc.write(to, source, &info.meta, WriteMode::Replace).await?;
+        loc.write(to, source, &info.meta, WriteMode::Replace)
+            .await?;
     }
     loc.delete_only(from).await
 }

@@ -529,23 +529,20 @@ impl Core {
     async fn keys_below(&self, dir: &str) -> FsResult<Vec<String>> {
         let max = self.settings.max_rename_objects;
         let mut keys = Vec::new();
-        if self.loc.stat(dir).await.ok().flatten().is_some() {
-            keys.push(dir.to_string());
-        }
         let mut dirs = vec![dir.to_string()];
         while let Some(d) = dirs.pop() {
             let mut token = None;
             loop {
                 let page = self.loc.list_dir(&d, token).await?;
+                // A marker is listed with its directory's content: no HEAD
+                // per directory to know whether it has one.
+                if page.marker {
+                    keys.push(d.clone());
+                }
                 for item in page.items {
                     match item {
                         DirItem::File(e) => keys.push(e.key),
-                        DirItem::Dir(k) => {
-                            dirs.push(k.clone());
-                            if self.loc.stat(&k).await.ok().flatten().is_some() {
-                                keys.push(k);
-                            }
-                        }
+                        DirItem::Dir(k) => dirs.push(k),
                     }
                     if keys.len() as u64 > max {
                         let msg = format!(
