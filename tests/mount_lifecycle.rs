@@ -177,6 +177,9 @@ async fn a_mountpoint_that_is_mounted_or_missing_is_refused_with_the_reason() {
     let gone = tmp.path().join("missing");
     let text = failed_mount(Some(&s), &s.url(&bucket, "p"), &gone, &[]);
     assert!(text.contains("does not exist"), "{text}");
+    // A local location that is not there is refused the same way.
+    let text = failed_mount(None, &common::path_str(&gone), tmp.path(), &[]);
+    assert!(text.contains("is not a directory"), "{text}");
     assert!(
         text.contains(&common::path_str(&gone)),
         "the message does not name the path:\n{text}"
