@@ -100,6 +100,77 @@ fn assert_lists_completely(dir: &Path, want: &BTreeSet<String>) {
     assert_eq!(read.into_iter().collect::<BTreeSet<_>>(), *want, "read_dir");
 }
 
+/// Reads `dir` with opendir/readdir, remembers the position after entry
+/// `at` (telldir), reads on to the end, then seeks back (seekdir) and reads
+/// again, and rewinds (rewinddir) and reads everything: offsets handed out
+/// on one page must still mean the same entry after later pages were read.
+fn assert_seekdir_resumes(dir: &Path, at: usize, want: &BTreeSet<String>) {
+    fn read_rest(d: *mut libc::DIR) -> Vec<String> {
+        let mut names = Vec::new();
+        loop {
+            // SAFETY: `d` is an open directory stream.
+            let ent = unsafe { libc::readdir(d) };
+            if ent.is_null() {
+                return names;
+            }
+            // SAFETY: readdir returned a valid entry with a NUL-terminated name.
+            let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
+            let name = name.to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                names.push(name);
+            }
+        }
+    }
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    let d = unsafe { libc::opendir(c.as_ptr()) };
+    assert!(!d.is_null(), "opendir {}", dir.display());
+    let mut first = Vec::new();
+    let mut pos = None;
+    loop {
+        // SAFETY: `d` is an open directory stream.
+        let ent = unsafe { libc::readdir(d) };
+        if ent.is_null() {
+            break;
+        }
+        // SAFETY: as above.
+        let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
+        let name = name.to_string_lossy().into_owned();
+        if name == "." || name == ".." {
+            continue;
+        }
+        first.push(name);
+        if first.len() == at {
+            // SAFETY: `d` is an open directory stream.
+            pos = Some(unsafe { libc::telldir(d) });
+        }
+    }
+    let pos = pos.expect("the directory has fewer entries than `at`");
+    let after = first[at..].to_vec();
+    // SAFETY: `pos` came from telldir on this stream.
+    unsafe { libc::seekdir(d, pos) };
+    let again = read_rest(d);
+    // SAFETY: `d` is an open directory stream.
+    unsafe { libc::rewinddir(d) };
+    let all = read_rest(d);
+    // SAFETY: closes the stream opened above.
+    unsafe { libc::closedir(d) };
+    assert_eq!(first.len(), want.len(), "first pass");
+    assert!(
+        again == after,
+        "after seekdir: {} entries, {} expected (first differs at {:?})",
+        again.len(),
+        after.len(),
+        again.iter().zip(&after).position(|(a, b)| a != b)
+    );
+    assert_eq!(all.len(), want.len(), "after rewinddir: count");
+    assert_eq!(
+        all.into_iter().collect::<BTreeSet<_>>(),
+        *want,
+        "after rewinddir"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_of_2500_objects_on_s3s_fs_lists_every_name_once() {
     let server = common::s3s();
@@ -115,6 +186,7 @@ async fn a_directory_of_2500_objects_on_s3s_fs_lists_every_name_once() {
         &["--metadata-ttl", "60s"],
     );
     assert_lists_completely(&m.path("big"), &want);
+    assert_seekdir_resumes(&m.path("big"), 1500, &want);
     assert_eq!(m.unmount(), Some(0));
 }
 
@@ -130,6 +202,7 @@ fn a_local_directory_of_3000_files_lists_every_name_once() {
     }
     let m = mount(None, &path_str(store.path()), &[]);
     assert_lists_completely(&m.path("big"), &want);
+    assert_seekdir_resumes(&m.path("big"), 1700, &want);
     assert_eq!(m.unmount(), Some(0));
 }
 
@@ -281,6 +354,7 @@ async fn an_update_through_the_s3_api_is_seen_through_the_mount_after_the_ttl() 
     let bucket = server.new_bucket("mount-ttl").await;
     server.put(&bucket, "p/same-size", b"version one").await;
     server.put(&bucket, "p/grows", b"short").await;
+    server.put(&bucket, "p/gone", b"soon deleted").await;
     let m = mount(
         Some(&server),
         &server.url(&bucket, "p"),
@@ -288,10 +362,30 @@ async fn an_update_through_the_s3_api_is_seen_through_the_mount_after_the_ttl() 
     );
     assert_eq!(std::fs::read(m.path("same-size")).unwrap(), b"version one");
     assert_eq!(std::fs::read(m.path("grows")).unwrap(), b"short");
+    assert_eq!(std::fs::read(m.path("gone")).unwrap(), b"soon deleted");
+    // A negative entry is cached for `new`, and the listing seen.
+    assert!(!m.path("new").exists());
+    assert_eq!(
+        sh(&format!("ls '{}'", m.dir.display()))
+            .lines()
+            .collect::<Vec<_>>(),
+        ["gone", "grows", "same-size"]
+    );
+
     server.put(&bucket, "p/same-size", b"version two").await;
     server.put(&bucket, "p/grows", b"a good deal longer").await;
     server.put(&bucket, "p/new", b"new").await;
+    server
+        .client()
+        .await
+        .delete_object()
+        .bucket(&bucket)
+        .key("p/gone")
+        .send()
+        .await
+        .expect("DeleteObject");
     std::thread::sleep(Duration::from_millis(1500));
+
     assert_eq!(std::fs::read(m.path("same-size")).unwrap(), b"version two");
     assert_eq!(std::fs::metadata(m.path("grows")).unwrap().len(), 18);
     assert_eq!(
@@ -299,11 +393,47 @@ async fn an_update_through_the_s3_api_is_seen_through_the_mount_after_the_ttl() 
         b"a good deal longer"
     );
     assert_eq!(std::fs::read(m.path("new")).unwrap(), b"new");
+    let gone = std::fs::read(m.path("gone")).unwrap_err();
+    assert_eq!(gone.kind(), std::io::ErrorKind::NotFound, "{gone}");
     let listed = sh(&format!("ls '{}'", m.dir.display()));
     assert_eq!(
         listed.lines().collect::<Vec<_>>(),
         ["grows", "new", "same-size"]
     );
+    assert_eq!(m.unmount(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_changed_elsewhere_and_opened_within_the_ttl_reads_whole_as_the_new_version() {
+    let server = common::s3s();
+    let bucket = server.new_bucket("mount-reopen").await;
+    server.put(&bucket, "p/same", b"version one").await;
+    server.put(&bucket, "p/grows", b"short").await;
+    server
+        .put(&bucket, "p/shrinks", b"rather long at first")
+        .await;
+    // A TTL far longer than the test: the kernel and the mount still hold
+    // the old attributes when the files are opened.
+    let m = mount(
+        Some(&server),
+        &server.url(&bucket, "p"),
+        &["--metadata-ttl", "60s"],
+    );
+    let old: Vec<u64> = ["same", "grows", "shrinks"]
+        .iter()
+        .map(|n| std::fs::metadata(m.path(n)).unwrap().len())
+        .collect();
+    assert_eq!(old, [11, 5, 20]);
+    server.put(&bucket, "p/same", b"version two").await;
+    server.put(&bucket, "p/grows", b"a good deal longer").await;
+    server.put(&bucket, "p/shrinks", b"brief").await;
+    // Not EIO (a pin to the cached ETag), not cut at the cached size.
+    assert_eq!(std::fs::read(m.path("same")).unwrap(), b"version two");
+    assert_eq!(
+        sh(&format!("cat '{}'", m.path("grows").display())),
+        "a good deal longer"
+    );
+    assert_eq!(std::fs::read(m.path("shrinks")).unwrap(), b"brief");
     assert_eq!(m.unmount(), Some(0));
 }
 
