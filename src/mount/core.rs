@@ -270,14 +270,18 @@ impl Core {
         res.map_err(FsError::from)
     }
 
-    /// Uploads every open file with unsaved changes (before unmounting).
-    pub async fn commit_all(&self) {
+    /// Uploads every open file with unsaved changes (before unmounting);
+    /// returns the keys whose upload failed.
+    pub async fn commit_all(&self) -> Vec<String> {
         let all: Vec<Arc<Staged>> = lock(&self.staged).values().cloned().collect();
+        let mut failed = Vec::new();
         for s in all {
             if let Err(e) = self.commit(&s).await {
                 tracing::warn!(key = %s.key(), error = %e, "upload of an open file at unmount failed");
+                failed.push(s.key());
             }
         }
+        failed
     }
 
     /// The last handle of a staged file closed.
