@@ -523,3 +523,26 @@ async fn the_next_mount_aborts_the_multipart_upload_of_a_killed_one() {
     );
     assert!(!s.exists(&bucket, "p/big").await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_non_zero_naming_an_open_file_whose_upload_failed() {
+    let s = common::moto();
+    let bucket = s.new_bucket("ml-lost").await;
+    let proxy = FaultProxy::start(
+        &s.endpoint,
+        FaultPlan::fail_path_containing("doomed?x-id=PutObject", Fault::InternalError),
+    );
+    let via = S3Server {
+        endpoint: proxy.endpoint.clone(),
+        ..s.clone()
+    };
+    let mut m = mount(Some(&via), &s.url(&bucket, "p"), &[]);
+    let w = OpenWriter::start(&m.path("doomed"), 1000);
+    let code = m.stop_with(libc::SIGTERM);
+    let log = m.log_text();
+    assert_ne!(code, Some(0), "unsaved data was lost silently:\n{log}");
+    assert!(log.contains("doomed") && log.contains("lost"), "{log}");
+    assert!(!is_mounted(&m.dir));
+    assert!(!s.exists(&bucket, "p/doomed").await);
+    let _ = w.close();
+}
