@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use futures::StreamExt;
 
+use common::fault_proxy::{FaultPlan, FaultProxy};
 use common::mount::{is_mounted, mount, sh};
 use common::{at, path_str, random_bytes, set_mtime, sync_ok, write_files, S3Server};
 
@@ -229,7 +230,12 @@ async fn eight_concurrent_readers_of_a_100_mib_object_on_s3s_fs_get_the_right_by
     let bucket = server.new_bucket("mount-readers").await;
     let body = Arc::new(random_bytes(100 * MIB));
     server.put(&bucket, "p/big.bin", &body).await;
-    let m = mount(Some(&server), &server.url(&bucket, "p"), &[]);
+    let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
+    let via = S3Server {
+        endpoint: proxy.endpoint.clone(),
+        ..server.clone()
+    };
+    let m = mount(Some(&via), &server.url(&bucket, "p"), &[]);
     let path = m.path("big.bin");
     let started = Instant::now();
     let readers: Vec<_> = (0..8)
@@ -267,6 +273,13 @@ async fn eight_concurrent_readers_of_a_100_mib_object_on_s3s_fs_get_the_right_by
         r.join().expect("a reader failed");
     }
     println!("8 readers done in {:?}", started.elapsed());
+    // Readers of one block share one ranged GET, and the cache (512 MiB)
+    // keeps every block: 100 blocks, 100 GETs.
+    assert_eq!(
+        gets_of(&proxy, "/p/big.bin"),
+        100,
+        "GetObject requests for 100 blocks"
+    );
     // And the shell's way: dd with skip lands on the right block.
     let out = sh(&format!(
         "dd if='{}' bs=4096 skip=12345 count=3 status=none | od -An -tx1 | tr -d ' \\n'",
@@ -614,5 +627,126 @@ async fn a_file_and_a_directory_of_one_name_on_different_listing_pages_show_once
         "the directory shadows the file"
     );
     assert_eq!(std::fs::read(m.path("d/x/y")).unwrap(), b"below");
+    assert_eq!(m.unmount(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_of_sizes_around_the_block_edges_read_back_exactly() {
+    let server = common::s3s();
+    let bucket = server.new_bucket("mount-edges").await;
+    let sizes = [0, 1, MIB - 1, MIB, MIB + 1, 2 * MIB, 3 * MIB - 7];
+    let mut bodies = Vec::new();
+    for size in sizes {
+        let body = random_bytes(size);
+        server.put(&bucket, &format!("p/s{size}"), &body).await;
+        bodies.push((size, body));
+    }
+    let m = mount(Some(&server), &server.url(&bucket, "p"), &[]);
+    for (size, body) in &bodies {
+        let path = m.path(&format!("s{size}"));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), *size as u64);
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(got.len(), *size, "s{size}: length read");
+        check_range(body, &got, 0, &format!("s{size}"));
+        // The last byte alone, and a read that starts at the end.
+        let f = std::fs::File::open(&path).unwrap();
+        if *size > 0 {
+            let mut one = [0u8; 1];
+            f.read_exact_at(&mut one, *size as u64 - 1).unwrap();
+            assert_eq!(one[0], body[size - 1], "s{size}: last byte");
+        }
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            f.read_at(&mut buf, *size as u64).unwrap(),
+            0,
+            "s{size}: read at the end"
+        );
+    }
+    assert_eq!(m.unmount(), Some(0));
+}
+
+/// GetObject requests the proxy passed for keys ending in `suffix`.
+fn gets_of(proxy: &FaultProxy, suffix: &str) -> usize {
+    proxy
+        .counters
+        .log()
+        .iter()
+        .filter(|l| {
+            l.starts_with("GET ")
+                && l.contains(&format!("{suffix}?"))
+                && l.contains("x-id=GetObject")
+        })
+        .count()
+}
+
+/// Reads `path` with O_DIRECT (around the kernel's page cache, so every byte
+/// comes from the mount's own caches or the store).
+fn read_direct(path: &Path) -> Vec<u8> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open O_DIRECT {}: {e}", path.display()));
+    let mut out = Vec::new();
+    f.read_to_end(&mut out).expect("O_DIRECT read");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blocks_evicted_from_memory_are_read_back_from_the_disk_cache_and_a_corrupt_one_is_fetched_again(
+) {
+    let server = common::s3s();
+    let bucket = server.new_bucket("mount-disk-cache").await;
+    let body = random_bytes(12 * MIB + 5);
+    server.put(&bucket, "p/f", &body).await;
+    let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
+    let via = S3Server {
+        endpoint: proxy.endpoint.clone(),
+        ..server.clone()
+    };
+    let cache = common::tempdir();
+    // Memory for two blocks: a 13-block object is mostly served from disk.
+    let m = mount(
+        Some(&via),
+        &server.url(&bucket, "p"),
+        &[
+            "--cache-size",
+            "2MiB",
+            "--cache-dir",
+            &path_str(cache.path()),
+        ],
+    );
+    let first = read_direct(&m.path("f"));
+    check_range(&body, &first, 0, "first read");
+    assert_eq!(first.len(), body.len());
+    let after_first = gets_of(&proxy, "/p/f");
+    assert!(after_first >= 13, "{after_first} GETs for 13 blocks");
+    let blocks = cache.path().join("blocks");
+    let files: Vec<_> = std::fs::read_dir(&blocks)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 13, "blocks on disk: {files:?}");
+
+    let again = read_direct(&m.path("f"));
+    assert!(again == body, "the re-read from the disk cache differs");
+    assert_eq!(
+        gets_of(&proxy, "/p/f"),
+        after_first,
+        "the re-read went to the store"
+    );
+
+    // Flip a byte in every block on disk: the CRC32C catches it, and the
+    // block is fetched from the store again.
+    for p in &files {
+        let mut raw = std::fs::read(p).unwrap();
+        raw[0] ^= 0xff;
+        std::fs::write(p, raw).unwrap();
+    }
+    let third = read_direct(&m.path("f"));
+    assert!(third == body, "a corrupt disk block was served");
+    let refetched = gets_of(&proxy, "/p/f") - after_first;
+    assert!(refetched >= 10, "only {refetched} blocks fetched again");
     assert_eq!(m.unmount(), Some(0));
 }
