@@ -824,3 +824,27 @@ os.close(fd)
     );
     assert_eq!(m.unmount(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_upload_is_eio_from_fsync_and_again_from_close() {
+    let s = common::moto();
+    let bucket = s.new_bucket("mw-fsyncerr").await;
+    let proxy = FaultProxy::start(
+        &s.endpoint,
+        FaultPlan::fail_path_containing("doomed?x-id=PutObject", Fault::InternalError),
+    );
+    let via = S3Server {
+        endpoint: proxy.endpoint.clone(),
+        ..s.clone()
+    };
+    let m = mount(Some(&via), &s.url(&bucket, "p"), &[]);
+    let out = py_ok(
+        &format!(
+            "{CATCH}\nfd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o644)\nos.write(fd, b'data')\nattempt(lambda: os.fsync(fd))\nattempt(lambda: os.close(fd))"
+        ),
+        &[&m.path("doomed")],
+    );
+    assert_eq!(out, "ERRNO 5\nERRNO 5\n", "{}", m.log_text());
+    assert!(!s.exists(&bucket, "p/doomed").await);
+    assert_eq!(m.unmount(), Some(0));
+}
