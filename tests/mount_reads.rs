@@ -750,3 +750,34 @@ async fn blocks_evicted_from_memory_are_read_back_from_the_disk_cache_and_a_corr
     assert!(refetched >= 10, "only {refetched} blocks fetched again");
     assert_eq!(m.unmount(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn random_small_reads_fetch_about_one_block_each() {
+    let server = common::s3s();
+    let bucket = server.new_bucket("mount-window").await;
+    let body = random_bytes(64 * MIB);
+    server.put(&bucket, "p/f", &body).await;
+    let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
+    let via = S3Server {
+        endpoint: proxy.endpoint.clone(),
+        ..server.clone()
+    };
+    let m = mount(Some(&via), &server.url(&bucket, "p"), &[]);
+    let f = std::fs::File::open(m.path("f")).unwrap();
+    // 20 reads of 4 KiB, each in a different block, far apart.
+    let blocks: Vec<usize> = (0..20).map(|i| (i * 37 + 11) % 64).collect();
+    for b in &blocks {
+        let off = b * MIB + 1000;
+        let mut buf = vec![0u8; 4096];
+        f.read_exact_at(&mut buf, off as u64).unwrap();
+        check_range(&body, &buf, off, "random read");
+    }
+    let random_gets = gets_of(&proxy, "/p/f");
+    assert!(
+        random_gets <= 2 * blocks.len(),
+        "{random_gets} GETs for {} random 4 KiB reads: read-ahead did not drop back",
+        blocks.len()
+    );
+    drop(f);
+    assert_eq!(m.unmount(), Some(0));
+}
