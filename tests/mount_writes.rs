@@ -848,3 +848,24 @@ async fn a_failed_upload_is_eio_from_fsync_and_again_from_close() {
     assert!(!s.exists(&bucket, "p/doomed").await);
     assert_eq!(m.unmount(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3s_an_empty_directory_made_through_the_mount_can_be_removed_and_a_full_one_cannot() {
+    let s = common::s3s();
+    let bucket = s.new_bucket("mw-s3sdirs").await;
+    let m = mount(Some(&s), &s.url(&bucket, "p"), &[]);
+    std::fs::create_dir(m.path("made")).unwrap();
+    std::fs::remove_dir(m.path("made")).unwrap();
+    assert!(!m.path("made").exists());
+    std::fs::create_dir(m.path("full")).unwrap();
+    std::fs::write(m.path("full/x"), b"x").unwrap();
+    assert_eq!(
+        errno_of("os.rmdir(sys.argv[1])", &[&m.path("full")]),
+        format!("ERRNO {}", libc::ENOTEMPTY)
+    );
+    assert_eq!(s.keys(&bucket, "p/").await, ["p/full/x"]);
+    std::fs::remove_file(m.path("full/x")).unwrap();
+    std::fs::remove_dir(m.path("full")).unwrap();
+    assert_eq!(s.keys(&bucket, "p/").await, Vec::<String>::new());
+    assert_eq!(m.unmount(), Some(0));
+}
