@@ -315,6 +315,12 @@ impl Core {
         size: Option<u64>,
     ) -> FsResult<Attr> {
         self.writable()?;
+        if key.is_empty() {
+            // The root has no object to carry metadata (its attributes are
+            // --dir-mode, --uid, --gid): the change is accepted and not
+            // kept, as `rsync -a` and `cp -a` into the mountpoint set them.
+            return Ok(self.root_attr());
+        }
         let path = path_of(key);
         let current = self.probe(path).await?.ok_or(FsError::NotFound)?;
         let merged = PosixMeta {
