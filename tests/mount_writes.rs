@@ -869,3 +869,27 @@ async fn on_s3s_an_empty_directory_made_through_the_mount_can_be_removed_and_a_f
     assert_eq!(s.keys(&bucket, "p/").await, Vec::<String>::new());
     assert_eq!(m.unmount(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rsync_a_and_touch_of_the_mountpoint_itself_succeed() {
+    let s = common::moto();
+    let src = common::tempdir();
+    std::fs::write(src.path().join("f"), b"synced").unwrap();
+    for prefix in ["p", ""] {
+        let bucket = s.new_bucket("mw-root").await;
+        let m = mount(Some(&s), &s.url(&bucket, prefix), &[]);
+        // rsync sets the times and mode of the destination root itself.
+        sh(&format!(
+            "touch {0} && chmod 755 {0} && rsync -a {1}/ {0}/",
+            m.dir.display(),
+            src.path().display()
+        ));
+        let key = if prefix.is_empty() {
+            "f".to_string()
+        } else {
+            format!("{prefix}/f")
+        };
+        assert_eq!(s.get_unvalidated(&bucket, &key).await, b"synced");
+        assert_eq!(m.unmount(), Some(0));
+    }
+}
