@@ -418,8 +418,25 @@ impl Core {
         }
         self.loc.delete_only(dir).await?;
         lock(&self.made_dirs).remove(dir);
+        self.keep_ancestors(dir);
         self.invalidate(dir);
         Ok(())
+    }
+
+    /// On S3 a directory without a marker exists only through the keys
+    /// below it: once its last one is removed through the mount, it would
+    /// vanish before `rm -r` gets to remove it (ENOENT). The directories
+    /// above a removed key stay here, as made ones, until removed.
+    fn keep_ancestors(&self, key: &str) {
+        if self.loc.keys_are_paths() {
+            return;
+        }
+        let mut made = lock(&self.made_dirs);
+        let mut dir = parent_of(key);
+        while !dir.is_empty() {
+            made.insert(dir.to_string());
+            dir = parent_of(dir);
+        }
     }
 
     pub async fn unlink(&self, key: &str) -> FsResult<()> {
@@ -434,6 +451,7 @@ impl Core {
             s.mark_unlinked();
         }
         self.loc.delete_only(key).await?;
+        self.keep_ancestors(key);
         self.invalidate(key);
         self.meta.put(key, None);
         Ok(())
@@ -468,6 +486,7 @@ impl Core {
         } else {
             self.rename_file(from, to).await?;
         }
+        self.keep_ancestors(from);
         self.invalidate(from);
         self.invalidate(to);
         Ok(src.is_dir)
