@@ -893,3 +893,25 @@ async fn rsync_a_and_touch_of_the_mountpoint_itself_succeed() {
         assert_eq!(m.unmount(), Some(0));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_without_a_marker_outlives_its_last_file_until_removed() {
+    // On S3 such a directory exists only through its keys; with a zero TTL
+    // nothing cached hides that it went with its last key.
+    let s = common::moto();
+    let bucket = s.new_bucket("mw-implicit").await;
+    for k in ["p/d/a", "p/d/e/b", "p/m/only"] {
+        s.put(&bucket, k, b"x").await;
+    }
+    let m = mount(Some(&s), &s.url(&bucket, "p"), &["--metadata-ttl", "0"]);
+    sh(&format!("rm -r {}", m.path("d").display()));
+    assert!(!m.path("d").exists());
+    std::fs::rename(m.path("m/only"), m.path("moved")).unwrap();
+    assert!(
+        m.path("m").is_dir(),
+        "the directory went with its last file"
+    );
+    std::fs::remove_dir(m.path("m")).unwrap();
+    assert_eq!(s.keys(&bucket, "p/").await, ["p/moved"]);
+    assert_eq!(m.unmount(), Some(0));
+}
