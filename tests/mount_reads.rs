@@ -781,3 +781,34 @@ async fn random_small_reads_fetch_about_one_block_each() {
     drop(f);
     assert_eq!(m.unmount(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_file_whose_object_is_deleted_elsewhere_reads_old_bytes_then_eio() {
+    let server = common::s3s();
+    let bucket = server.new_bucket("mount-deleted").await;
+    let body = random_bytes(8 * MIB);
+    server.put(&bucket, "p/f", &body).await;
+    let m = mount(Some(&server), &server.url(&bucket, "p"), &[]);
+    let mut f = std::fs::File::open(m.path("f")).unwrap();
+    let mut got = vec![0u8; 4096];
+    f.read_exact(&mut got).unwrap();
+    server
+        .client()
+        .await
+        .delete_object()
+        .bucket(&bucket)
+        .key("p/f")
+        .send()
+        .await
+        .expect("DeleteObject");
+    let mut rest = Vec::new();
+    let err = f
+        .read_to_end(&mut rest)
+        .expect_err("read the whole of a deleted object");
+    got.extend_from_slice(&rest);
+    check_range(&body, &got, 0, "the reader of a deleted object");
+    // EIO like any other change; ENOENT is not an error read(2) gives.
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    drop(f);
+    assert_eq!(m.unmount(), Some(0));
+}

@@ -16,7 +16,7 @@ use fuser::{
     ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::location::{DirItem, Entry, PosixMeta};
+use crate::location::{DirItem, Entry, LocationError, PosixMeta};
 
 use super::cache::Attr;
 use super::core::Core;
@@ -678,6 +678,15 @@ impl Filesystem for MountFs {
         });
         match res {
             Ok(data) => reply.data(&data),
+            // The object was deleted after the open: for the open file that
+            // is a change like any other (EIO), and ENOENT is no read(2) error.
+            Err(FsError::Store(LocationError::NotFound { key, .. })) => {
+                tracing::warn!(
+                    key,
+                    "an open file's object was deleted from the store; reads fail"
+                );
+                reply.error(Errno::EIO)
+            }
             Err(e) => reply.error(self.fail("read", "", &e)),
         }
     }
