@@ -177,6 +177,9 @@ async fn a_mountpoint_that_is_mounted_or_missing_is_refused_with_the_reason() {
     let gone = tmp.path().join("missing");
     let text = failed_mount(Some(&s), &s.url(&bucket, "p"), &gone, &[]);
     assert!(text.contains("does not exist"), "{text}");
+    // A local location that is not there is refused the same way.
+    let text = failed_mount(None, &common::path_str(&gone), tmp.path(), &[]);
+    assert!(text.contains("is not a directory"), "{text}");
     assert!(
         text.contains(&common::path_str(&gone)),
         "the message does not name the path:\n{text}"
@@ -519,4 +522,27 @@ async fn the_next_mount_aborts_the_multipart_upload_of_a_killed_one() {
         std::fs::read_to_string(tmp.path().join("m2.log")).unwrap_or_default()
     );
     assert!(!s.exists(&bucket, "p/big").await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_non_zero_naming_an_open_file_whose_upload_failed() {
+    let s = common::moto();
+    let bucket = s.new_bucket("ml-lost").await;
+    let proxy = FaultProxy::start(
+        &s.endpoint,
+        FaultPlan::fail_path_containing("doomed?x-id=PutObject", Fault::InternalError),
+    );
+    let via = S3Server {
+        endpoint: proxy.endpoint.clone(),
+        ..s.clone()
+    };
+    let mut m = mount(Some(&via), &s.url(&bucket, "p"), &[]);
+    let w = OpenWriter::start(&m.path("doomed"), 1000);
+    let code = m.stop_with(libc::SIGTERM);
+    let log = m.log_text();
+    assert_ne!(code, Some(0), "unsaved data was lost silently:\n{log}");
+    assert!(log.contains("doomed") && log.contains("lost"), "{log}");
+    assert!(!is_mounted(&m.dir));
+    assert!(!s.exists(&bucket, "p/doomed").await);
+    let _ = w.close();
 }

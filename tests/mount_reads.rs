@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use futures::StreamExt;
 
+use common::fault_proxy::{FaultPlan, FaultProxy};
 use common::mount::{is_mounted, mount, sh};
 use common::{at, path_str, random_bytes, set_mtime, sync_ok, write_files, S3Server};
 
@@ -100,6 +101,77 @@ fn assert_lists_completely(dir: &Path, want: &BTreeSet<String>) {
     assert_eq!(read.into_iter().collect::<BTreeSet<_>>(), *want, "read_dir");
 }
 
+/// Reads `dir` with opendir/readdir, remembers the position after entry
+/// `at` (telldir), reads on to the end, then seeks back (seekdir) and reads
+/// again, and rewinds (rewinddir) and reads everything: offsets handed out
+/// on one page must still mean the same entry after later pages were read.
+fn assert_seekdir_resumes(dir: &Path, at: usize, want: &BTreeSet<String>) {
+    fn read_rest(d: *mut libc::DIR) -> Vec<String> {
+        let mut names = Vec::new();
+        loop {
+            // SAFETY: `d` is an open directory stream.
+            let ent = unsafe { libc::readdir(d) };
+            if ent.is_null() {
+                return names;
+            }
+            // SAFETY: readdir returned a valid entry with a NUL-terminated name.
+            let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
+            let name = name.to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                names.push(name);
+            }
+        }
+    }
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    let d = unsafe { libc::opendir(c.as_ptr()) };
+    assert!(!d.is_null(), "opendir {}", dir.display());
+    let mut first = Vec::new();
+    let mut pos = None;
+    loop {
+        // SAFETY: `d` is an open directory stream.
+        let ent = unsafe { libc::readdir(d) };
+        if ent.is_null() {
+            break;
+        }
+        // SAFETY: as above.
+        let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
+        let name = name.to_string_lossy().into_owned();
+        if name == "." || name == ".." {
+            continue;
+        }
+        first.push(name);
+        if first.len() == at {
+            // SAFETY: `d` is an open directory stream.
+            pos = Some(unsafe { libc::telldir(d) });
+        }
+    }
+    let pos = pos.expect("the directory has fewer entries than `at`");
+    let after = first[at..].to_vec();
+    // SAFETY: `pos` came from telldir on this stream.
+    unsafe { libc::seekdir(d, pos) };
+    let again = read_rest(d);
+    // SAFETY: `d` is an open directory stream.
+    unsafe { libc::rewinddir(d) };
+    let all = read_rest(d);
+    // SAFETY: closes the stream opened above.
+    unsafe { libc::closedir(d) };
+    assert_eq!(first.len(), want.len(), "first pass");
+    assert!(
+        again == after,
+        "after seekdir: {} entries, {} expected (first differs at {:?})",
+        again.len(),
+        after.len(),
+        again.iter().zip(&after).position(|(a, b)| a != b)
+    );
+    assert_eq!(all.len(), want.len(), "after rewinddir: count");
+    assert_eq!(
+        all.into_iter().collect::<BTreeSet<_>>(),
+        *want,
+        "after rewinddir"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_of_2500_objects_on_s3s_fs_lists_every_name_once() {
     let server = common::s3s();
@@ -115,6 +187,7 @@ async fn a_directory_of_2500_objects_on_s3s_fs_lists_every_name_once() {
         &["--metadata-ttl", "60s"],
     );
     assert_lists_completely(&m.path("big"), &want);
+    assert_seekdir_resumes(&m.path("big"), 1500, &want);
     assert_eq!(m.unmount(), Some(0));
 }
 
@@ -130,6 +203,7 @@ fn a_local_directory_of_3000_files_lists_every_name_once() {
     }
     let m = mount(None, &path_str(store.path()), &[]);
     assert_lists_completely(&m.path("big"), &want);
+    assert_seekdir_resumes(&m.path("big"), 1700, &want);
     assert_eq!(m.unmount(), Some(0));
 }
 
@@ -156,7 +230,12 @@ async fn eight_concurrent_readers_of_a_100_mib_object_on_s3s_fs_get_the_right_by
     let bucket = server.new_bucket("mount-readers").await;
     let body = Arc::new(random_bytes(100 * MIB));
     server.put(&bucket, "p/big.bin", &body).await;
-    let m = mount(Some(&server), &server.url(&bucket, "p"), &[]);
+    let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
+    let via = S3Server {
+        endpoint: proxy.endpoint.clone(),
+        ..server.clone()
+    };
+    let m = mount(Some(&via), &server.url(&bucket, "p"), &[]);
     let path = m.path("big.bin");
     let started = Instant::now();
     let readers: Vec<_> = (0..8)
@@ -194,6 +273,13 @@ async fn eight_concurrent_readers_of_a_100_mib_object_on_s3s_fs_get_the_right_by
         r.join().expect("a reader failed");
     }
     println!("8 readers done in {:?}", started.elapsed());
+    // Readers of one block share one ranged GET, and the cache (512 MiB)
+    // keeps every block: 100 blocks, 100 GETs.
+    assert_eq!(
+        gets_of(&proxy, "/p/big.bin"),
+        100,
+        "GetObject requests for 100 blocks"
+    );
     // And the shell's way: dd with skip lands on the right block.
     let out = sh(&format!(
         "dd if='{}' bs=4096 skip=12345 count=3 status=none | od -An -tx1 | tr -d ' \\n'",
@@ -281,6 +367,7 @@ async fn an_update_through_the_s3_api_is_seen_through_the_mount_after_the_ttl() 
     let bucket = server.new_bucket("mount-ttl").await;
     server.put(&bucket, "p/same-size", b"version one").await;
     server.put(&bucket, "p/grows", b"short").await;
+    server.put(&bucket, "p/gone", b"soon deleted").await;
     let m = mount(
         Some(&server),
         &server.url(&bucket, "p"),
@@ -288,10 +375,30 @@ async fn an_update_through_the_s3_api_is_seen_through_the_mount_after_the_ttl() 
     );
     assert_eq!(std::fs::read(m.path("same-size")).unwrap(), b"version one");
     assert_eq!(std::fs::read(m.path("grows")).unwrap(), b"short");
+    assert_eq!(std::fs::read(m.path("gone")).unwrap(), b"soon deleted");
+    // A negative entry is cached for `new`, and the listing seen.
+    assert!(!m.path("new").exists());
+    assert_eq!(
+        sh(&format!("ls '{}'", m.dir.display()))
+            .lines()
+            .collect::<Vec<_>>(),
+        ["gone", "grows", "same-size"]
+    );
+
     server.put(&bucket, "p/same-size", b"version two").await;
     server.put(&bucket, "p/grows", b"a good deal longer").await;
     server.put(&bucket, "p/new", b"new").await;
+    server
+        .client()
+        .await
+        .delete_object()
+        .bucket(&bucket)
+        .key("p/gone")
+        .send()
+        .await
+        .expect("DeleteObject");
     std::thread::sleep(Duration::from_millis(1500));
+
     assert_eq!(std::fs::read(m.path("same-size")).unwrap(), b"version two");
     assert_eq!(std::fs::metadata(m.path("grows")).unwrap().len(), 18);
     assert_eq!(
@@ -299,11 +406,47 @@ async fn an_update_through_the_s3_api_is_seen_through_the_mount_after_the_ttl() 
         b"a good deal longer"
     );
     assert_eq!(std::fs::read(m.path("new")).unwrap(), b"new");
+    let gone = std::fs::read(m.path("gone")).unwrap_err();
+    assert_eq!(gone.kind(), std::io::ErrorKind::NotFound, "{gone}");
     let listed = sh(&format!("ls '{}'", m.dir.display()));
     assert_eq!(
         listed.lines().collect::<Vec<_>>(),
         ["grows", "new", "same-size"]
     );
+    assert_eq!(m.unmount(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_changed_elsewhere_and_opened_within_the_ttl_reads_whole_as_the_new_version() {
+    let server = common::s3s();
+    let bucket = server.new_bucket("mount-reopen").await;
+    server.put(&bucket, "p/same", b"version one").await;
+    server.put(&bucket, "p/grows", b"short").await;
+    server
+        .put(&bucket, "p/shrinks", b"rather long at first")
+        .await;
+    // A TTL far longer than the test: the kernel and the mount still hold
+    // the old attributes when the files are opened.
+    let m = mount(
+        Some(&server),
+        &server.url(&bucket, "p"),
+        &["--metadata-ttl", "60s"],
+    );
+    let old: Vec<u64> = ["same", "grows", "shrinks"]
+        .iter()
+        .map(|n| std::fs::metadata(m.path(n)).unwrap().len())
+        .collect();
+    assert_eq!(old, [11, 5, 20]);
+    server.put(&bucket, "p/same", b"version two").await;
+    server.put(&bucket, "p/grows", b"a good deal longer").await;
+    server.put(&bucket, "p/shrinks", b"brief").await;
+    // Not EIO (a pin to the cached ETag), not cut at the cached size.
+    assert_eq!(std::fs::read(m.path("same")).unwrap(), b"version two");
+    assert_eq!(
+        sh(&format!("cat '{}'", m.path("grows").display())),
+        "a good deal longer"
+    );
+    assert_eq!(std::fs::read(m.path("shrinks")).unwrap(), b"brief");
     assert_eq!(m.unmount(), Some(0));
 }
 
@@ -484,5 +627,188 @@ async fn a_file_and_a_directory_of_one_name_on_different_listing_pages_show_once
         "the directory shadows the file"
     );
     assert_eq!(std::fs::read(m.path("d/x/y")).unwrap(), b"below");
+    assert_eq!(m.unmount(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_of_sizes_around_the_block_edges_read_back_exactly() {
+    let server = common::s3s();
+    let bucket = server.new_bucket("mount-edges").await;
+    let sizes = [0, 1, MIB - 1, MIB, MIB + 1, 2 * MIB, 3 * MIB - 7];
+    let mut bodies = Vec::new();
+    for size in sizes {
+        let body = random_bytes(size);
+        server.put(&bucket, &format!("p/s{size}"), &body).await;
+        bodies.push((size, body));
+    }
+    let m = mount(Some(&server), &server.url(&bucket, "p"), &[]);
+    for (size, body) in &bodies {
+        let path = m.path(&format!("s{size}"));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), *size as u64);
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(got.len(), *size, "s{size}: length read");
+        check_range(body, &got, 0, &format!("s{size}"));
+        // The last byte alone, and a read that starts at the end.
+        let f = std::fs::File::open(&path).unwrap();
+        if *size > 0 {
+            let mut one = [0u8; 1];
+            f.read_exact_at(&mut one, *size as u64 - 1).unwrap();
+            assert_eq!(one[0], body[size - 1], "s{size}: last byte");
+        }
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            f.read_at(&mut buf, *size as u64).unwrap(),
+            0,
+            "s{size}: read at the end"
+        );
+    }
+    assert_eq!(m.unmount(), Some(0));
+}
+
+/// GetObject requests the proxy passed for keys ending in `suffix`.
+fn gets_of(proxy: &FaultProxy, suffix: &str) -> usize {
+    proxy
+        .counters
+        .log()
+        .iter()
+        .filter(|l| {
+            l.starts_with("GET ")
+                && l.contains(&format!("{suffix}?"))
+                && l.contains("x-id=GetObject")
+        })
+        .count()
+}
+
+/// Reads `path` with O_DIRECT (around the kernel's page cache, so every byte
+/// comes from the mount's own caches or the store).
+fn read_direct(path: &Path) -> Vec<u8> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open O_DIRECT {}: {e}", path.display()));
+    let mut out = Vec::new();
+    f.read_to_end(&mut out).expect("O_DIRECT read");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blocks_evicted_from_memory_are_read_back_from_the_disk_cache_and_a_corrupt_one_is_fetched_again(
+) {
+    let server = common::s3s();
+    let bucket = server.new_bucket("mount-disk-cache").await;
+    let body = random_bytes(12 * MIB + 5);
+    server.put(&bucket, "p/f", &body).await;
+    let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
+    let via = S3Server {
+        endpoint: proxy.endpoint.clone(),
+        ..server.clone()
+    };
+    let cache = common::tempdir();
+    // Memory for two blocks: a 13-block object is mostly served from disk.
+    let m = mount(
+        Some(&via),
+        &server.url(&bucket, "p"),
+        &[
+            "--cache-size",
+            "2MiB",
+            "--cache-dir",
+            &path_str(cache.path()),
+        ],
+    );
+    let first = read_direct(&m.path("f"));
+    check_range(&body, &first, 0, "first read");
+    assert_eq!(first.len(), body.len());
+    let after_first = gets_of(&proxy, "/p/f");
+    assert!(after_first >= 13, "{after_first} GETs for 13 blocks");
+    let blocks = cache.path().join("blocks");
+    let files: Vec<_> = std::fs::read_dir(&blocks)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 13, "blocks on disk: {files:?}");
+
+    let again = read_direct(&m.path("f"));
+    assert!(again == body, "the re-read from the disk cache differs");
+    assert_eq!(
+        gets_of(&proxy, "/p/f"),
+        after_first,
+        "the re-read went to the store"
+    );
+
+    // Flip a byte in every block on disk: the CRC32C catches it, and the
+    // block is fetched from the store again.
+    for p in &files {
+        let mut raw = std::fs::read(p).unwrap();
+        raw[0] ^= 0xff;
+        std::fs::write(p, raw).unwrap();
+    }
+    let third = read_direct(&m.path("f"));
+    assert!(third == body, "a corrupt disk block was served");
+    let refetched = gets_of(&proxy, "/p/f") - after_first;
+    assert!(refetched >= 10, "only {refetched} blocks fetched again");
+    assert_eq!(m.unmount(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn random_small_reads_fetch_about_one_block_each() {
+    let server = common::s3s();
+    let bucket = server.new_bucket("mount-window").await;
+    let body = random_bytes(64 * MIB);
+    server.put(&bucket, "p/f", &body).await;
+    let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
+    let via = S3Server {
+        endpoint: proxy.endpoint.clone(),
+        ..server.clone()
+    };
+    let m = mount(Some(&via), &server.url(&bucket, "p"), &[]);
+    let f = std::fs::File::open(m.path("f")).unwrap();
+    // 20 reads of 4 KiB, each in a different block, far apart.
+    let blocks: Vec<usize> = (0..20).map(|i| (i * 37 + 11) % 64).collect();
+    for b in &blocks {
+        let off = b * MIB + 1000;
+        let mut buf = vec![0u8; 4096];
+        f.read_exact_at(&mut buf, off as u64).unwrap();
+        check_range(&body, &buf, off, "random read");
+    }
+    let random_gets = gets_of(&proxy, "/p/f");
+    assert!(
+        random_gets <= 2 * blocks.len(),
+        "{random_gets} GETs for {} random 4 KiB reads: read-ahead did not drop back",
+        blocks.len()
+    );
+    drop(f);
+    assert_eq!(m.unmount(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_file_whose_object_is_deleted_elsewhere_reads_old_bytes_then_eio() {
+    let server = common::s3s();
+    let bucket = server.new_bucket("mount-deleted").await;
+    let body = random_bytes(8 * MIB);
+    server.put(&bucket, "p/f", &body).await;
+    let m = mount(Some(&server), &server.url(&bucket, "p"), &[]);
+    let mut f = std::fs::File::open(m.path("f")).unwrap();
+    let mut got = vec![0u8; 4096];
+    f.read_exact(&mut got).unwrap();
+    server
+        .client()
+        .await
+        .delete_object()
+        .bucket(&bucket)
+        .key("p/f")
+        .send()
+        .await
+        .expect("DeleteObject");
+    let mut rest = Vec::new();
+    let err = f
+        .read_to_end(&mut rest)
+        .expect_err("read the whole of a deleted object");
+    got.extend_from_slice(&rest);
+    check_range(&body, &got, 0, "the reader of a deleted object");
+    // EIO like any other change; ENOENT is not an error read(2) gives.
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    drop(f);
     assert_eq!(m.unmount(), Some(0));
 }

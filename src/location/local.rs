@@ -265,7 +265,11 @@ fn list_dir_page(path: &Path, dir: &str, token: Option<String>) -> io::Result<su
     items.sort_by(|a, b| a.key().cmp(b.key()));
     let next = (items.len() > DIR_PAGE).then(|| items[DIR_PAGE - 1].key().to_string());
     items.truncate(DIR_PAGE);
-    Ok(super::DirPage { items, next })
+    Ok(super::DirPage {
+        items,
+        next,
+        marker: false,
+    })
 }
 
 /// Renames without replacing an existing file (for `WriteMode::CreateNew`).

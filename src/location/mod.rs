@@ -110,6 +110,9 @@ pub struct DirPage {
     pub items: Vec<DirItem>,
     /// Where the next page starts; `None` on the last page.
     pub next: Option<String>,
+    /// The directory's own marker object (`dir` itself, S3) was in this
+    /// page: it exists. Always false where directories are real (local).
+    pub marker: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -51,6 +51,9 @@ impl S3Location {
     pub(super) async fn dir_page(&self, dir: &str, token: Option<String>) -> Result<DirPage> {
         let prefix = format!("{}{dir}", self.cfg.prefix);
         let (items, next) = self.page(&prefix, true, token).await?;
+        let marker = items
+            .iter()
+            .any(|item| matches!(item, Item::Key(e) if e.key == dir));
         let items = items
             .into_iter()
             .filter_map(|item| match item {
@@ -61,7 +64,11 @@ impl S3Location {
                     .map(|k| DirItem::Dir(k.to_string())),
             })
             .collect();
-        Ok(DirPage { items, next })
+        Ok(DirPage {
+            items,
+            next,
+            marker,
+        })
     }
 
     /// The whole walk below `prefix`, given its first page.

@@ -270,14 +270,18 @@ impl Core {
         res.map_err(FsError::from)
     }
 
-    /// Uploads every open file with unsaved changes (before unmounting).
-    pub async fn commit_all(&self) {
+    /// Uploads every open file with unsaved changes (before unmounting);
+    /// returns the keys whose upload failed.
+    pub async fn commit_all(&self) -> Vec<String> {
         let all: Vec<Arc<Staged>> = lock(&self.staged).values().cloned().collect();
+        let mut failed = Vec::new();
         for s in all {
             if let Err(e) = self.commit(&s).await {
                 tracing::warn!(key = %s.key(), error = %e, "upload of an open file at unmount failed");
+                failed.push(s.key());
             }
         }
+        failed
     }
 
     /// The last handle of a staged file closed.
@@ -311,6 +315,12 @@ impl Core {
         size: Option<u64>,
     ) -> FsResult<Attr> {
         self.writable()?;
+        if key.is_empty() {
+            // The root has no object to carry metadata (its attributes are
+            // --dir-mode, --uid, --gid): the change is accepted and not
+            // kept, as `rsync -a` and `cp -a` into the mountpoint set them.
+            return Ok(self.root_attr());
+        }
         let path = path_of(key);
         let current = self.probe(path).await?.ok_or(FsError::NotFound)?;
         let merged = PosixMeta {
@@ -408,8 +418,25 @@ impl Core {
         }
         self.loc.delete_only(dir).await?;
         lock(&self.made_dirs).remove(dir);
+        self.keep_ancestors(dir);
         self.invalidate(dir);
         Ok(())
+    }
+
+    /// On S3 a directory without a marker exists only through the keys
+    /// below it: once its last one is removed through the mount, it would
+    /// vanish before `rm -r` gets to remove it (ENOENT). The directories
+    /// above a removed key stay here, as made ones, until removed.
+    fn keep_ancestors(&self, key: &str) {
+        if self.loc.keys_are_paths() {
+            return;
+        }
+        let mut made = lock(&self.made_dirs);
+        let mut dir = parent_of(key);
+        while !dir.is_empty() {
+            made.insert(dir.to_string());
+            dir = parent_of(dir);
+        }
     }
 
     pub async fn unlink(&self, key: &str) -> FsResult<()> {
@@ -424,6 +451,7 @@ impl Core {
             s.mark_unlinked();
         }
         self.loc.delete_only(key).await?;
+        self.keep_ancestors(key);
         self.invalidate(key);
         self.meta.put(key, None);
         Ok(())
@@ -458,6 +486,7 @@ impl Core {
         } else {
             self.rename_file(from, to).await?;
         }
+        self.keep_ancestors(from);
         self.invalidate(from);
         self.invalidate(to);
         Ok(src.is_dir)
@@ -529,23 +558,20 @@ impl Core {
     async fn keys_below(&self, dir: &str) -> FsResult<Vec<String>> {
         let max = self.settings.max_rename_objects;
         let mut keys = Vec::new();
-        if self.loc.stat(dir).await.ok().flatten().is_some() {
-            keys.push(dir.to_string());
-        }
         let mut dirs = vec![dir.to_string()];
         while let Some(d) = dirs.pop() {
             let mut token = None;
             loop {
                 let page = self.loc.list_dir(&d, token).await?;
+                // A marker is listed with its directory's content: no HEAD
+                // per directory to know whether it has one.
+                if page.marker {
+                    keys.push(d.clone());
+                }
                 for item in page.items {
                     match item {
                         DirItem::File(e) => keys.push(e.key),
-                        DirItem::Dir(k) => {
-                            dirs.push(k.clone());
-                            if self.loc.stat(&k).await.ok().flatten().is_some() {
-                                keys.push(k);
-                            }
-                        }
+                        DirItem::Dir(k) => dirs.push(k),
                     }
                     if keys.len() as u64 > max {
                         let msg = format!(

@@ -16,7 +16,7 @@ use fuser::{
     ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::location::{DirItem, Entry, PosixMeta};
+use crate::location::{DirItem, Entry, LocationError, PosixMeta};
 
 use super::cache::Attr;
 use super::core::Core;
@@ -584,7 +584,16 @@ impl Filesystem for MountFs {
                 staged.add_handle();
                 return Ok((self.add_handle(Handle::Write(staged)), FopenFlags::empty()));
             }
+            // Close-to-open: the version a reader is pinned to is the
+            // store's current one, not what a lookup cached up to a TTL ago
+            // (pinned to that, every GET of a since-changed object fails).
+            let cached = self.core.meta.get(&key).flatten();
+            self.core.meta.forget(&key);
             let a = self.run(self.core.open_read(&key))?;
+            // The kernel may hold the older attributes (its size bounds
+            // cached reads) until the TTL ends: read around its cache.
+            let kernel_stale =
+                cached.is_some_and(|c| c.etag != a.etag || c.size != a.size || c.mtime != a.mtime);
             let version = a.etag.clone().unwrap_or_else(|| {
                 let t = a
                     .mtime
@@ -602,7 +611,9 @@ impl Filesystem for MountFs {
                 size: a.size,
                 ahead: Mutex::new(ReadAhead::default()),
             };
-            let flags = if keep {
+            let flags = if kernel_stale {
+                FopenFlags::FOPEN_DIRECT_IO
+            } else if keep {
                 FopenFlags::FOPEN_KEEP_CACHE
             } else {
                 FopenFlags::empty()
@@ -667,6 +678,15 @@ impl Filesystem for MountFs {
         });
         match res {
             Ok(data) => reply.data(&data),
+            // The object was deleted after the open: for the open file that
+            // is a change like any other (EIO), and ENOENT is no read(2) error.
+            Err(FsError::Store(LocationError::NotFound { key, .. })) => {
+                tracing::warn!(
+                    key,
+                    "an open file's object was deleted from the store; reads fail"
+                );
+                reply.error(Errno::EIO)
+            }
             Err(e) => reply.error(self.fail("read", "", &e)),
         }
     }

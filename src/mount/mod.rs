@@ -115,13 +115,26 @@ impl Mounted {
     /// unsaved changes. When some are still open (the kernel says busy),
     /// the mount is detached lazily: it leaves the namespace at once, and
     /// its open files fail once this process exits.
+    /// An open file whose upload fails is an error (after unmounting):
+    /// its unsaved changes are lost.
     pub async fn unmount(mut self) -> std::io::Result<()> {
-        self.core.commit_all().await;
+        let failed = self.core.commit_all().await;
+        let lost = |res: std::io::Result<()>| {
+            if failed.is_empty() {
+                return res;
+            }
+            res?;
+            Err(std::io::Error::other(format!(
+                "the unsaved changes of {} open file(s) could not be uploaded and are lost: {} (the log says why)",
+                failed.len(),
+                failed.join(", ")
+            )))
+        };
         let Some(session) = self.session.take() else {
-            return Ok(());
+            return lost(Ok(()));
         };
         let mountpoint = self.mountpoint.clone();
-        tokio::task::spawn_blocking(move || match unmount_path(&mountpoint, false) {
+        let res = tokio::task::spawn_blocking(move || match unmount_path(&mountpoint, false) {
             // Unmounted: the session ends by itself (fuser's own unmount
             // would race with the kernel tearing the connection down, and
             // fail with EINVAL).
@@ -141,7 +154,8 @@ impl Mounted {
             Err(e) => Err(e),
         })
         .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        lost(res)
     }
 }
 
