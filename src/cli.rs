@@ -485,9 +485,11 @@ fn init_logging(verbose: u8) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("syncmount={default},error"))
     });
+    // Colours only on a terminal: a detached mount or a daemon logs to a file.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -522,6 +524,7 @@ pub fn main() -> i32 {
                 let ctx = crate::task::execution::Context {
                     state_dir,
                     config: Arc::new(load_config(&config_path)?),
+                    on_written: None,
                 };
                 task::run(cmd, ctx, config_path).await
             }

@@ -96,7 +96,22 @@ fn a_broken_unit_would_be_caught() {
 fn the_service_is_type_notify_and_the_task_unit_waits() {
     let service = std::fs::read_to_string(repo().join("systemd/syncmount.service")).unwrap();
     assert!(service.contains("Type=notify"));
-    assert!(service.contains("ProtectSystem=strict"));
+    // The daemon mounts: it needs /dev/fuse and must not get a mount
+    // namespace of its own, or nobody else would see its mounts.
+    assert!(service.contains("DeviceAllow=/dev/fuse rw"));
+    assert!(service.contains("@mount"));
+    let settings: Vec<&str> = service.lines().filter(|l| !l.starts_with('#')).collect();
+    for own_namespace in [
+        "ProtectSystem=",
+        "PrivateTmp=",
+        "PrivateDevices=",
+        "ProtectHome=",
+    ] {
+        assert!(
+            !settings.iter().any(|l| l.starts_with(own_namespace)),
+            "{own_namespace} hides the daemon's mounts"
+        );
+    }
     let task = std::fs::read_to_string(repo().join("systemd/syncmount-task@.service")).unwrap();
     assert!(task.contains("Type=oneshot"));
     assert!(task.contains("task start %i --wait"));

@@ -26,7 +26,8 @@ mount_with() {
     mkdir -p "$dir"
     case $tool in
         syncmount)
-            "$SM" mount s3://mnt "$dir" --endpoint-url "$EP" --state-dir "$WORK/state-mount" >/dev/null 2>&1 ;;
+            "$SM" mount s3://mnt "$dir" --endpoint-url "$EP" --state-dir "$WORK/state-mount" >"$WORK/mount-$tool.out" 2>&1 \
+                || die "syncmount mount failed: $(cat "$WORK/mount-$tool.out")" ;;
         rclone-off)
             "$RCLONE" mount "$(rc_remote mnt)" "$dir" --vfs-cache-mode off --daemon ;;
         rclone-full)
@@ -48,16 +49,25 @@ unmount_dir() {
         mounted "$dir" || break
         sleep 0.1
     done
+    # The mount process may still be shutting down: let it go first.
+    for _ in $(seq 1 100); do
+        pgrep -f "mount .*$dir" >/dev/null || break
+        sleep 0.1
+    done
     rm -rf "$WORK/rclone-cache"
 }
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 
 # fio_read DIR MODE: prints "MB_per_s iops" of a read job over the big object.
+# seq and rand start by dropping the file's cached pages (fio's default);
+# reread keeps them, as a second reader of a warm file would.
 fio_read() {
     local file=$1/big/big.bin mode=$2 out
-    if [ "$mode" = seq ]; then
-        out=$(fio --name=seq --filename="$file" --readonly --rw=read --bs=1M --ioengine=psync --size="${BIG_MIB}M" --output-format=json)
+    if [ "$mode" = seq ] || [ "$mode" = reread ]; then
+        local inval=1
+        [ "$mode" = reread ] && inval=0
+        out=$(fio --name=seq --filename="$file" --readonly --rw=read --bs=1M --ioengine=psync --size="${BIG_MIB}M" --invalidate=$inval --output-format=json)
     else
         out=$(fio --name=rand --filename="$file" --readonly --rw=randread --bs=4k --ioengine=psync --size="${BIG_MIB}M" --runtime=15 --time_based --output-format=json)
     fi
@@ -103,7 +113,7 @@ PY
         mount_with "$tool" "$dir"
         read -r mbps _ < <(fio_read "$dir" seq)
         row "m-seq $tool MB_per_s=$mbps"
-        read -r mbps _ < <(fio_read "$dir" seq)
+        read -r mbps _ < <(fio_read "$dir" reread)
         row "m-reread $tool MB_per_s=$mbps"
         unmount_dir "$dir"
 

@@ -34,7 +34,7 @@ use crate::task::history::History;
 use crate::task::liveness;
 use crate::task::schedule::Schedule;
 use control::{Request, Response};
-use mounts::{Mounts, NoMounts};
+use mounts::{FuseMounts, Mounts};
 use notify::notify;
 
 #[derive(Args, Debug, Clone)]
@@ -76,7 +76,7 @@ struct Daemon {
     schedules: Schedules,
     /// Execution id → its cancel flag.
     running: HashMap<String, Arc<AtomicBool>>,
-    executions: JoinSet<(String, Status, crate::location::Place)>,
+    executions: JoinSet<(String, Status)>,
     mounts: Box<dyn Mounts>,
 }
 
@@ -110,20 +110,22 @@ pub async fn run(
     }
     let history = Arc::new(History::open(&state_dir)?);
     liveness::reap(&state_dir, &history)?;
+    let mounts = FuseMounts::new(state_dir.clone());
     let mut d = Daemon {
         ctx: Context {
             state_dir: state_dir.clone(),
             config: Arc::new(config),
+            on_written: Some(mounts.written_hook()),
         },
         config_path,
         history,
         schedules: HashMap::new(),
         running: HashMap::new(),
         executions: JoinSet::new(),
-        mounts: Box::new(NoMounts),
+        mounts: Box::new(mounts),
     };
     d.load_schedules();
-    d.mounts.apply(&d.ctx.config);
+    d.mounts.apply(&d.ctx.config).await;
     let (tx, rx) = mpsc::channel::<Control>(16);
     let acceptor = tokio::spawn(accept(listener, tx));
     // Handlers first: a reload or stop right after READY must not find the
@@ -191,7 +193,7 @@ impl Daemon {
                     let _ = reply.send(self.answer(req));
                 }
                 Some(done) = self.executions.join_next(), if !self.executions.is_empty() => self.ended(done),
-                _ = sig.hup.recv() => self.reload(),
+                _ = sig.hup.recv() => self.reload().await,
                 _ = sig.term.recv() => break,
                 _ = sig.int.recv() => break,
             }
@@ -280,41 +282,36 @@ impl Daemon {
     }
 
     fn start(&mut self, name: &str, overrides: &[String]) -> Result<String, execution::TaskError> {
-        let execution::Prepared { id, lock, plan } =
+        let execution::Prepared { id, lock, .. } =
             execution::prepare(&self.ctx, &self.history, name, overrides)?;
         let cancel = Arc::new(AtomicBool::new(false));
         self.running.insert(id.clone(), cancel.clone());
         let (ctx, history, run_id) = (self.ctx.clone(), self.history.clone(), id.clone());
-        let place = plan.destination_place;
         self.executions.spawn(async move {
             let status = execution::run(&ctx, history, &run_id, cancel).await;
             lock.release();
-            (run_id, status, place)
+            (run_id, status)
         });
         Ok(id)
     }
 
-    fn ended(
-        &mut self,
-        done: Result<(String, Status, crate::location::Place), tokio::task::JoinError>,
-    ) {
+    fn ended(&mut self, done: Result<(String, Status), tokio::task::JoinError>) {
         match done {
-            Ok((id, status, place)) => {
+            Ok((id, status)) => {
                 tracing::info!(execution_id = %id, %status, "execution ended");
                 self.running.remove(&id);
-                self.mounts.written(&place);
             }
             Err(e) => tracing::error!(error = %e, "an execution task failed"),
         }
     }
 
-    fn reload(&mut self) {
+    async fn reload(&mut self) {
         notify("RELOADING=1");
         match Config::load(self.config_path.as_deref()) {
             Ok(c) => {
                 self.ctx.config = Arc::new(c);
                 self.load_schedules();
-                self.mounts.apply(&self.ctx.config);
+                self.mounts.apply(&self.ctx.config).await;
                 tracing::info!("config reloaded");
             }
             Err(e) => {
@@ -352,7 +349,7 @@ impl Daemon {
                 }
             }
         }
-        self.mounts.unmount_all();
+        self.mounts.unmount_all().await;
     }
 }
 

@@ -130,6 +130,11 @@ impl BlockCache {
             .map_err(|e: Arc<LocationError>| clone_error(&e))
     }
 
+    /// Drops every cached block (the store changed in unknown places).
+    pub fn forget_all(&self) {
+        self.memory.invalidate_all();
+    }
+
     /// Drops every cached block of `key` (all versions): after a write
     /// through the mount, nothing old is served even without an ETag.
     pub fn forget_key(&self, key: &str) {

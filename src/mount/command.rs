@@ -130,7 +130,37 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("`{s}` is not an octal permission mode (e.g. 644)"))
 }
 
+/// Parses `MountArgs` alone, for their clap defaults.
+#[derive(clap::Parser)]
+struct DefaultsOnly {
+    #[command(flatten)]
+    args: MountArgs,
+}
+
 impl MountArgs {
+    /// The arguments a `[[mount]]` table stands for: the command line's
+    /// defaults, overridden by what the table sets.
+    pub fn from_config(m: &crate::config::MountConfig) -> MountArgs {
+        use clap::Parser as _;
+        let mut a = DefaultsOnly::parse_from([
+            std::ffi::OsStr::new("mount"),
+            std::ffi::OsStr::new(&m.location),
+            m.path.as_os_str(),
+        ])
+        .args;
+        a.read_only = m.read_only;
+        a.metadata_ttl = m.metadata_ttl.unwrap_or(a.metadata_ttl);
+        a.cache_size = m.cache_size.unwrap_or(a.cache_size);
+        a.cache_dir = m.cache_dir.clone();
+        a.allow_other = m.allow_other;
+        a.uid = m.uid;
+        a.gid = m.gid;
+        a.file_mode = m.file_mode.unwrap_or(a.file_mode);
+        a.dir_mode = m.dir_mode.unwrap_or(a.dir_mode);
+        a.foreground = true;
+        a
+    }
+
     pub fn options(&self, state_dir: &Path) -> MountOptions {
         // SAFETY: getuid/getgid have no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };

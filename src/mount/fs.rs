@@ -63,7 +63,7 @@ enum Handle {
 pub struct MountFs {
     core: Arc<Core>,
     rt: tokio::runtime::Handle,
-    inodes: Mutex<InodeTable>,
+    inodes: Arc<Mutex<InodeTable>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     /// The version each inode was last opened at: the kernel may keep its
@@ -80,11 +80,17 @@ impl MountFs {
         MountFs {
             core,
             rt,
-            inodes: Mutex::new(InodeTable::default()),
+            inodes: Arc::new(Mutex::new(InodeTable::default())),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             opened_versions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The inode table, shared with the [`Mounted`](super::Mounted) handle
+    /// so it can tell the kernel which inodes to forget.
+    pub fn inodes(&self) -> Arc<Mutex<InodeTable>> {
+        self.inodes.clone()
     }
 
     fn ttl(&self) -> Duration {

@@ -150,6 +150,15 @@ impl InodeTable {
         self.by_key.remove(key);
     }
 
+    /// Every inode but the root, with its key (for kernel invalidations).
+    pub fn entries(&self) -> Vec<(u64, String)> {
+        self.nodes
+            .iter()
+            .filter(|(&ino, _)| ino != ROOT)
+            .map(|(&ino, n)| (ino, n.key.clone()))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }

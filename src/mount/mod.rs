@@ -94,6 +94,8 @@ pub fn is_mounted(path: &Path) -> bool {
 pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
     core: Arc<core::Core>,
+    notifier: Option<fuser::Notifier>,
+    inodes: Arc<std::sync::Mutex<inode::InodeTable>>,
     pub mountpoint: PathBuf,
 }
 
@@ -105,10 +107,14 @@ impl Mounted {
             .is_some_and(|s| !s.guard.is_finished())
     }
 
-    /// Drops what the caches hold for `key` (after a change made elsewhere,
-    /// e.g. by a task execution writing into this location).
-    pub fn invalidate(&self, key: &str) {
-        self.core.invalidate(key);
+    /// A handle that drops this mount's caches, for whoever learns that
+    /// its location changed (a task execution writing into it).
+    pub fn invalidator(&self) -> Invalidator {
+        Invalidator {
+            core: self.core.clone(),
+            notifier: self.notifier.clone(),
+            inodes: self.inodes.clone(),
+        }
     }
 
     /// Unmounts; files still open are uploaded first when they have
@@ -156,6 +162,60 @@ impl Mounted {
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
         lost(res)
+    }
+}
+
+/// Drops a mount's caches, ours and the kernel's; cheap to clone.
+#[derive(Clone)]
+pub struct Invalidator {
+    core: Arc<core::Core>,
+    notifier: Option<fuser::Notifier>,
+    inodes: Arc<std::sync::Mutex<inode::InodeTable>>,
+}
+
+impl Invalidator {
+    /// Where the mounted location's keys live.
+    pub fn place(&self) -> crate::location::Place {
+        self.core.loc.place()
+    }
+
+    /// Drops everything the caches hold, ours and the kernel's (after a
+    /// change made elsewhere, e.g. by a task execution writing into this
+    /// location): the next lookup, getattr and read ask the store, without
+    /// waiting for the metadata TTL.
+    pub fn invalidate_all(&self) {
+        self.core.meta.forget_all();
+        self.core.blocks.forget_all();
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        let entries = self
+            .inodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries();
+        let ino_of: std::collections::HashMap<&str, u64> =
+            entries.iter().map(|(i, k)| (k.as_str(), *i)).collect();
+        for (ino, key) in &entries {
+            // Attributes and cached pages of the inode; then the name in its
+            // parent, so a lookup sees a new or deleted object. Errors only
+            // mean the kernel had already forgotten it.
+            let _ = notifier.inval_inode(fuser::INodeNo(*ino), 0, 0);
+            let parent = match inode::parent_of(key) {
+                "" => inode::ROOT,
+                p => match ino_of.get(p) {
+                    Some(&i) => i,
+                    None => continue,
+                },
+            };
+            let _ = notifier.inval_entry(
+                fuser::INodeNo(parent),
+                std::ffi::OsStr::new(inode::name_of(key)),
+            );
+        }
+        // Names the kernel cached as missing hang off known directories:
+        // forgetting the directories' own attributes and pages covers them.
+        let _ = notifier.inval_inode(fuser::INodeNo(inode::ROOT), 0, 0);
     }
 }
 
@@ -221,6 +281,7 @@ pub fn mount(
     })?;
     let core = Arc::new(core::Core::new(loc.clone(), opts.settings.clone(), blocks));
     let fs = fs::MountFs::new(core.clone(), tokio::runtime::Handle::current());
+    let inodes = fs.inodes();
     let mut options = vec![
         fuser::MountOption::FSName(loc.describe()),
         fuser::MountOption::Subtype("syncmount".into()),
@@ -241,9 +302,12 @@ pub fn mount(
         path: mountpoint.to_path_buf(),
         message: e.to_string(),
     })?;
+    let notifier = Some(session.notifier());
     Ok(Mounted {
         session: Some(session),
         core,
+        notifier,
+        inodes,
         mountpoint: mountpoint.to_path_buf(),
     })
 }

@@ -40,7 +40,14 @@ const COUNTERS_EVERY: Duration = Duration::from_secs(1);
 pub struct Context {
     pub state_dir: PathBuf,
     pub config: Arc<Config>,
+    /// Told where an execution wrote, before its end is recorded (the
+    /// daemon drops the caches of mounts showing that place, so whoever
+    /// sees SUCCESS also sees the new data through a mount).
+    pub on_written: Option<WrittenHook>,
 }
+
+/// See [`Context::on_written`].
+pub type WrittenHook = Arc<dyn Fn(&crate::location::Place) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
@@ -335,7 +342,11 @@ async fn run_inner(
             }
         })),
     };
+    let place = dst.place();
     let summary = execute(src, dst, req).await;
+    if let Some(hook) = &ctx.on_written {
+        hook(&place);
+    }
     history
         .finish(id, &summary)
         .map_err(|e| Stop::error("HistoryError", e.to_string()))?;

@@ -1,0 +1,159 @@
+//! The daemon's `[[mount]]`s: mounted at start, remounted on SIGHUP when
+//! their table changed, unmounted on SIGTERM; and a change a task execution
+//! writes into a mounted location shows through the mount at once, although
+//! the mount's metadata TTL is an hour.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::mount::is_mounted;
+use common::tasks::{status, TaskEnv};
+
+fn config(s: &common::S3Server, bucket: &str, mount_dir: &str) -> String {
+    format!(
+        r#"
+[[location]]
+name = "A"
+path = "{{root}}/a"
+
+[[location]]
+name = "B"
+bucket = "{bucket}"
+prefix = "data"
+endpoint_url = "{ep}"
+
+[[task]]
+name = "a-b"
+source = "A"
+destination = "B"
+
+[[mount]]
+location = "B"
+path = "{{root}}/{mount_dir}"
+metadata_ttl = "1h"
+"#,
+        ep = s.endpoint
+    )
+}
+
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(env: &TaskEnv, mountpoint: &std::path::Path) -> Daemon {
+        common::mount::require_fuse();
+        let child = env
+            .cmd(&["daemon"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the daemon");
+        let d = Daemon(child);
+        wait_until(
+            || is_mounted(mountpoint),
+            "the daemon to mount its [[mount]]",
+        );
+        d
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(self.0.id() as i32, sig) }, 0);
+    }
+
+    fn stop(mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.0.try_wait().expect("wait") {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the daemon did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn wait_until(cond: impl Fn() -> bool, what: &str) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn env_with_bucket(tag: &str, mount_dir: &str) -> (common::S3Server, String, TaskEnv) {
+    let s = common::s3s();
+    let bucket = s.new_bucket(tag).await;
+    let mut env = TaskEnv::new(&config(&s, &bucket, mount_dir));
+    env.vars = s.env();
+    std::fs::create_dir_all(env.root().join("a")).unwrap();
+    std::fs::create_dir_all(env.root().join(mount_dir)).unwrap();
+    (s, bucket, env)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_synced_change_shows_in_the_daemons_mount_at_once_and_sigterm_unmounts() {
+    let (s, bucket, env) = env_with_bucket("daemon-mount", "mnt").await;
+    s.put(&bucket, "data/f.txt", b"old").await;
+    let mnt = env.root().join("mnt");
+    let d = Daemon::start(&env, &mnt);
+
+    // Cached by the mount (and the kernel) for the hour-long TTL.
+    assert_eq!(std::fs::read(mnt.join("f.txt")).unwrap(), b"old");
+    assert_eq!(std::fs::metadata(mnt.join("f.txt")).unwrap().len(), 3);
+
+    std::fs::write(env.root().join("a/f.txt"), b"new and longer").unwrap();
+    std::fs::write(env.root().join("a/g.txt"), b"brand new").unwrap();
+    let id = env.start("a-b", &[]);
+    let rec = env.wait_end(&id, Duration::from_secs(60));
+    assert_eq!(status(&rec), "SUCCESS", "{rec:#}");
+    assert_eq!(s.get(&bucket, "data/f.txt").await, b"new and longer");
+
+    assert_eq!(
+        std::fs::metadata(mnt.join("f.txt")).unwrap().len(),
+        14,
+        "the kernel's cached size was dropped"
+    );
+    assert_eq!(std::fs::read(mnt.join("f.txt")).unwrap(), b"new and longer");
+    assert_eq!(std::fs::read(mnt.join("g.txt")).unwrap(), b"brand new");
+
+    assert_eq!(d.stop(), 0);
+    assert!(!is_mounted(&mnt), "SIGTERM unmounts");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_moves_a_mount_whose_table_changed_and_keeps_serving_it() {
+    let (s, bucket, env) = env_with_bucket("daemon-remount", "mnt1").await;
+    s.put(&bucket, "data/x", b"x").await;
+    let (m1, m2) = (env.root().join("mnt1"), env.root().join("mnt2"));
+    std::fs::create_dir_all(&m2).unwrap();
+    let d = Daemon::start(&env, &m1);
+    assert_eq!(std::fs::read(m1.join("x")).unwrap(), b"x");
+
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&env.config, text.replace("/mnt1\"", "/mnt2\"")).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_until(|| is_mounted(&m2), "the remount at the new path");
+    wait_until(|| !is_mounted(&m1), "the old path to be unmounted");
+    assert_eq!(std::fs::read(m2.join("x")).unwrap(), b"x");
+
+    assert_eq!(d.stop(), 0);
+    assert!(!is_mounted(&m2));
+}
