@@ -286,9 +286,9 @@ pub async fn mount(
         return tokio::task::spawn_blocking(move || command::detach(&args, &state)).await?;
     }
     let side = Side {
-        region: args.region.clone(),
-        endpoint_url: args.endpoint_url.clone(),
-        profile: args.profile.clone(),
+        region: args.conn.region.clone(),
+        endpoint_url: args.conn.endpoint_url.clone(),
+        profile: args.conn.profile.clone(),
         role_arn: args.role_arn.clone(),
     };
     // A mounted directory must exist, as a sync source must.

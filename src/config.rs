@@ -23,6 +23,7 @@
 mod check;
 pub mod spec;
 pub mod tables;
+pub mod units;
 
 use std::path::{Path, PathBuf};
 

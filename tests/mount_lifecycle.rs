@@ -6,68 +6,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fault_proxy::{Fault, FaultPlan, FaultProxy};
-use common::mount::{is_mounted, mount, mount_cmd, require_fuse, sh};
+use common::mount::{is_mounted, mount, mount_cmd, require_fuse, sh, writer_body, OpenWriter};
 use common::{random_bytes, run, S3Server};
-
-/// A python writer holding `path` open with `size` bytes written (and
-/// flushed to the mount) but not closed; it closes when told to.
-struct OpenWriter {
-    child: std::process::Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl OpenWriter {
-    fn start(path: &Path, size: usize) -> OpenWriter {
-        let script = r#"
-import os, sys
-f = open(sys.argv[1], "wb")
-f.write(bytes(i % 251 for i in range(int(sys.argv[2]))))
-f.flush()
-print("written", flush=True)
-sys.stdin.readline()
-try:
-    f.close()
-    print("closed", flush=True)
-except OSError as e:
-    print("ERRNO", e.errno, flush=True)
-"#;
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(path)
-            .arg(size.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        out.read_line(&mut line).expect("read from python");
-        assert_eq!(line.trim(), "written", "the writer did not get to write");
-        OpenWriter { child, out }
-    }
-
-    /// Closes the file; returns what python printed (`closed` or `ERRNO n`).
-    fn close(mut self) -> String {
-        let mut stdin = self.child.stdin.take().expect("stdin");
-        stdin.write_all(b"\n").expect("tell python to close");
-        drop(stdin);
-        let mut line = String::new();
-        self.out.read_line(&mut line).expect("read from python");
-        let _ = self.child.wait();
-        line.trim().to_string()
-    }
-}
-
-fn writer_body(size: usize) -> Vec<u8> {
-    (0..size).map(|i| (i % 251) as u8).collect()
-}
 
 /// Incomplete multipart uploads in `bucket` (moto lists them).
 async fn multipart_uploads(s: &S3Server, bucket: &str) -> Vec<String> {

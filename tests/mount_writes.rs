@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::fault_proxy::{Fault, FaultPlan, FaultProxy};
-use common::mount::{mount, sh};
+use common::mount::{mount, sh, writer_body, OpenWriter};
 use common::{random_bytes, S3Server};
 
 /// Runs `python3 -c SCRIPT ARGS…` (paths in `sys.argv[1:]`); returns its
@@ -56,62 +55,6 @@ fn s3_bytes_eq(what: &str, got: &[u8], want: &[u8]) {
         want.len(),
         got.iter().zip(want).position(|(a, b)| a != b)
     );
-}
-
-/// A python writer holding `path` open with `body` written but not closed:
-/// it prints `written`, waits for a line on stdin, then closes the file and
-/// prints what close did.
-struct OpenWriter {
-    child: std::process::Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl OpenWriter {
-    fn start(path: &Path, size: usize) -> OpenWriter {
-        let script = r#"
-import os, sys
-f = open(sys.argv[1], "wb")
-f.write(bytes(i % 251 for i in range(int(sys.argv[2]))))
-f.flush()
-print("written", flush=True)
-sys.stdin.readline()
-try:
-    f.close()
-    print("closed", flush=True)
-except OSError as e:
-    print("ERRNO", e.errno, flush=True)
-"#;
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(path)
-            .arg(size.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        out.read_line(&mut line).expect("read from python");
-        assert_eq!(line.trim(), "written", "the writer did not get to write");
-        OpenWriter { child, out }
-    }
-
-    /// Closes the file; returns what python printed (`closed` or `ERRNO n`).
-    fn close(mut self) -> String {
-        let mut stdin = self.child.stdin.take().expect("stdin");
-        stdin.write_all(b"\n").expect("tell python to close");
-        drop(stdin);
-        let mut line = String::new();
-        self.out.read_line(&mut line).expect("read from python");
-        let _ = self.child.wait();
-        line.trim().to_string()
-    }
-}
-
-/// The body the [`OpenWriter`] writes.
-fn writer_body(size: usize) -> Vec<u8> {
-    (0..size).map(|i| (i % 251) as u8).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -260,19 +260,9 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
         NumberOrText::Int(n) => n as f64,
         NumberOrText::Float(f) => f,
         NumberOrText::Text(s) => {
-            let t = s.trim();
-            let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-                (n, 0.001)
-            } else if let Some(n) = t.strip_suffix('s') {
-                (n, 1.0)
-            } else if let Some(n) = t.strip_suffix('m') {
-                (n, 60.0)
-            } else if let Some(n) = t.strip_suffix('h') {
-                (n, 3600.0)
-            } else {
-                (t, 1.0)
-            };
-            num.trim().parse::<f64>().map_err(|_| bad(&s))? * scale
+            return super::units::parse_duration(&s)
+                .map(Some)
+                .map_err(D::Error::custom)
         }
     };
     if !secs.is_finite() || secs < 0.0 {
@@ -281,35 +271,13 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
     Ok(Some(Duration::from_secs_f64(secs)))
 }
 
-/// Parses "512MiB", "2GiB", "100MB", "4096".
-pub fn parse_byte_size(s: &str) -> Option<u64> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(scale)
-}
-
 fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match Option::<NumberOrText>::deserialize(d)? {
         None => Ok(None),
         Some(NumberOrText::Int(n)) => Ok(Some(n)),
-        Some(NumberOrText::Text(s)) => parse_byte_size(&s).map(Some).ok_or_else(|| {
-            D::Error::custom(format!(
-                "`{s}` is not a size (bytes, or e.g. \"512MiB\", \"2GiB\")"
-            ))
-        }),
+        Some(NumberOrText::Text(s)) => super::units::parse_size(&s)
+            .map(Some)
+            .map_err(D::Error::custom),
         Some(NumberOrText::Float(f)) => Err(D::Error::custom(format!(
             "`{f}` is not a whole number of bytes"
         ))),
@@ -320,7 +288,11 @@ fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let (m, given) = match Option::<NumberOrText>::deserialize(d)? {
         None => return Ok(None),
         Some(NumberOrText::Int(n)) => (u32::try_from(n).ok(), format!("{n:o} (octal)")),
-        Some(NumberOrText::Text(s)) => (u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(), s),
+        Some(NumberOrText::Text(s)) => {
+            return super::units::parse_mode(&s)
+                .map(Some)
+                .map_err(D::Error::custom)
+        }
         Some(NumberOrText::Float(f)) => (None, f.to_string()),
     };
     m.filter(|m| *m <= 0o7777).map(Some).ok_or_else(|| {
@@ -333,16 +305,6 @@ fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_take_decimal_and_binary_units() {
-        assert_eq!(parse_byte_size("4096"), Some(4096));
-        assert_eq!(parse_byte_size("512MiB"), Some(512 << 20));
-        assert_eq!(parse_byte_size("2 GiB"), Some(2 << 30));
-        assert_eq!(parse_byte_size("100MB"), Some(100_000_000));
-        assert_eq!(parse_byte_size("lots"), None);
-        assert_eq!(parse_byte_size("5 parsecs"), None);
-    }
 
     #[test]
     fn overrides_replace_only_what_they_set() {

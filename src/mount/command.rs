@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use crate::config::units::{parse_duration, parse_mode, parse_size};
+
 use crate::location::Location;
 
 use super::{MountOptions, MountSettings};
@@ -28,12 +30,8 @@ pub struct MountArgs {
     pub location: String,
     /// An existing empty directory to mount on.
     pub mountpoint: PathBuf,
-    #[arg(long)]
-    pub region: Option<String>,
-    #[arg(long)]
-    pub endpoint_url: Option<String>,
-    #[arg(long)]
-    pub profile: Option<String>,
+    #[command(flatten)]
+    pub conn: crate::cli::SideArgs,
     /// Role to assume (STS AssumeRole) for the location.
     #[arg(long)]
     pub role_arn: Option<String>,
@@ -77,57 +75,6 @@ pub struct MountArgs {
     /// Where the detached mount logs (default: STATE_DIR/logs/mount-<mountpoint>.log).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
-}
-
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (e.g. 512MiB, 2GiB, 1048576)"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KB" | "KiB" | "k" => 1 << 10,
-        "M" | "MB" | "MiB" => 1 << 20,
-        "G" | "GB" | "GiB" => 1 << 30,
-        "T" | "TB" | "TiB" => 1 << 40,
-        other => {
-            return Err(format!(
-                "`{s}`: unknown unit `{other}` (use KiB, MiB, GiB, TiB)"
-            ))
-        }
-    };
-    Ok((n * mult as f64) as u64)
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, mult_ms) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1000.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60_000.0)
-    } else {
-        (t, 1000.0)
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 1s, 500ms, 2m)"))?;
-    if n < 0.0 {
-        return Err(format!("`{s}`: a duration cannot be negative"));
-    }
-    Ok(Duration::from_micros((n * mult_ms * 1000.0) as u64))
-}
-
-pub fn parse_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| format!("`{s}` is not an octal permission mode (e.g. 644)"))
 }
 
 /// Parses `MountArgs` alone, for their clap defaults.
@@ -290,25 +237,6 @@ pub fn detach(args: &MountArgs, state_dir: &Path) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_durations_and_modes_parse_with_units() {
-        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert!(parse_size("12 parsecs")
-            .unwrap_err()
-            .contains("unknown unit"));
-        assert!(parse_size("lots").is_err());
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("soon").is_err());
-        assert_eq!(parse_mode("644"), Ok(0o644));
-        assert_eq!(parse_mode("0o2775"), Ok(0o2775));
-        assert!(parse_mode("999").is_err());
-    }
 
     #[test]
     fn the_default_log_is_named_after_the_mountpoint() {

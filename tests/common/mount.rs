@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -207,4 +208,59 @@ pub fn sh(script: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// A python writer holding `path` open with `size` bytes written (and
+/// flushed to the mount) but not closed; it closes when told to.
+pub struct OpenWriter {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl OpenWriter {
+    pub fn start(path: &Path, size: usize) -> OpenWriter {
+        let script = r#"
+import os, sys
+f = open(sys.argv[1], "wb")
+f.write(bytes(i % 251 for i in range(int(sys.argv[2]))))
+f.flush()
+print("written", flush=True)
+sys.stdin.readline()
+try:
+    f.close()
+    print("closed", flush=True)
+except OSError as e:
+    print("ERRNO", e.errno, flush=True)
+"#;
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(path)
+            .arg(size.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read from python");
+        assert_eq!(line.trim(), "written", "the writer did not get to write");
+        OpenWriter { child, out }
+    }
+
+    /// Closes the file; returns what python printed (`closed` or `ERRNO n`).
+    pub fn close(mut self) -> String {
+        let mut stdin = self.child.stdin.take().expect("stdin");
+        stdin.write_all(b"\n").expect("tell python to close");
+        drop(stdin);
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("read from python");
+        let _ = self.child.wait();
+        line.trim().to_string()
+    }
+}
+
+/// The body an [`OpenWriter`] writes.
+pub fn writer_body(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i % 251) as u8).collect()
 }
