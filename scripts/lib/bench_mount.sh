@@ -86,7 +86,9 @@ PY
 
 # keys under PREFIX in bucket mnt
 key_count() {
-    "$AWS" --endpoint-url "$EP" s3api list-objects-v2 --bucket mnt --prefix "$1" --query KeyCount --output text 2>/dev/null || echo 0
+    local n
+    n=$("$AWS" --endpoint-url "$EP" s3api list-objects-v2 --bucket mnt --prefix "$1" --query KeyCount --output text 2>/dev/null || true)
+    case $n in ''|*[!0-9]*) echo 0 ;; *) echo "$n" ;; esac
 }
 
 bench_mount() {
