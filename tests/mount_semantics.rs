@@ -654,3 +654,36 @@ async fn a_failed_upload_over_an_existing_object_leaves_the_previous_one() {
     assert_eq!(s.get_unvalidated(&bucket, "p/kept").await, b"previous");
     assert_eq!(m.unmount(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_disk_cache_stays_within_its_size() {
+    let s = common::s3s();
+    let bucket = s.new_bucket("sem-disk-size").await;
+    let body = random_bytes(12 * MIB);
+    s.put(&bucket, "big", &body).await;
+    let cache = common::tempdir();
+    let dir = common::path_str(cache.path());
+    let args = [
+        "--cache-dir",
+        dir.as_str(),
+        "--cache-size",
+        "1MiB",
+        "--cache-dir-size",
+        "3MiB",
+    ];
+    let m = mount(Some(&s), &s.url(&bucket, ""), &args);
+    assert_eq!(std::fs::read(m.path("big")).unwrap(), body);
+    let on_disk: u64 = std::fs::read_dir(cache.path().join("blocks"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    // Each block file holds 1 MiB and its 4-byte checksum.
+    assert!(
+        on_disk <= 3 * (MIB as u64 + 4),
+        "{on_disk} bytes of blocks on disk, over the 3 MiB limit"
+    );
+    assert!(
+        on_disk >= MIB as u64,
+        "nothing was kept on disk ({on_disk} bytes)"
+    );
+}

@@ -226,6 +226,9 @@ impl DiskCache {
         let tmp = path.join(format!(".{name}.tmp"));
         if std::fs::write(&tmp, &raw).is_ok() && std::fs::rename(&tmp, path.join(&name)).is_ok() {
             self.index.insert(name, raw.len() as u64);
+            // Evict now, not when moka gets round to it: the directory must
+            // stay within its size.
+            self.index.run_pending_tasks();
         } else {
             let _ = std::fs::remove_file(&tmp);
         }
