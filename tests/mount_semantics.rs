@@ -687,3 +687,24 @@ async fn the_disk_cache_stays_within_its_size() {
         "nothing was kept on disk ({on_disk} bytes)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_made_here_shows_another_clients_file_once_listed() {
+    let s = common::s3s();
+    let bucket = s.new_bucket("sem-known-dir").await;
+    let m = mount(Some(&s), &s.url(&bucket, ""), &["--metadata-ttl", "1h"]);
+    std::fs::create_dir(m.path("d")).unwrap();
+    std::fs::write(m.path("d/mine"), b"1").unwrap();
+    // Within the TTL a lookup in a directory made here trusts what this
+    // mount put there ...
+    s.put(&bucket, "d/theirs", b"2").await;
+    assert!(!m.path("d/theirs").exists());
+    // ... until a listing shows the store's view.
+    let mut names: Vec<String> = std::fs::read_dir(m.path("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["mine", "theirs"]);
+    assert_eq!(std::fs::read(m.path("d/theirs")).unwrap(), b"2");
+}

@@ -45,6 +45,11 @@ pub struct Core {
     /// Directories made through this mount: they exist even where the store
     /// does not list empty directory markers.
     made_dirs: Mutex<HashSet<String>>,
+    /// Directories made here within the TTL, with every name added to them
+    /// here since: a lookup of any other name in them is a miss without
+    /// asking the store (as a cached negative entry would be), which keeps
+    /// `cp -r` into a new directory at one request per file.
+    known: moka::sync::Cache<String, Arc<Mutex<HashSet<String>>>>,
     /// Keys hidden because they cannot be names, each logged once.
     hidden: Mutex<HashSet<String>>,
 }
@@ -60,6 +65,7 @@ fn path_of(key: &str) -> &str {
 
 impl Core {
     pub fn new(loc: Arc<dyn Location>, settings: MountSettings, blocks: BlockCache) -> Core {
+        let ttl = settings.metadata_ttl.max(Duration::from_millis(1));
         Core {
             loc,
             meta: MetaCache::new(settings.metadata_ttl),
@@ -67,6 +73,10 @@ impl Core {
             blocks: Arc::new(blocks),
             staged: Mutex::new(HashMap::new()),
             made_dirs: Mutex::new(HashSet::new()),
+            known: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
             hidden: Mutex::new(HashSet::new()),
         }
     }
@@ -169,6 +179,11 @@ impl Core {
         if let Some(found) = self.meta.get(path) {
             return Ok(found);
         }
+        if let Some(names) = self.known.get(parent_of(path)) {
+            if !lock(&names).contains(path) {
+                return Ok(None);
+            }
+        }
         let dir_key = format!("{path}/");
         // Both questions at once; once the directory answers yes, the file's
         // answer is not awaited: a server that keeps keys as files (s3s-fs)
@@ -191,6 +206,31 @@ impl Core {
         };
         self.meta.put(path, found.clone());
         Ok(found)
+    }
+
+    /// `path` now exists (or no longer does) in its directory, as far as a
+    /// directory made here knows.
+    fn note(&self, path: &str, present: bool) {
+        if let Some(names) = self.known.get(parent_of(path)) {
+            let mut names = lock(&names);
+            if present {
+                names.insert(path.to_string());
+            } else {
+                names.remove(path);
+            }
+        }
+    }
+
+    /// A listing of `dir` was asked of the store: what it shows wins.
+    pub fn listed(&self, dir: &str) {
+        self.known.invalidate(dir);
+    }
+
+    /// Forgets everything the caches hold (a change in unknown places).
+    pub fn invalidate_all(&self) {
+        self.meta.forget_all();
+        self.blocks.forget_all();
+        self.known.invalidate_all();
     }
 
     /// Forgets what the caches know of `key` (after a change through the
@@ -257,6 +297,7 @@ impl Core {
             // An earlier writer's content is replaced by the new file.
             old.mark_unlinked();
         }
+        self.note(key, true);
         self.invalidate(key);
         let attr = self.staged_attr(&staged);
         Ok((staged, attr))
@@ -394,6 +435,8 @@ impl Core {
         self.loc.make_dir(key, &meta).await?;
         lock(&self.made_dirs).insert(key.to_string());
         self.invalidate(key);
+        self.note(path_of(key), true);
+        self.known.insert(key.to_string(), Arc::default());
         Ok(self.attr_of(true, 0, None, &meta, None))
     }
 
@@ -420,6 +463,8 @@ impl Core {
         lock(&self.made_dirs).remove(dir);
         self.keep_ancestors(dir);
         self.invalidate(dir);
+        self.note(path_of(dir), false);
+        self.known.invalidate(dir);
         Ok(())
     }
 
@@ -454,6 +499,7 @@ impl Core {
         self.keep_ancestors(key);
         self.invalidate(key);
         self.meta.put(key, None);
+        self.note(key, false);
         Ok(())
     }
 
@@ -483,8 +529,11 @@ impl Core {
             self.rename_dir(&format!("{from}/"), &format!("{to}/"))
                 .await?;
             self.meta.forget_all();
+            self.known.invalidate_all();
         } else {
             self.rename_file(from, to).await?;
+            self.note(from, false);
+            self.note(to, true);
         }
         self.keep_ancestors(from);
         self.invalidate(from);

@@ -256,6 +256,7 @@ impl MountFs {
             return Ok(local);
         }
         d.started = true;
+        self.core.listed(&d.key);
         let page = self.core.loc.list_dir(&d.key, d.next.take()).await?;
         d.next = page.next;
         let dirs: std::collections::HashSet<String> = page

@@ -184,8 +184,7 @@ impl Invalidator {
     /// location): the next lookup, getattr and read ask the store, without
     /// waiting for the metadata TTL.
     pub fn invalidate_all(&self) {
-        self.core.meta.forget_all();
-        self.core.blocks.forget_all();
+        self.core.invalidate_all();
         let Some(notifier) = &self.notifier else {
             return;
         };
