@@ -25,6 +25,9 @@
 #   m-rand     random 4 KiB reads of that object for 15 s (fio)               (IOPS)
 #   m-lslr     ls -lR over the 10,000 objects, fresh mount                     (seconds)
 #   m-cpin     cp -r of 1,000 x 16 KiB files into the mount                    (seconds)
+#   m-lslr-rcs3  ls -lR again, on `rclone serve s3` (s3fs cannot list s3s-fs),
+#              also for syncmount-la: syncmount mount --listing-attributes    (seconds)
+# MOUNT_CASES=read runs only m-seq and m-reread (then m-lslr-rcs3).
 #
 # --quick runs 1,000 files and 128 MiB instead, to try the script.
 set -euo pipefail

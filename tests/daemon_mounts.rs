@@ -38,7 +38,9 @@ metadata_ttl = "1h"
     )
 }
 
-struct Daemon(Child);
+/// The daemon's process and the directory its mounts live under (a failed
+/// test kills it, and a killed FUSE server leaves its mounts behind).
+struct Daemon(Child, std::path::PathBuf);
 
 impl Daemon {
     fn start(env: &TaskEnv, mountpoint: &std::path::Path) -> Daemon {
@@ -49,7 +51,7 @@ impl Daemon {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the daemon");
-        let d = Daemon(child);
+        let d = Daemon(child, env.root().to_path_buf());
         wait_until(
             || is_mounted(mountpoint),
             "the daemon to mount its [[mount]]",
@@ -83,6 +85,14 @@ impl Drop for Daemon {
         if self.0.try_wait().ok().flatten().is_none() {
             let _ = self.0.kill();
             let _ = self.0.wait();
+        }
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        for point in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+            if std::path::Path::new(point).starts_with(&self.1) {
+                let _ = std::process::Command::new("fusermount3")
+                    .args(["-u", "-z", point])
+                    .status();
+            }
         }
     }
 }

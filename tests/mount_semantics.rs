@@ -708,3 +708,78 @@ async fn a_directory_made_here_shows_another_clients_file_once_listed() {
     assert_eq!(names, ["mine", "theirs"]);
     assert_eq!(std::fs::read(m.path("d/theirs")).unwrap(), b"2");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_attributes_show_the_listings_size_and_time_without_a_head_per_file() {
+    let s = common::moto();
+    let bucket = s.new_bucket("sem-listattr").await;
+    let client = s.client().await;
+    for i in 0..20 {
+        client
+            .put_object()
+            .bucket(&bucket)
+            .key(format!("p/d/f{i:02}"))
+            .metadata("mtime", "1500000000.5")
+            .metadata("mode", "33152") // 0o100600
+            .body(vec![b'x'; i + 1].into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let modified = s
+        .head(&bucket, "p/d/f00")
+        .await
+        .unwrap()
+        .last_modified()
+        .unwrap()
+        .secs();
+    let proxy = FaultProxy::start(&s.endpoint, FaultPlan::PassAll);
+    let via = S3Server {
+        endpoint: proxy.endpoint.clone(),
+        ..s.clone()
+    };
+    let heads_of_files = || {
+        proxy
+            .counters
+            .log()
+            .iter()
+            .filter(|l| l.starts_with("HEAD ") && l.contains("/p/d/f"))
+            .count()
+    };
+    // `ls -l` prints mode, size and mtime (seconds) of every file.
+    let ls = |dir: &Path| sh(&format!("ls -l --time-style=+%s '{}'", dir.display()));
+    let line = |out: &str, name: &str| -> Vec<String> {
+        let l = out
+            .lines()
+            .find(|l| l.ends_with(&format!(" {name}")))
+            .unwrap_or_else(|| panic!("{name} not in ls -l:\n{out}"));
+        let f: Vec<&str> = l.split_whitespace().collect();
+        vec![f[0].to_string(), f[4].to_string(), f[5].to_string()]
+    };
+
+    // By default every file's stored metadata is read: one HEAD each.
+    let m = mount(Some(&via), &s.url(&bucket, "p"), &["--metadata-ttl", "60s"]);
+    let out = ls(&m.path("d"));
+    assert_eq!(line(&out, "f04"), ["-rw-------", "5", "1500000000"]);
+    assert_eq!(heads_of_files(), 20, "one HEAD per file by default");
+    assert_eq!(m.unmount(), Some(0));
+
+    // --listing-attributes: what the listing says, and the default mode.
+    let before = heads_of_files();
+    let m = mount(
+        Some(&via),
+        &s.url(&bucket, "p"),
+        &["--metadata-ttl", "60s", "--listing-attributes"],
+    );
+    let out = ls(&m.path("d"));
+    assert_eq!(out.lines().filter(|l| l.starts_with('-')).count(), 20);
+    assert_eq!(
+        line(&out, "f04"),
+        ["-rw-r--r--", "5", modified.to_string().as_str()]
+    );
+    assert_eq!(heads_of_files(), before, "no HEAD of a listed file");
+    // A file looked up by name (a HEAD) shows the same, not its metadata.
+    let st = std::fs::metadata(m.path("d/f07")).unwrap();
+    assert_eq!((st.mode() & 0o7777, st.mtime()), (0o644, modified));
+    assert_eq!(m.unmount(), Some(0));
+}

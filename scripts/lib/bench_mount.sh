@@ -25,8 +25,10 @@ mount_with() {
     local tool=$1 dir=$2
     mkdir -p "$dir"
     case $tool in
-        syncmount)
-            "$SM" mount "s3://${BUCKET:-mnt}" "$dir" --endpoint-url "$EP" --state-dir "$WORK/state-mount" >"$WORK/mount-$tool.out" 2>&1 \
+        syncmount | syncmount-la)
+            local extra=()
+            [ "$tool" = syncmount-la ] && extra=(--listing-attributes)
+            "$SM" mount "s3://${BUCKET:-mnt}" "$dir" --endpoint-url "$EP" --state-dir "$WORK/state-mount" "${extra[@]}" >"$WORK/mount-$tool.out" 2>&1 \
                 || die "syncmount mount failed: $(cat "$WORK/mount-$tool.out")" ;;
         rclone-off)
             "$RCLONE" mount "$(rc_remote "${BUCKET:-mnt}")" "$dir" --vfs-cache-mode off --daemon ;;
@@ -123,7 +125,8 @@ bench_lslr_rclone_server() {
     sm_wait_http "rclone serve s3" "http://127.0.0.1:$port/" "$!" "$WORK/rcs3.log"
     local saved_ep=$EP
     EP="http://127.0.0.1:$port" BUCKET=mnt2
-    for tool in "${MOUNT_TOOLS[@]}"; do
+    # syncmount-la: syncmount --listing-attributes (no HEAD per file).
+    for tool in "${MOUNT_TOOLS[@]}" syncmount-la; do
         log "ls -lR on rclone serve s3: $tool"
         row "m-lslr-rcs3 $tool $(lslr_case "$tool" "$WORK/mnt")"
     done

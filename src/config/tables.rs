@@ -45,6 +45,7 @@ pub const MOUNT_KEYS: &[&str] = &[
     "gid",
     "file_mode",
     "dir_mode",
+    "listing_attributes",
 ];
 pub const LOCATION_KEYS: &[&str] = &[
     "name",
@@ -236,6 +237,9 @@ pub struct MountConfig {
     pub file_mode: Option<u32>,
     #[serde(default, deserialize_with = "mode")]
     pub dir_mode: Option<u32>,
+    /// As `--listing-attributes`: no HEAD per file for stored metadata.
+    #[serde(default)]
+    pub listing_attributes: bool,
 }
 
 #[derive(Deserialize)]

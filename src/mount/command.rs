@@ -69,6 +69,12 @@ pub struct MountArgs {
     /// `mv` copies instead); each object is a copy and a delete on S3.
     #[arg(long, default_value_t = 10_000)]
     pub max_rename_objects: u64,
+    /// Show files with what the listing says (size, and LastModified as
+    /// mtime) and the default owner and modes, instead of one HEAD per file
+    /// for the metadata `sync` stored: `ls -l` of large directories costs
+    /// only the listing. Metadata set through the mount is still stored.
+    #[arg(long)]
+    pub listing_attributes: bool,
     /// Stay in the foreground (otherwise detach once the mount is ready).
     #[arg(long)]
     pub foreground: bool,
@@ -104,6 +110,7 @@ impl MountArgs {
         a.gid = m.gid;
         a.file_mode = m.file_mode.unwrap_or(a.file_mode);
         a.dir_mode = m.dir_mode.unwrap_or(a.dir_mode);
+        a.listing_attributes = m.listing_attributes;
         a.foreground = true;
         a
     }
@@ -125,6 +132,7 @@ impl MountArgs {
                 dir_mode: self.dir_mode,
                 staging_dir,
                 max_rename_objects: self.max_rename_objects,
+                listing_attributes: self.listing_attributes,
             },
             cache_bytes: self.cache_size,
             cache_dir: self.cache_dir.clone().map(|d| (d, self.cache_dir_size)),

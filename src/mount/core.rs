@@ -33,6 +33,9 @@ pub struct MountSettings {
     pub staging_dir: std::path::PathBuf,
     /// A directory rename moving more objects than this is refused.
     pub max_rename_objects: u64,
+    /// Files show what the listing says (size, LastModified) with the
+    /// default owner and modes: no HEAD per file for stored metadata.
+    pub listing_attributes: bool,
 }
 
 pub struct Core {
@@ -146,13 +149,12 @@ impl Core {
     }
 
     fn attr_of_info(&self, is_dir: bool, info: &ObjectInfo) -> Attr {
-        self.attr_of(
-            is_dir,
-            info.size,
-            info.modified,
-            &info.meta,
-            info.etag.clone(),
-        )
+        let none = PosixMeta::default();
+        let meta = match self.settings.listing_attributes {
+            true => &none,
+            false => &info.meta,
+        };
+        self.attr_of(is_dir, info.size, info.modified, meta, info.etag.clone())
     }
 
     pub fn root_attr(&self) -> Attr {
@@ -667,6 +669,10 @@ impl Core {
         let one = |e: &crate::location::Entry| {
             let e = e.clone();
             async move {
+                if self.settings.listing_attributes {
+                    let none = PosixMeta::default();
+                    return self.attr_of(false, e.size, e.modified, &none, e.etag.clone());
+                }
                 if let Some(m) = &e.meta {
                     return self.attr_of(false, e.size, e.modified, m, e.etag.clone());
                 }
