@@ -27,7 +27,9 @@
 #   m-cpin     cp -r of 1,000 x 16 KiB files into the mount                    (seconds)
 #   m-lslr-rcs3  ls -lR again, on `rclone serve s3` (s3fs cannot list s3s-fs),
 #              also for syncmount-la: syncmount mount --listing-attributes    (seconds)
-# MOUNT_CASES=read runs only m-seq and m-reread (then m-lslr-rcs3).
+#   m-cpin-rcs3  cp -r in again, on `rclone serve s3` (s3fs cannot write to s3s-fs)
+# MOUNT_CASES=read runs only m-seq and m-reread (then the rcs3 cases);
+# MOUNT_CASES=rcs3 only the rcs3 cases.
 #
 # --quick runs 1,000 files and 128 MiB instead, to try the script.
 set -euo pipefail

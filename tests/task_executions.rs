@@ -289,3 +289,46 @@ fn bad_starts_are_usage_errors_and_list_shows_the_tasks() {
         .collect();
     assert_eq!(names, ["a-b", "b-a", "b-c-no-queue"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_into_disjoint_prefixes_of_one_bucket_run_at_the_same_time() {
+    let server = common::s3s();
+    let bucket = server.new_bucket("disjoint").await;
+    // `x` and `xy` share a string prefix but not a directory: no conflict.
+    let mut env = TaskEnv::new(&format!(
+        "[[location]]\nname = \"X\"\nbucket = \"{bucket}\"\nprefix = \"x\"\nendpoint_url = \"{ep}\"\n\n\
+         [[location]]\nname = \"XY\"\nbucket = \"{bucket}\"\nprefix = \"xy\"\nendpoint_url = \"{ep}\"\n\n\
+         [[task]]\nname = \"to-x\"\nsource = \"{{root}}/a1\"\ndestination = \"X\"\n\n\
+         [[task]]\nname = \"to-xy\"\nsource = \"{{root}}/a2\"\ndestination = \"XY\"\n",
+        ep = server.endpoint
+    ));
+    env.vars = server.env();
+    for dir in ["a1", "a2"] {
+        let d = env.root().join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        big_files(&d, 3);
+    }
+    // Each copies 3 MB at 1 MB/s: about 3 s apiece, so running one after
+    // the other could not overlap.
+    let ids = [env.start("to-x", SLOW), env.start("to-xy", SLOW)];
+    let spans: Vec<(u64, u64)> = ids
+        .iter()
+        .map(|id| {
+            let r = env.wait_end(id, Duration::from_secs(120));
+            assert_eq!(status(&r), "SUCCESS", "{r:#}");
+            (
+                ts(&r, "TransferringMs").unwrap(),
+                ts(&r, "EndedMs").unwrap(),
+            )
+        })
+        .collect();
+    let (a, b) = (spans[0], spans[1]);
+    assert!(
+        a.0 < b.1 && b.0 < a.1,
+        "the two executions did not run at the same time: {a:?} {b:?}"
+    );
+    for i in 0..3 {
+        assert!(server.exists(&bucket, &format!("x/big-{i}.bin")).await);
+        assert!(server.exists(&bucket, &format!("xy/big-{i}.bin")).await);
+    }
+}
