@@ -33,11 +33,11 @@ use crate::task::guard::{self, Claim};
     about = "Sync tasks between S3 and local directories, the way AWS DataSync runs them"
 )]
 pub struct Cli {
-    /// Where state lives (multipart upload journal, later execution history).
+    /// Where state lives (execution history, guards, multipart upload journal, mount staging).
     /// Default: /var/lib/syncmount as root, else $XDG_STATE_HOME/syncmount.
     #[arg(long, global = true, env = "SYNCMOUNT_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// The config file with named locations (default
+    /// The config file: [[location]], [[task]] and [[mount]] tables (default
     /// /etc/syncmount/syncmount.toml, if it exists).
     #[arg(long, global = true, env = "SYNCMOUNT_CONFIG")]
     pub config: Option<PathBuf>,

@@ -54,7 +54,11 @@ impl Daemon {
             .spawn()
             .expect("start the daemon");
         let d = Daemon { child, notify };
-        d.expect_notify("READY=1");
+        let ready = d.expect_notify("READY=1");
+        assert!(
+            ready.contains("\nSTATUS=") && ready.contains("scheduled tasks"),
+            "READY carries a STATUS line: {ready:?}"
+        );
         d
     }
 
@@ -83,7 +87,11 @@ impl Daemon {
     /// SIGTERM, then its exit code and stderr.
     fn stop(mut self) -> (i32, String) {
         self.signal(libc::SIGTERM);
-        self.expect_notify("STOPPING=1");
+        let stopping = self.expect_notify("STOPPING=1");
+        assert!(
+            stopping.contains("STATUS=stopping"),
+            "STOPPING carries a STATUS line: {stopping:?}"
+        );
         let start = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().expect("wait for the daemon") {
