@@ -128,6 +128,8 @@ async fn a_synced_change_shows_in_the_daemons_mount_at_once_and_sigterm_unmounts
     // Cached by the mount (and the kernel) for the hour-long TTL.
     assert_eq!(std::fs::read(mnt.join("f.txt")).unwrap(), b"old");
     assert_eq!(std::fs::metadata(mnt.join("f.txt")).unwrap().len(), 3);
+    // A name looked up while missing is not kept missing after the sync.
+    assert!(!mnt.join("g.txt").exists());
 
     std::fs::write(env.root().join("a/f.txt"), b"new and longer").unwrap();
     std::fs::write(env.root().join("a/g.txt"), b"brand new").unwrap();
