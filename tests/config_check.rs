@@ -113,7 +113,7 @@ fn a_task_naming_a_missing_location_and_two_overlapping_destinations_are_caught(
 #[test]
 fn a_good_file_is_ok_and_shows_the_next_runs() {
     let env = TaskEnv::new(
-        "[[location]]\nname = \"a\"\npath = \"{root}/a\"\n\n[[task]]\nname = \"nightly\"\nsource = \"a\"\ndestination = \"s3://b/nightly\"\nschedule = \"cron(0 2 * * ? *)\"\n\n[[mount]]\nlocation = \"a\"\npath = \"/mnt/a\"\nread_only = true\n",
+        "[[location]]\nname = \"a\"\npath = \"{root}/a\"\n\n[[task]]\nname = \"nightly\"\nsource = \"a\"\ndestination = \"s3://b/nightly\"\nschedule = \"cron(0 2 * * ? *)\"\n\n[[mount]]\nlocation = \"a\"\npath = \"/mnt/a\"\nread_only = true\nlisting_attributes = true\n",
     );
     let out = env.run(&["config", "check"]);
     assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);

@@ -254,4 +254,32 @@ mod tests {
             PathBuf::from("/var/lib/syncmount/logs/mount-mnt-my-data.log")
         );
     }
+
+    #[test]
+    fn a_mount_table_keeps_the_command_lines_defaults_for_what_it_leaves_out() {
+        let m = crate::config::MountConfig {
+            location: "s3://b/p".into(),
+            path: "/mnt/b".into(),
+            listing_attributes: true,
+            file_mode: Some(0o600),
+            ..Default::default()
+        };
+        let a = MountArgs::from_config(&m);
+        let s = a.options(Path::new("/state")).settings;
+        assert!(s.listing_attributes);
+        assert_eq!((s.file_mode, s.dir_mode), (0o600, 0o755));
+        assert_eq!(s.metadata_ttl, Duration::from_secs(1));
+        assert_eq!(a.cache_size, 512 * 1024 * 1024);
+        assert!(a.foreground, "the daemon's mounts never detach");
+        let plain = crate::config::MountConfig {
+            listing_attributes: false,
+            ..m
+        };
+        assert!(
+            !MountArgs::from_config(&plain)
+                .options(Path::new("/state"))
+                .settings
+                .listing_attributes
+        );
+    }
 }
