@@ -217,20 +217,7 @@ impl Iam {
 
     /// The multipart uploads open in `bucket` (keys), seen by the admin.
     async fn open_uploads(&self, bucket: &str) -> Vec<String> {
-        let out = self
-            .admin
-            .server
-            .client()
-            .await
-            .list_multipart_uploads()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("ListMultipartUploads {bucket}: {e:?}"));
-        out.uploads()
-            .iter()
-            .map(|u| u.key().unwrap_or("?").to_string())
-            .collect()
+        self.admin.server.open_upload_keys(bucket).await
     }
 }
 

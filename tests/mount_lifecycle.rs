@@ -14,22 +14,6 @@ use common::fault_proxy::{Fault, FaultPlan, FaultProxy};
 use common::mount::{is_mounted, mount, mount_cmd, require_fuse, sh, writer_body, OpenWriter};
 use common::{random_bytes, run, S3Server};
 
-/// Incomplete multipart uploads in `bucket` (moto lists them).
-async fn multipart_uploads(s: &S3Server, bucket: &str) -> Vec<String> {
-    let out = s
-        .client()
-        .await
-        .list_multipart_uploads()
-        .bucket(bucket)
-        .send()
-        .await
-        .expect("ListMultipartUploads");
-    out.uploads()
-        .iter()
-        .map(|u| u.key().unwrap_or("").to_string())
-        .collect()
-}
-
 /// Whether process `pid` still exists (and is not a zombie).
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -219,7 +203,7 @@ async fn stopping_a_mount_during_a_large_write_never_leaves_a_partial_object() {
     );
     // Signal 0 sends nothing: this waits for the process to end by itself.
     assert_eq!(m.stop_with(0), Some(0), "{}", m.log_text());
-    assert_eq!(multipart_uploads(&s, &bucket).await, Vec::<String>::new());
+    assert_eq!(s.open_upload_keys(&bucket).await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -410,10 +394,7 @@ async fn the_next_mount_aborts_the_multipart_upload_of_a_killed_one() {
         &s.endpoint,
         FaultPlan::fail_path_containing("x-id=UploadPart", Fault::Drop),
     );
-    let via = S3Server {
-        endpoint: proxy.endpoint.clone(),
-        ..s.clone()
-    };
+    let via = s.through(&proxy);
     let tmp = common::tempdir();
     let (mnt1, mnt2) = (tmp.path().join("m1"), tmp.path().join("m2"));
     std::fs::create_dir(&mnt1).unwrap();
@@ -442,12 +423,12 @@ async fn the_next_mount_aborts_the_multipart_upload_of_a_killed_one() {
         .arg("-z")
         .arg(&mnt1)
         .status();
-    assert_eq!(multipart_uploads(&s, &bucket).await, ["p/big"]);
+    assert_eq!(s.open_upload_keys(&bucket).await, ["p/big"]);
 
     let mut second = spawn_mount(&s, &s.url(&bucket, "p"), &mnt2, tmp.path());
     let mut left = Vec::new();
     for _ in 0..100 {
-        left = multipart_uploads(&s, &bucket).await;
+        left = s.open_upload_keys(&bucket).await;
         if left.is_empty() {
             break;
         }
@@ -477,10 +458,7 @@ async fn sigterm_exits_non_zero_naming_an_open_file_whose_upload_failed() {
         &s.endpoint,
         FaultPlan::fail_path_containing("doomed?x-id=PutObject", Fault::InternalError),
     );
-    let via = S3Server {
-        endpoint: proxy.endpoint.clone(),
-        ..s.clone()
-    };
+    let via = s.through(&proxy);
     let mut m = mount(Some(&via), &s.url(&bucket, "p"), &[]);
     let w = OpenWriter::start(&m.path("doomed"), 1000);
     let code = m.stop_with(libc::SIGTERM);

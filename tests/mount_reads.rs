@@ -231,10 +231,7 @@ async fn eight_concurrent_readers_of_a_100_mib_object_on_s3s_fs_get_the_right_by
     let body = Arc::new(random_bytes(100 * MIB));
     server.put(&bucket, "p/big.bin", &body).await;
     let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
-    let via = S3Server {
-        endpoint: proxy.endpoint.clone(),
-        ..server.clone()
-    };
+    let via = server.through(&proxy);
     let m = mount(Some(&via), &server.url(&bucket, "p"), &[]);
     let path = m.path("big.bin");
     let started = Instant::now();
@@ -667,16 +664,8 @@ async fn objects_of_sizes_around_the_block_edges_read_back_exactly() {
 
 /// GetObject requests the proxy passed for keys ending in `suffix`.
 fn gets_of(proxy: &FaultProxy, suffix: &str) -> usize {
-    proxy
-        .counters
-        .log()
-        .iter()
-        .filter(|l| {
-            l.starts_with("GET ")
-                && l.contains(&format!("{suffix}?"))
-                && l.contains("x-id=GetObject")
-        })
-        .count()
+    let key = format!("{suffix}?");
+    proxy.counters.count("GET", &[&key, "x-id=GetObject"])
 }
 
 /// Reads `path` with O_DIRECT (around the kernel's page cache, so every byte
@@ -701,10 +690,7 @@ async fn blocks_evicted_from_memory_are_read_back_from_the_disk_cache_and_a_corr
     let body = random_bytes(12 * MIB + 5);
     server.put(&bucket, "p/f", &body).await;
     let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
-    let via = S3Server {
-        endpoint: proxy.endpoint.clone(),
-        ..server.clone()
-    };
+    let via = server.through(&proxy);
     let cache = common::tempdir();
     // Memory for two blocks: a 13-block object is mostly served from disk.
     let m = mount(
@@ -758,10 +744,7 @@ async fn random_small_reads_fetch_about_one_block_each() {
     let body = random_bytes(64 * MIB);
     server.put(&bucket, "p/f", &body).await;
     let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
-    let via = S3Server {
-        endpoint: proxy.endpoint.clone(),
-        ..server.clone()
-    };
+    let via = server.through(&proxy);
     let m = mount(Some(&via), &server.url(&bucket, "p"), &[]);
     let f = std::fs::File::open(m.path("f")).unwrap();
     // 20 reads of 4 KiB, each in a different block, far apart.

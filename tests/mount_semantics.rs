@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::fault_proxy::{FaultPlan, FaultProxy};
 use common::mount::{is_mounted, mount, sh};
-use common::{random_bytes, S3Server};
+use common::random_bytes;
 
 const MIB: usize = 1024 * 1024;
 
@@ -570,21 +570,9 @@ async fn a_sequential_reader_gets_blocks_fetched_ahead_of_its_reads() {
     let body = random_bytes(64 * MIB);
     server.put(&bucket, "p/f", &body).await;
     let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
-    let via = S3Server {
-        endpoint: proxy.endpoint.clone(),
-        ..server.clone()
-    };
+    let via = server.through(&proxy);
     let m = mount(Some(&via), &server.url(&bucket, "p"), &[]);
-    let gets = || {
-        proxy
-            .counters
-            .log()
-            .iter()
-            .filter(|l| {
-                l.starts_with("GET ") && l.contains("/p/f?") && l.contains("x-id=GetObject")
-            })
-            .count()
-    };
+    let gets = || proxy.counters.count("GET", &["/p/f?", "x-id=GetObject"]);
     let mut f = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
@@ -634,10 +622,7 @@ async fn a_failed_upload_over_an_existing_object_leaves_the_previous_one() {
             common::fault_proxy::Fault::InternalError,
         ),
     );
-    let via = S3Server {
-        endpoint: proxy.endpoint.clone(),
-        ..s.clone()
-    };
+    let via = s.through(&proxy);
     let m = mount(Some(&via), &s.url(&bucket, "p"), &[]);
     let mut f = std::fs::File::create(m.path("kept")).unwrap();
     f.write_all(b"new content").unwrap();
@@ -734,18 +719,8 @@ async fn listing_attributes_show_the_listings_size_and_time_without_a_head_per_f
         .unwrap()
         .secs();
     let proxy = FaultProxy::start(&s.endpoint, FaultPlan::PassAll);
-    let via = S3Server {
-        endpoint: proxy.endpoint.clone(),
-        ..s.clone()
-    };
-    let heads_of_files = || {
-        proxy
-            .counters
-            .log()
-            .iter()
-            .filter(|l| l.starts_with("HEAD ") && l.contains("/p/d/f"))
-            .count()
-    };
+    let via = s.through(&proxy);
+    let heads_of_files = || proxy.counters.count("HEAD", &["/p/d/f"]);
     // `ls -l` prints mode, size and mtime (seconds) of every file.
     let ls = |dir: &Path| sh(&format!("ls -l --time-style=+%s '{}'", dir.display()));
     let line = |out: &str, name: &str| -> Vec<String> {

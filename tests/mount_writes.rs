@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use common::fault_proxy::{Fault, FaultPlan, FaultProxy};
 use common::mount::{mount, sh, writer_body, OpenWriter};
-use common::{random_bytes, S3Server};
+use common::random_bytes;
 
 /// Runs `python3 -c SCRIPT ARGS…` (paths in `sys.argv[1:]`); returns its
 /// exit status, stdout and stderr.
@@ -200,22 +200,6 @@ async fn appending_with_shell_redirection_adds_to_the_end_of_the_object() {
     assert_eq!(m.unmount(), Some(0));
 }
 
-/// Incomplete multipart uploads in `bucket` (moto lists them).
-async fn multipart_uploads(s: &S3Server, bucket: &str) -> Vec<String> {
-    let out = s
-        .client()
-        .await
-        .list_multipart_uploads()
-        .bucket(bucket)
-        .send()
-        .await
-        .expect("ListMultipartUploads");
-    out.uploads()
-        .iter()
-        .map(|u| format!("{} {}", u.key().unwrap_or(""), u.upload_id().unwrap_or("")))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_upload_is_eio_from_close_and_leaves_nothing_in_the_bucket() {
     let s = common::moto();
@@ -235,10 +219,7 @@ async fn a_failed_upload_is_eio_from_close_and_leaves_nothing_in_the_bucket() {
             &s.endpoint,
             FaultPlan::fail_path_containing(failing, Fault::InternalError),
         );
-        let via = S3Server {
-            endpoint: proxy.endpoint.clone(),
-            ..s.clone()
-        };
+        let via = s.through(&proxy);
         let m = mount(Some(&via), &s.url(&bucket, "p"), &[]);
         let w = OpenWriter::start(&m.path(name), size);
         let closed = w.close();
@@ -265,7 +246,7 @@ async fn a_failed_upload_is_eio_from_close_and_leaves_nothing_in_the_bucket() {
             "{name} is in the bucket"
         );
         assert_eq!(
-            multipart_uploads(&s, &bucket).await,
+            s.open_upload_keys(&bucket).await,
             Vec::<String>::new(),
             "{name}: an incomplete multipart upload was left"
         );
@@ -639,10 +620,7 @@ async fn chmod_of_an_open_file_already_saved_by_fsync_changes_metadata_without_u
     let s = common::moto();
     let bucket = s.new_bucket("mw-fsyncmeta").await;
     let proxy = FaultProxy::start(&s.endpoint, FaultPlan::PassAll);
-    let via = S3Server {
-        endpoint: proxy.endpoint.clone(),
-        ..s.clone()
-    };
+    let via = s.through(&proxy);
     let m = mount(Some(&via), &s.url(&bucket, "p"), &[]);
     py_ok(
         r#"
@@ -776,10 +754,7 @@ async fn a_failed_upload_is_eio_from_fsync_and_again_from_close() {
         &s.endpoint,
         FaultPlan::fail_path_containing("doomed?x-id=PutObject", Fault::InternalError),
     );
-    let via = S3Server {
-        endpoint: proxy.endpoint.clone(),
-        ..s.clone()
-    };
+    let via = s.through(&proxy);
     let m = mount(Some(&via), &s.url(&bucket, "p"), &[]);
     let out = py_ok(
         &format!(

@@ -107,33 +107,6 @@ where
     }
 }
 
-/// The open multipart uploads of `bucket` as (key, upload id); `None` when
-/// the server does not implement ListMultipartUploads.
-async fn open_uploads(server: &S3Server, bucket: &str) -> Option<Vec<(String, String)>> {
-    match server
-        .client()
-        .await
-        .list_multipart_uploads()
-        .bucket(bucket)
-        .send()
-        .await
-    {
-        Ok(out) => Some(
-            out.uploads()
-                .iter()
-                .map(|u| {
-                    (
-                        u.key().unwrap_or_default().to_string(),
-                        u.upload_id().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect(),
-        ),
-        Err(e) if e.code() == Some("NotImplemented") => None,
-        Err(e) => panic!("ListMultipartUploads {bucket}: {e:?}"),
-    }
-}
-
 /// Parts uploaded so far to an upload; `None` when the server says the
 /// upload does not exist (any more).
 async fn part_count(server: &S3Server, bucket: &str, key: &str, upload_id: &str) -> Option<usize> {
@@ -175,7 +148,7 @@ async fn upload_killed_mid_multipart_is_invisible_then_cleaned_and_completed(ser
     let key = "crash/big.bin";
     let src_arg = src.path().to_string_lossy().into_owned();
     let dst_arg = server.url(&bucket, "crash/");
-    let listing_works = open_uploads(server, &bucket).await.is_some();
+    let listing_works = server.open_uploads(&bucket).await.is_some();
     if server.kind == ServerKind::Moto {
         assert!(listing_works, "moto implements ListMultipartUploads");
     }
@@ -191,7 +164,7 @@ async fn upload_killed_mid_multipart_is_invisible_then_cleaned_and_completed(ser
     // The multipart upload exists ...
     let upload_id = wait_for(&mut run, "multipart upload", || async {
         if listing_works {
-            let open = open_uploads(server, &bucket).await.unwrap_or_default();
+            let open = server.open_uploads(&bucket).await.unwrap_or_default();
             open.into_iter().find(|(k, _)| k == key).map(|(_, id)| id)
         } else {
             journalled_upload_ids(state.path(), &bucket, key)
@@ -223,7 +196,7 @@ async fn upload_killed_mid_multipart_is_invisible_then_cleaned_and_completed(ser
     assert_eq!(server.keys(&bucket, "").await, Vec::<String>::new());
     // The crash left the upload open (nobody could abort it).
     if listing_works {
-        let open = open_uploads(server, &bucket).await.unwrap();
+        let open = server.open_uploads(&bucket).await.unwrap();
         assert!(
             open.iter().any(|(_, id)| *id == upload_id),
             "{:?}: {open:?}",
@@ -251,7 +224,7 @@ async fn upload_killed_mid_multipart_is_invisible_then_cleaned_and_completed(ser
         server.kind
     );
     if listing_works {
-        let open = open_uploads(server, &bucket).await.unwrap();
+        let open = server.open_uploads(&bucket).await.unwrap();
         assert!(
             open.is_empty(),
             "{:?}: uploads left open after the re-run: {open:?}",

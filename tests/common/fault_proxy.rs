@@ -142,6 +142,15 @@ impl ProxyCounters {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// Requests seen with `method` whose target contains every one of `parts`.
+    pub fn count(&self, method: &str, parts: &[&str]) -> usize {
+        let head = format!("{method} ");
+        self.log()
+            .iter()
+            .filter(|l| l.starts_with(&head) && parts.iter().all(|p| l.contains(p)))
+            .count()
+    }
+
     fn note(&self, line: String) {
         if let Ok(mut l) = self.log.lock() {
             l.push(line);

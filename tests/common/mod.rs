@@ -440,6 +440,53 @@ impl S3Server {
     pub fn url(&self, bucket: &str, prefix: &str) -> String {
         format!("s3://{bucket}/{prefix}")
     }
+
+    /// This server reached through `proxy` (same credentials).
+    pub fn through(&self, proxy: &fault_proxy::FaultProxy) -> S3Server {
+        S3Server {
+            endpoint: proxy.endpoint.clone(),
+            ..self.clone()
+        }
+    }
+
+    /// The open multipart uploads of `bucket` as (key, upload id); `None`
+    /// when the server does not implement ListMultipartUploads (s3s-fs).
+    pub async fn open_uploads(&self, bucket: &str) -> Option<Vec<(String, String)>> {
+        match self
+            .client()
+            .await
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Some(
+                out.uploads()
+                    .iter()
+                    .map(|u| {
+                        (
+                            u.key().unwrap_or_default().to_string(),
+                            u.upload_id().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect(),
+            ),
+            Err(e)
+                if aws_sdk_s3::error::ProvideErrorMetadata::code(&e) == Some("NotImplemented") =>
+            {
+                None
+            }
+            Err(e) => panic!("ListMultipartUploads {bucket}: {e:?}"),
+        }
+    }
+
+    /// The keys of the open multipart uploads of `bucket`, on a server that
+    /// lists them (moto).
+    pub async fn open_upload_keys(&self, bucket: &str) -> Vec<String> {
+        let open = self.open_uploads(bucket).await;
+        let open = open.unwrap_or_else(|| panic!("{:?} cannot list multipart uploads", self.kind));
+        open.into_iter().map(|(k, _)| k).collect()
+    }
 }
 
 /// The `syncmount` binary under test, with every `AWS_*` variable removed

@@ -131,20 +131,12 @@ impl Mount {
         let mut child = self.child.take()?;
         // SAFETY: kill with a valid pid and signal number.
         unsafe { libc::kill(child.id() as i32, signal) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the mount process did not exit within 30 s of signal {signal}:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match exit_within(&mut child, Duration::from_secs(30)) {
+            Some(code) => code,
+            None => panic!(
+                "the mount process did not exit within 30 s of signal {signal}:\n{}",
+                self.log_text()
+            ),
         }
     }
 
@@ -157,18 +149,26 @@ impl Mount {
             .is_ok_and(|s| s.success());
         assert!(ok, "fusermount3 -u {} failed", self.dir.display());
         let mut child = self.child.take()?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the mount process did not exit after fusermount3 -u");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match exit_within(&mut child, Duration::from_secs(30)) {
+            Some(code) => code,
+            None => panic!("the mount process did not exit after fusermount3 -u"),
         }
     }
+}
+
+/// Waits up to `limit` for `child` to exit: `Some(exit code)`, or `None`
+/// after killing and reaping it.
+fn exit_within(child: &mut Child, limit: Duration) -> Option<Option<i32>> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st.code());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 impl Drop for Mount {
@@ -180,15 +180,7 @@ impl Drop for Mount {
                 .arg(&self.dir)
                 .stderr(Stdio::null())
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = exit_within(&mut child, Duration::from_secs(10));
         }
     }
 }
