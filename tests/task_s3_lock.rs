@@ -122,3 +122,32 @@ async fn with_queueing_off_the_other_host_fails_naming_the_holder() {
         "SUCCESS"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_lease_stops_the_execution_as_error_lock_lost_not_cancelled() {
+    // A 3 s lease is renewed every second.
+    let (one, _two, server, bucket) = two_hosts(3).await;
+    let id = one.start("a-b", &["--override", "bytes_per_second=300000"]);
+    one.wait_for(&id, Duration::from_secs(30), |r| {
+        status(r) == "TRANSFERRING"
+    });
+    // Another host (or an operator) dropped the claim: the next renewal
+    // finds it gone.
+    server
+        .client()
+        .await
+        .delete_object()
+        .bucket(&bucket)
+        .key("guards/syncmount-guards.json")
+        .send()
+        .await
+        .unwrap();
+    let rec = one.wait_end(&id, Duration::from_secs(60));
+    assert_eq!(status(&rec), "ERROR", "{rec:#}");
+    assert_eq!(rec["ErrorCode"], "LockLost", "{rec:#}");
+    let detail = rec["ErrorDetail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("s3://{bucket}/guards")),
+        "the detail names the lock: {detail}"
+    );
+}

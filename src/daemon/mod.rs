@@ -219,10 +219,12 @@ impl Daemon {
             if let Some((_, s, at)) = self.schedules.get_mut(&name) {
                 *at = s.next_after(now).unwrap_or(i64::MAX);
             }
+            // Any unended execution of the task, however many newer ones
+            // (refused starts, say) were recorded since.
             let busy = self
                 .history
-                .for_task(&name, 5)
-                .map(|rs| rs.iter().any(|r| !r.status.is_terminal()))
+                .active()
+                .map(|rs| rs.iter().any(|r| r.task == name))
                 .unwrap_or(false);
             if busy {
                 tracing::info!(task = %name, "schedule skipped: the previous execution has not ended");

@@ -347,6 +347,16 @@ async fn run_inner(
     if let Some(hook) = &ctx.on_written {
         hook(&place);
     }
+    if let Some(g) = held.s3.as_ref().filter(|g| g.lost()) {
+        return Err(Stop::error(
+            "LockLost",
+            format!(
+                "the lease on the S3 lock {} could not be renewed for a whole lease, so another host may run; the execution was stopped ({} files transferred)",
+                g.url(),
+                summary.counters.files_transferred
+            ),
+        ));
+    }
     history
         .finish(id, &summary)
         .map_err(|e| Stop::error("HistoryError", e.to_string()))?;

@@ -42,7 +42,7 @@ pub fn conflicts(a: &Claim, b: &Claim) -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
-    #[error("execution {execution_id} (pid {pid}) is running on an overlapping location ({what}); wait for it, or start again without --no-queue")]
+    #[error("execution {execution_id} (pid {pid}) is running on an overlapping location ({what}); wait for it, or let the start queue behind it (`sync` without --no-queue; a task with queueing = true)")]
     Busy {
         execution_id: String,
         pid: u32,

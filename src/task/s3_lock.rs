@@ -91,7 +91,14 @@ impl S3Registry {
                     .collect()
                     .await
                     .map_err(|e| s3_err(&self.url(), e))?;
-                let reg = serde_json::from_slice(&body.into_bytes()).unwrap_or_default();
+                // A registry this version cannot read is not an empty one:
+                // overwriting it would drop other hosts' live claims.
+                let reg = serde_json::from_slice(&body.into_bytes()).map_err(|e| {
+                    s3_err(
+                        &self.url(),
+                        format!("the lock object is not a registry this version can read ({e}); remove it once no execution of these tasks runs anywhere"),
+                    )
+                })?;
                 Ok((reg, etag))
             }
             Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => {
@@ -206,9 +213,21 @@ pub struct S3Guard {
     registry: Arc<S3Registry>,
     id: String,
     renewer: tokio::task::JoinHandle<()>,
+    lost: Arc<AtomicBool>,
 }
 
 impl S3Guard {
+    /// Whether the lease was lost while held (the execution was stopped
+    /// for it, not cancelled by anyone).
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Where the lock lives, for messages.
+    pub fn url(&self) -> String {
+        self.registry.url()
+    }
+
     /// Removes the claim (a failure only leaves it to expire).
     pub async fn release(self) {
         self.renewer.abort();
@@ -220,14 +239,15 @@ impl S3Guard {
 
 /// Takes `claim` in the S3 registry: when a conflicting execution (on any
 /// host) holds one, waits (`queue`, telling `on_wait` once) or fails naming
-/// it. While held, the lease is renewed; if it is ever lost, `lost` is set
-/// (the execution should stop: another host may now run).
+/// it. While held, the lease is renewed; if it is ever lost, `stop` is set
+/// (the execution should stop: another host may now run) and the guard
+/// says so ([`S3Guard::lost`]).
 pub async fn acquire(
     registry: Arc<S3Registry>,
     claim: Claim,
     queue: bool,
     on_wait: impl Fn(&Claim),
-    lost: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
 ) -> Result<S3Guard, GuardError> {
     let mut told = false;
     loop {
@@ -255,6 +275,8 @@ pub async fn acquire(
         }
     }
     let (r, id) = (registry.clone(), claim.execution_id.clone());
+    let lost = Arc::new(AtomicBool::new(false));
+    let lost_flag = lost.clone();
     let every = registry.lease / 3;
     let renewer = tokio::spawn(async move {
         loop {
@@ -263,7 +285,8 @@ pub async fn acquire(
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::error!(execution_id = %id, "the S3 lock's lease was lost; stopping");
-                    lost.store(true, Ordering::Relaxed);
+                    lost_flag.store(true, Ordering::Relaxed);
+                    stop.store(true, Ordering::Relaxed);
                     return;
                 }
                 Err(e) => {
@@ -276,5 +299,6 @@ pub async fn acquire(
         registry,
         id: claim.execution_id,
         renewer,
+        lost,
     })
 }
