@@ -67,7 +67,7 @@ impl FuseMounts {
 
     fn publish(&self) {
         let list = self.active.iter().map(|(_, m)| m.invalidator()).collect();
-        *self.invalidators.lock().unwrap_or_else(|p| p.into_inner()) = list;
+        *crate::lock(&self.invalidators) = list;
     }
 
     async fn unmount(m: &MountConfig, mounted: Mounted) {
@@ -110,10 +110,7 @@ impl Mounts for FuseMounts {
     fn written_hook(&self) -> WrittenHook {
         let invalidators = self.invalidators.clone();
         Arc::new(move |destination: &Place| {
-            let list = invalidators
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let list = crate::lock(&invalidators).clone();
             for inv in list.iter().filter(|i| i.place().overlaps(destination)) {
                 tracing::info!(place = %inv.place(), "an execution wrote into a mounted location: its caches are dropped");
                 inv.invalidate_all();

@@ -525,8 +525,7 @@ impl Location for LocalLocation {
     }
 
     async fn clean_leftovers(&self) -> Result<u64> {
-        let found: Vec<PathBuf> =
-            std::mem::take(&mut *self.leftovers.lock().unwrap_or_else(|p| p.into_inner()));
+        let found: Vec<PathBuf> = std::mem::take(&mut *crate::lock(&self.leftovers));
         let mut n = 0;
         for p in found {
             if tokio::fs::remove_file(&p).await.is_ok() {

@@ -124,10 +124,22 @@ impl BlockCache {
             }
             Ok::<_, LocationError>(b)
         };
-        self.memory
+        let inserted = std::sync::atomic::AtomicBool::new(false);
+        let fetch = async {
+            inserted.store(true, std::sync::atomic::Ordering::Relaxed);
+            fetch.await
+        };
+        let got = self
+            .memory
             .try_get_with(id.clone(), fetch)
             .await
-            .map_err(|e: Arc<LocationError>| clone_error(&e))
+            .map_err(|e: Arc<LocationError>| clone_error(&e));
+        if inserted.load(std::sync::atomic::Ordering::Relaxed) {
+            // moka evicts in batches, late: without this the memory tier
+            // holds well over --cache-size until its next housekeeping.
+            self.memory.run_pending_tasks().await;
+        }
+        got
     }
 
     /// Drops every cached block (the store changed in unknown places).

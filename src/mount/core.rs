@@ -57,9 +57,7 @@ pub struct Core {
     hidden: Mutex<HashSet<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::lock;
 
 /// The path form of a key (no trailing slash), as caches index it.
 fn path_of(key: &str) -> &str {
@@ -245,7 +243,15 @@ impl Core {
     // ---- reads ----
 
     /// Opens `key` for reading: the attributes (and version) it is pinned to.
+    /// The open is of a file the kernel looked up, so one HEAD answers it;
+    /// only when that finds nothing does the full probe (is it a directory
+    /// now, or gone?) run.
     pub async fn open_read(&self, key: &str) -> FsResult<Attr> {
+        if let Some(info) = self.loc.stat(key).await? {
+            let a = self.attr_of_info(false, &info);
+            self.meta.put(key, Some(a.clone()));
+            return Ok(a);
+        }
         match self.probe(key).await? {
             Some(a) if a.is_dir => Err(FsError::IsDir),
             Some(a) => Ok(a),

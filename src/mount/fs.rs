@@ -71,9 +71,7 @@ pub struct MountFs {
     opened_versions: Mutex<HashMap<u64, String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::lock;
 
 impl MountFs {
     pub fn new(core: Arc<Core>, rt: tokio::runtime::Handle) -> MountFs {
@@ -177,7 +175,7 @@ impl MountFs {
     }
 
     fn read_block_range(&self, h: &ReadHandle, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let ahead = lock(&h.ahead).on_read(offset, u64::from(size), h.size);
+        let ahead = lock(&h.ahead).to_fetch(offset, u64::from(size), h.size);
         for index in ahead {
             let (core, key, version, if_match, len) = (
                 self.core.clone(),
@@ -412,6 +410,11 @@ impl DirHandle {
     }
 }
 
+/// The metadata of a file or directory (`kind`) made now by `req`'s caller.
+fn new_meta(core: &Core, req: &Request, kind: u32, mode: u32, umask: u32) -> PosixMeta {
+    core.now_meta(kind | (mode & !umask & 0o7777), req.uid(), req.gid())
+}
+
 fn meta_change(
     mode: Option<u32>,
     uid: Option<u32>,
@@ -452,7 +455,10 @@ impl Filesystem for MountFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        lock(&self.inodes).forget(ino.0, nlookup);
+        if lock(&self.inodes).forget(ino.0, nlookup) {
+            // The kernel dropped the inode, and its cached pages with it.
+            lock(&self.opened_versions).remove(&ino.0);
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -504,11 +510,7 @@ impl Filesystem for MountFs {
         reply: ReplyEntry,
     ) {
         let res = self.child(parent, name).and_then(|key| {
-            let meta = self.core.now_meta(
-                libc::S_IFDIR | (mode & !umask & 0o7777),
-                req.uid(),
-                req.gid(),
-            );
+            let meta = new_meta(&self.core, req, libc::S_IFDIR, mode, umask);
             let a = self.run(self.core.mkdir(&format!("{key}/"), meta))?;
             Ok(self.entry(&key, &a))
         });
@@ -644,11 +646,7 @@ impl Filesystem for MountFs {
         reply: ReplyCreate,
     ) {
         let res = self.child(parent, name).and_then(|key| {
-            let meta = self.core.now_meta(
-                libc::S_IFREG | (mode & !umask & 0o7777),
-                req.uid(),
-                req.gid(),
-            );
+            let meta = new_meta(&self.core, req, libc::S_IFREG, mode, umask);
             let (staged, a) = self.run(self.core.create(&key, meta))?;
             let attr = self.entry(&key, &a);
             lock(&self.opened_versions).remove(&attr.ino.0);

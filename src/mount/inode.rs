@@ -104,21 +104,24 @@ impl InodeTable {
     }
 
     /// The kernel forgot `n` lookups of `ino`; at zero the inode goes.
-    pub fn forget(&mut self, ino: u64, n: u64) {
+    /// Returns whether the inode is gone (its last lookup forgotten).
+    pub fn forget(&mut self, ino: u64, n: u64) -> bool {
         if ino == ROOT {
-            return;
+            return false;
         }
         let Some(node) = self.nodes.get_mut(&ino) else {
-            return;
+            return false;
         };
         node.lookups = node.lookups.saturating_sub(n);
-        if node.lookups == 0 {
-            let key = node.key.clone();
-            self.nodes.remove(&ino);
-            if self.by_key.get(&key) == Some(&ino) {
-                self.by_key.remove(&key);
-            }
+        if node.lookups > 0 {
+            return false;
         }
+        let key = node.key.clone();
+        self.nodes.remove(&ino);
+        if self.by_key.get(&key) == Some(&ino) {
+            self.by_key.remove(&key);
+        }
+        true
     }
 
     /// `from` (and, for a directory, everything below it) is now `to`.

@@ -188,11 +188,7 @@ impl Invalidator {
         let Some(notifier) = &self.notifier else {
             return;
         };
-        let entries = self
-            .inodes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entries();
+        let entries = crate::lock(&self.inodes).entries();
         let ino_of: std::collections::HashMap<&str, u64> =
             entries.iter().map(|(i, k)| (k.as_str(), *i)).collect();
         for (ino, key) in &entries {

@@ -81,7 +81,7 @@ impl Staged {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.state)
     }
 
     /// Copies the current content of `key` (`size` bytes, pinned to `etag`)

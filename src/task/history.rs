@@ -192,7 +192,7 @@ impl History {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, HistoryError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = crate::lock(&self.conn);
         f(&conn).map_err(|source| HistoryError::Sql {
             path: self.path.display().to_string(),
             source,
