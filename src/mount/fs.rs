@@ -175,7 +175,7 @@ impl MountFs {
     }
 
     fn read_block_range(&self, h: &ReadHandle, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let ahead = lock(&h.ahead).to_fetch(offset, u64::from(size), h.size);
+        let ahead = lock(&h.ahead).on_read(offset, u64::from(size), h.size);
         for index in ahead {
             let (core, key, version, if_match, len) = (
                 self.core.clone(),

@@ -27,8 +27,6 @@ pub struct ReadAhead {
     /// Where the last read ended; `None` before the first read.
     last_end: Option<u64>,
     window: u64,
-    /// Blocks already asked for by [`ReadAhead::to_fetch`].
-    asked: std::ops::Range<u64>,
 }
 
 impl ReadAhead {
@@ -53,32 +51,6 @@ impl ReadAhead {
         let blocks = size.div_ceil(BLOCK);
         let next = end.div_ceil(BLOCK);
         next.min(blocks)..(next + self.window).min(blocks)
-    }
-}
-
-impl ReadAhead {
-    /// As [`ReadAhead::on_read`], less the blocks an earlier call already
-    /// asked for (fetched or in flight): a sequential reader asks for each
-    /// block once, not once per read while it stays in the window.
-    pub fn to_fetch(&mut self, offset: u64, len: u64, size: u64) -> std::ops::Range<u64> {
-        let want = self.on_read(offset, len, size);
-        if self.window == 0 {
-            // A jump: what was asked before may be evicted by now.
-            self.asked = want.clone();
-            return want;
-        }
-        let continues = self.asked.start <= want.start && want.start <= self.asked.end;
-        let from = if continues {
-            want.start.max(self.asked.end)
-        } else {
-            want.start
-        };
-        self.asked = if continues {
-            self.asked.start..want.end.max(self.asked.end)
-        } else {
-            want.clone()
-        };
-        from..want.end.max(from)
     }
 }
 
@@ -109,31 +81,6 @@ mod tests {
             off += 128 * 1024;
         }
         assert_eq!(windows, vec![2, 4, 8, 16, 32, 32, 32, 32]);
-    }
-
-    #[test]
-    fn a_sequential_reader_asks_for_each_block_ahead_once() {
-        let mut ahead = ReadAhead::default();
-        let size = 100 * MIB;
-        let mut asked = Vec::new();
-        // 128 KiB reads through the first 20 MiB.
-        for i in 0..160 {
-            asked.extend(ahead.to_fetch(i * 128 * 1024, 128 * 1024, size));
-        }
-        let mut unique = asked.clone();
-        unique.sort();
-        unique.dedup();
-        assert_eq!(asked.len(), unique.len(), "a block asked twice: {asked:?}");
-        assert_eq!(unique.first(), Some(&1));
-        assert!(unique.contains(&20), "the window reaches past the reads");
-        // A jump back to the start asks again (those blocks may be evicted).
-        let mut again = ahead.to_fetch(0, 4096, size);
-        assert_eq!(again.next(), None, "a jump fetches nothing ahead");
-        let restart = ahead.to_fetch(4096, 1024 * 1024, size);
-        assert_eq!(
-            restart.start, 2,
-            "sequential again from the start: {restart:?}"
-        );
     }
 
     #[test]
