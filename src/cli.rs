@@ -21,7 +21,9 @@ use crate::config::Config;
 use crate::engine::diff::{Overwrite, PreserveDeleted, TransferMode};
 use crate::engine::report::{new_execution_id, Counters, ExecutionSummary, Status};
 use crate::engine::run::{execute, ExecutionRequest, TaskOptions, DEFAULT_CONCURRENCY};
+use crate::engine::three_way::{ConflictPolicy, MaxDelete};
 use crate::engine::transfer::VerifyMode;
+use crate::engine::two_way::TwoWayOptions;
 use crate::location::s3::{ListMode, S3Location};
 use crate::location::Location;
 use crate::task::guard::{self, Claim};
@@ -152,6 +154,24 @@ pub struct SyncArgs {
     /// directories hold a handful of keys).
     #[arg(long, value_enum, default_value = "tree")]
     pub list_mode: ListMode,
+    /// Keep SRC and DST equal in both directions (sides A and B): what
+    /// changed on one side is copied to the other, deletions propagate
+    /// where the other side is unchanged, conflicts are kept. The state
+    /// both sides last agreed on (the base) lives in --state-dir.
+    #[arg(long)]
+    pub two_way: bool,
+    /// Two-way: how a key changed differently on both sides is settled.
+    #[arg(long, value_enum, default_value = "keep-both", requires = "two_way")]
+    pub conflict_policy: ConflictPolicy,
+    /// Two-way: most deletions per side in one execution, a count (`100`)
+    /// or a percentage of the side's keys (`50%`); above it the execution
+    /// is refused before any delete.
+    #[arg(long, default_value = "50%", requires = "two_way")]
+    pub max_delete: MaxDelete,
+    /// Two-way: allow a mass delete (neither --max-delete nor the check for
+    /// a side that suddenly lists nothing refuses the execution).
+    #[arg(long, requires = "two_way")]
+    pub force: bool,
     /// Server-side copies larger than this many bytes use parallel
     /// UploadPartCopy (default and maximum 5 GiB, CopyObject's limit).
     #[arg(long)]
@@ -269,6 +289,11 @@ fn task_options(args: &SyncArgs) -> TaskOptions {
         bytes_per_second: args.bytes_per_second,
         concurrency: args.concurrency,
         dry_run: args.dry_run,
+        two_way: args.two_way.then_some(TwoWayOptions {
+            conflict_policy: args.conflict_policy,
+            max_delete: args.max_delete,
+            force: args.force,
+        }),
     }
 }
 
@@ -355,6 +380,7 @@ pub async fn sync(args: SyncArgs, state_dir: PathBuf, config: &Config) -> anyhow
             pid: std::process::id(),
             source: src.place(),
             destination: dst.place(),
+            two_way: args.two_way,
         };
         let on_wait = |h: &Claim| {
             eprintln!(

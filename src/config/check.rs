@@ -268,6 +268,9 @@ fn check_tasks(r: &mut Reader<'_>, config: &Config, lines: &[KeyLines]) {
         for p in t.options.problems() {
             r.line(name_line, format!("task `{}`: {p}", t.name));
         }
+        for p in direction_problems(t) {
+            r.line(name_line, format!("task `{}`: {p}", t.name));
+        }
         if config.lock_kind(&t.options) == LockKind::S3
             && config
                 .lock
@@ -294,18 +297,58 @@ fn check_tasks(r: &mut Reader<'_>, config: &Config, lines: &[KeyLines]) {
                 r.line(at("destination"), format!("task `{}`: source and destination overlap (one is inside the other); pick separate folders", t.name));
             }
         }
-        let place = dst.place(&S3Overrides::default());
-        let line = at("destination");
-        for (other, other_line, other_place) in &dests {
-            if place.overlaps(other_place) {
-                r.line(line, format!(
-                    "task `{}`: destination {place} overlaps the destination of task `{other}` (line {other_line}); tasks sharing a bucket need separate folders",
-                    t.name
-                ));
-            }
+        // A two-way task writes both of its sides.
+        let mut written = vec![(
+            dst.place(&S3Overrides::default()),
+            at("destination"),
+            "destination",
+        )];
+        if let (true, Ok(s)) = (t.is_two_way(), &src) {
+            written.push((
+                s.place(&S3Overrides::default()),
+                at("source"),
+                "source (a two-way task writes it)",
+            ));
         }
-        dests.push((t.name.clone(), line, place));
+        for (place, line, what) in written {
+            for (other, other_line, other_place) in &dests {
+                if place.overlaps(other_place) {
+                    r.line(line, format!(
+                        "task `{}`: {what} {place} overlaps the destination of task `{other}` (line {other_line}); tasks sharing a bucket need separate folders",
+                        t.name
+                    ));
+                }
+            }
+            dests.push((t.name.clone(), line, place));
+        }
     }
+}
+
+/// Options that mean nothing for the task's direction.
+fn direction_problems(t: &crate::config::TaskConfig) -> Vec<String> {
+    let o = &t.options;
+    let (set, wrong_for) = if t.is_two_way() {
+        let one_way_only = [
+            ("transfer_mode", o.transfer_mode.is_some()),
+            ("overwrite", o.overwrite.is_some()),
+            ("preserve_deleted_files", o.preserve_deleted_files.is_some()),
+        ];
+        (one_way_only, "a two-way task (it copies what changed on either side and propagates deletions by its own rules)")
+    } else {
+        let two_way_only = [
+            ("conflict_policy", o.conflict_policy.is_some()),
+            ("max_delete", o.max_delete.is_some()),
+            ("force", o.force.is_some()),
+        ];
+        (
+            two_way_only,
+            "a one-way task (set direction = \"two-way\" for it)",
+        )
+    };
+    set.iter()
+        .filter(|(_, is_set)| *is_set)
+        .map(|(k, _)| format!("`{k}` has no meaning in {wrong_for}"))
+        .collect()
 }
 
 fn check_mounts(r: &mut Reader<'_>, config: &Config, lines: &[KeyLines]) {

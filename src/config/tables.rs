@@ -11,11 +11,13 @@ use serde::{de::Error as _, Deserialize, Deserializer};
 use crate::config::spec::S3Tuning;
 use crate::engine::diff::{Overwrite, PreserveDeleted, TransferMode};
 use crate::engine::run::{TaskOptions, DEFAULT_CONCURRENCY};
+use crate::engine::three_way::{ConflictPolicy, MaxDelete};
 use crate::engine::transfer::VerifyMode;
+use crate::engine::two_way::TwoWayOptions;
 use crate::location::s3::ListMode;
 
 /// Keys of a `[[task]]` besides its options.
-pub const TASK_KEYS: &[&str] = &["name", "source", "destination", "schedule"];
+pub const TASK_KEYS: &[&str] = &["name", "source", "destination", "schedule", "direction"];
 /// Keys of a task's options (also what `--override` accepts).
 pub const OPTION_KEYS: &[&str] = &[
     "transfer_mode",
@@ -32,6 +34,9 @@ pub const OPTION_KEYS: &[&str] = &[
     "list_mode",
     "queueing",
     "lock",
+    "conflict_policy",
+    "max_delete",
+    "force",
 ];
 pub const MOUNT_KEYS: &[&str] = &[
     "location",
@@ -41,6 +46,7 @@ pub const MOUNT_KEYS: &[&str] = &[
     "cache_size",
     "cache_dir",
     "allow_other",
+    "allow_root",
     "uid",
     "gid",
     "file_mode",
@@ -67,8 +73,25 @@ pub struct TaskConfig {
     pub destination: String,
     /// `rate(…)` or a cron expression (see task::schedule); none: only started by hand.
     pub schedule: Option<String>,
+    /// `one-way` (default: source → destination) or `two-way` (source and
+    /// destination are sides A and B, kept equal in both directions).
+    #[serde(default, deserialize_with = "value_enum")]
+    pub direction: Option<Direction>,
     #[serde(skip)]
     pub options: TaskOptionsConfig,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Direction {
+    #[default]
+    OneWay,
+    TwoWay,
+}
+
+impl TaskConfig {
+    pub fn is_two_way(&self) -> bool {
+        self.direction == Some(Direction::TwoWay)
+    }
 }
 
 /// How executions of a task are guarded against overlapping ones.
@@ -105,6 +128,14 @@ pub struct TaskOptionsConfig {
     /// Wait behind an overlapping execution (default) instead of failing.
     pub queueing: Option<bool>,
     pub lock: Option<LockKind>,
+    /// Two-way tasks: how conflicts are settled (default keep-both).
+    #[serde(default, deserialize_with = "value_enum")]
+    pub conflict_policy: Option<ConflictPolicy>,
+    /// Two-way tasks: most deletions per side per execution, `50%` or `100`.
+    pub max_delete: Option<String>,
+    /// Two-way tasks: allow a mass delete (max_delete and the empty-side
+    /// check do not refuse).
+    pub force: Option<bool>,
 }
 
 /// Reads a clap value enum from its CLI spelling or DataSync's
@@ -144,7 +175,10 @@ impl TaskOptionsConfig {
             multipart_copy_threshold,
             list_mode,
             queueing,
-            lock
+            lock,
+            conflict_policy,
+            max_delete,
+            force
         )
     }
 
@@ -161,6 +195,21 @@ impl TaskOptionsConfig {
             bytes_per_second: self.bytes_per_second,
             concurrency: self.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
             dry_run: false,
+            two_way: None,
+        }
+    }
+
+    /// The options of a two-way execution (defaults filled in; a bad
+    /// `max_delete` is reported by [`Self::problems`] and taken as the default).
+    pub fn two_way(&self) -> TwoWayOptions {
+        TwoWayOptions {
+            conflict_policy: self.conflict_policy.unwrap_or_default(),
+            max_delete: self
+                .max_delete
+                .as_deref()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or_default(),
+            force: self.force.unwrap_or(false),
         }
     }
 
@@ -188,6 +237,9 @@ impl TaskOptionsConfig {
         }
         if let Err(e) = self.engine().filter() {
             out.push(e.to_string());
+        }
+        if let Some(Err(e)) = self.max_delete.as_deref().map(str::parse::<MaxDelete>) {
+            out.push(e);
         }
         out
     }
@@ -230,6 +282,9 @@ pub struct MountConfig {
     pub cache_dir: Option<PathBuf>,
     #[serde(default)]
     pub allow_other: bool,
+    /// As `--allow-root` (exclusive with `allow_other`; the mount refuses both).
+    #[serde(default)]
+    pub allow_root: bool,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     /// Octal, as a string ("0644") or a TOML octal number (0o644).

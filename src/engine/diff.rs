@@ -139,7 +139,7 @@ fn to_ns(t: SystemTime) -> i128 {
 
 /// DataSync refuses keys starting with `/` or containing `//`, `/./`, `/../`
 /// even between buckets; local destinations refuse every unsafe path.
-fn refusal(key: &str, keys_are_paths: bool) -> Option<String> {
+pub(super) fn refusal(key: &str, keys_are_paths: bool) -> Option<String> {
     if keys_are_paths {
         return key::check_key(key)
             .err()
@@ -252,10 +252,10 @@ pub fn meta_to_write(src: &Entry, info: Option<&ObjectInfo>) -> PosixMeta {
     m
 }
 
-type Listing<'a> = Peekable<BoxStream<'a, Result<Entry, LocationError>>>;
+pub(super) type Listing<'a> = Peekable<BoxStream<'a, Result<Entry, LocationError>>>;
 
 /// An item of a listing that is skipped rather than fatal: reported per key.
-fn per_key_error(e: &LocationError) -> Option<(String, String)> {
+pub(super) fn per_key_error(e: &LocationError) -> Option<(String, String)> {
     match e {
         LocationError::UnsafeKey { key, reason, .. } => {
             Some((key.clone(), format!("not a safe key: {reason}")))
@@ -309,13 +309,13 @@ enum Step {
 
 /// The head of a listing: an entry's key, a per-key error's key, a fatal
 /// error, or the end.
-enum Head {
+pub(super) enum Head {
     Key(String),
     Fatal,
     End,
 }
 
-async fn head(l: &mut Listing<'_>) -> Head {
+pub(super) async fn head(l: &mut Listing<'_>) -> Head {
     match std::pin::Pin::new(l).peek().await {
         None => Head::End,
         Some(Ok(e)) => Head::Key(e.key.clone()),

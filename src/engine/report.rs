@@ -20,6 +20,13 @@ pub struct Counters {
     pub files_deleted: AtomicU64,
     pub files_verified: AtomicU64,
     pub files_failed: AtomicU64,
+    /// Two-way executions: conflicts (changed on both sides, or changed on
+    /// one and deleted on the other), and the work per direction.
+    pub files_conflicted: AtomicU64,
+    pub files_transferred_a_to_b: AtomicU64,
+    pub files_transferred_b_to_a: AtomicU64,
+    pub files_deleted_a: AtomicU64,
+    pub files_deleted_b: AtomicU64,
 }
 
 /// A snapshot of [`Counters`], serialized with DataSync's names.
@@ -35,6 +42,16 @@ pub struct CounterValues {
     pub files_deleted: u64,
     pub files_verified: u64,
     pub files_failed: u64,
+    #[serde(default)]
+    pub files_conflicted: u64,
+    #[serde(default, rename = "FilesTransferredAToB")]
+    pub files_transferred_a_to_b: u64,
+    #[serde(default, rename = "FilesTransferredBToA")]
+    pub files_transferred_b_to_a: u64,
+    #[serde(default, rename = "FilesDeletedA")]
+    pub files_deleted_a: u64,
+    #[serde(default, rename = "FilesDeletedB")]
+    pub files_deleted_b: u64,
 }
 
 impl Counters {
@@ -54,6 +71,11 @@ impl Counters {
             files_deleted: g(&self.files_deleted),
             files_verified: g(&self.files_verified),
             files_failed: g(&self.files_failed),
+            files_conflicted: g(&self.files_conflicted),
+            files_transferred_a_to_b: g(&self.files_transferred_a_to_b),
+            files_transferred_b_to_a: g(&self.files_transferred_b_to_a),
+            files_deleted_a: g(&self.files_deleted_a),
+            files_deleted_b: g(&self.files_deleted_b),
         }
     }
 }
@@ -62,7 +84,8 @@ impl Counters {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ObjectRecord {
     pub key: String,
-    /// copy | delete | skip | mkdir
+    /// copy | delete | skip | mkdir; two-way: copy-a-to-b | copy-b-to-a |
+    /// delete-a | delete-b | conflict | record | skip
     pub action: &'static str,
     /// ok | failed | skipped | dry-run
     pub result: &'static str,
@@ -209,6 +232,9 @@ pub struct ExecutionSummary {
     pub status: Status,
     pub source: String,
     pub destination: String,
+    /// Source and destination are side A and side B of a two-way execution.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub two_way: bool,
     #[serde(flatten)]
     pub counters: CounterValues,
     pub phases: PhaseDurations,
@@ -252,6 +278,16 @@ impl ExecutionSummary {
             self.phases.verifying_ms,
             self.phases.total_ms,
         );
+        if self.two_way {
+            s.push_str(&format!(
+                "  two-way: a→b {}, b→a {}, deleted on a {}, deleted on b {}, conflicts {}\n",
+                c.files_transferred_a_to_b,
+                c.files_transferred_b_to_a,
+                c.files_deleted_a,
+                c.files_deleted_b,
+                c.files_conflicted,
+            ));
+        }
         if let Some(d) = &self.error_detail {
             s.push_str(&format!("  error: {d}\n"));
         }

@@ -17,6 +17,7 @@ use super::report::{epoch_ms, Counters, ExecutionSummary, PhaseDurations, Report
 use super::state::PairCache;
 use super::throttle::Throttle;
 use super::transfer::{Transfer, VerifyMode};
+use super::two_way::TwoWayOptions;
 use crate::location::Location;
 
 /// DataSync's task options.
@@ -31,6 +32,9 @@ pub struct TaskOptions {
     pub bytes_per_second: Option<u64>,
     pub concurrency: usize,
     pub dry_run: bool,
+    /// Set for a two-way execution: source and destination are sides A
+    /// and B, kept equal in both directions (`super::two_way`).
+    pub two_way: Option<TwoWayOptions>,
 }
 
 impl Default for TaskOptions {
@@ -45,6 +49,7 @@ impl Default for TaskOptions {
             bytes_per_second: None,
             concurrency: DEFAULT_CONCURRENCY,
             dry_run: false,
+            two_way: None,
         }
     }
 }
@@ -94,14 +99,14 @@ pub struct ExecutionRequest {
 /// See [`ExecutionRequest::on_phase`].
 pub type PhaseHook = Arc<dyn Fn(Status) + Send + Sync>;
 
-struct Clock {
-    start: Instant,
-    first_action: Mutex<Option<Instant>>,
-    on_phase: Option<PhaseHook>,
+pub(super) struct Clock {
+    pub(super) start: Instant,
+    pub(super) first_action: Mutex<Option<Instant>>,
+    pub(super) on_phase: Option<PhaseHook>,
 }
 
 impl Clock {
-    fn action_started(&self) {
+    pub(super) fn action_started(&self) {
         let first = match self.first_action.lock() {
             Ok(mut f) if f.is_none() => {
                 *f = Some(Instant::now());
@@ -114,14 +119,14 @@ impl Clock {
         }
     }
 
-    fn phase(&self, status: Status) {
+    pub(super) fn phase(&self, status: Status) {
         if let Some(hook) = &self.on_phase {
             hook(status);
         }
     }
 }
 
-fn ms(d: std::time::Duration) -> u64 {
+pub(super) fn ms(d: std::time::Duration) -> u64 {
     d.as_millis() as u64
 }
 
@@ -130,6 +135,9 @@ pub async fn execute(
     dst: Arc<dyn Location>,
     req: ExecutionRequest,
 ) -> ExecutionSummary {
+    if let Some(tw) = req.options.two_way {
+        return super::two_way::execute(src, dst, req, tw).await;
+    }
     let launching_ms = ms(req.launched.elapsed());
     let report = match Report::new(req.report_path.as_deref(), req.echo_dry_run) {
         Ok(r) => Arc::new(r),
@@ -205,9 +213,23 @@ pub async fn execute(
         verifying_ms: ms(end - transfer_end),
         total_ms: ms(req.launched.elapsed()),
     };
+    conclude(&req, &src, &dst, &report, fatal, phases)
+}
+
+/// The summary at the end of an execution: the report file closed, the
+/// status from cancellation, a fatal error or failed objects.
+pub(super) fn conclude(
+    req: &ExecutionRequest,
+    src: &Arc<dyn Location>,
+    dst: &Arc<dyn Location>,
+    report: &Report,
+    mut fatal: Option<String>,
+    phases: PhaseDurations,
+) -> ExecutionSummary {
     if let Err(e) = report.finish() {
         fatal.get_or_insert(format!("cannot write the report file: {e}"));
     }
+    let cancelled = req.cancel.load(Ordering::Relaxed);
     let failed = req.counters.snapshot().files_failed > 0;
     let status = match (cancelled, fatal.is_some() || failed) {
         (true, _) => Status::Cancelled,
@@ -215,9 +237,9 @@ pub async fn execute(
         (false, false) => Status::Success,
     };
     let mut s = summary(
-        &req,
-        &src,
-        &dst,
+        req,
+        src,
+        dst,
         status,
         phases,
         report.path().map(|p| p.to_path_buf()),
@@ -247,7 +269,7 @@ fn open_cache(
     }
 }
 
-fn summary(
+pub(super) fn summary(
     req: &ExecutionRequest,
     src: &Arc<dyn Location>,
     dst: &Arc<dyn Location>,
@@ -260,6 +282,7 @@ fn summary(
         status,
         source: src.describe(),
         destination: dst.describe(),
+        two_way: req.options.two_way.is_some(),
         counters: req.counters.snapshot(),
         phases,
         start_time_ms: req.started_ms,
@@ -323,7 +346,10 @@ async fn run_actions(
 
 /// POINT_IN_TIME_CONSISTENT: list both sides again and compare them; every
 /// difference left is a failed object.
-async fn verify_whole(transfer: &Transfer, req: &ExecutionRequest) -> Result<(), String> {
+pub(super) async fn verify_whole(
+    transfer: &Transfer,
+    req: &ExecutionRequest,
+) -> Result<(), String> {
     let mut opts = req
         .options
         .diff_options(req.filter.clone(), transfer.dst.as_ref());

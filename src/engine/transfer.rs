@@ -157,12 +157,7 @@ impl Transfer {
             self.report.record(r);
             return;
         }
-        let result = with_retries(|| self.copy_once(src, info.clone())).await;
-        let result = match result {
-            Ok(out) => self.verify_written(&src.key, out).await,
-            Err(e) => Err(e),
-        };
-        match result {
+        match self.copy_to(src, info, &src.key).await {
             Ok((out, verified)) => {
                 Counters::add(&self.counters.files_transferred, 1);
                 Counters::add(&self.counters.bytes_written, out.bytes);
@@ -188,10 +183,23 @@ impl Transfer {
         self.report.record(r);
     }
 
+    /// Copies `src` to `dst_key` at the destination (retried on transient
+    /// failures), then verifies what was written; `true` when verified.
+    pub async fn copy_to(
+        &self,
+        src: &Entry,
+        info: Option<ObjectInfo>,
+        dst_key: &str,
+    ) -> Result<(WriteOutcome, bool), LocationError> {
+        let out = with_retries(|| self.copy_once(src, info.clone(), dst_key)).await?;
+        self.verify_written(dst_key, out).await
+    }
+
     async fn copy_once(
         &self,
         src: &Entry,
         info: Option<ObjectInfo>,
+        dst_key: &str,
     ) -> Result<WriteOutcome, LocationError> {
         if src.is_dir_marker() {
             let info = match (&info, src.meta) {
@@ -199,7 +207,7 @@ impl Transfer {
                 (None, None) => self.src.stat(&src.key).await?,
             };
             self.dst
-                .make_dir(&src.key, &meta_to_write(src, info.as_ref()))
+                .make_dir(dst_key, &meta_to_write(src, info.as_ref()))
                 .await?;
             return Ok(WriteOutcome {
                 bytes: 0,
@@ -221,7 +229,7 @@ impl Transfer {
         let as_listed = info.as_ref().unwrap_or(&listed);
         if let Some(out) = self
             .dst
-            .copy_from(self.src.as_ref(), &src.key, as_listed, &src.key)
+            .copy_from(self.src.as_ref(), &src.key, as_listed, dst_key)
             .await?
         {
             return Ok(out);
@@ -249,7 +257,7 @@ impl Transfer {
         let meta = meta_to_write(src, Some(&info));
         let out = self
             .dst
-            .write(&src.key, source, &meta, WriteMode::Replace)
+            .write(dst_key, source, &meta, WriteMode::Replace)
             .await?;
         Ok(out)
     }
@@ -360,7 +368,7 @@ pub async fn explain_with(e: &LocationError, locations: &[&dyn Location]) -> Str
 }
 
 /// Stored metadata of a listed entry: the listing's when it has it, else a `stat`.
-async fn info_of(loc: &dyn Location, e: &Entry) -> Result<ObjectInfo, LocationError> {
+pub async fn info_of(loc: &dyn Location, e: &Entry) -> Result<ObjectInfo, LocationError> {
     if let Some(m) = e.meta {
         return Ok(ObjectInfo {
             size: e.size,

@@ -304,7 +304,10 @@ async fn run_inner(
     }
     let launched = Instant::now();
     let _ = history.enter(id, Status::Launching);
-    let options = plan.options.engine();
+    let mut options = plan.options.engine();
+    if plan.task.is_two_way() {
+        options.two_way = Some(plan.options.two_way());
+    }
     let filter = options
         .filter()
         .map_err(|e| Stop::error("InvalidTask", e.to_string()))?;
@@ -342,10 +345,16 @@ async fn run_inner(
             }
         })),
     };
-    let place = dst.place();
+    let written = if plan.task.is_two_way() {
+        vec![src.place(), dst.place()]
+    } else {
+        vec![dst.place()]
+    };
     let summary = execute(src, dst, req).await;
     if let Some(hook) = &ctx.on_written {
-        hook(&place);
+        for place in &written {
+            hook(place);
+        }
     }
     if let Some(g) = held.s3.as_ref().filter(|g| g.lost()) {
         return Err(Stop::error(

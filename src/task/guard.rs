@@ -31,13 +31,32 @@ pub struct Claim {
     pub pid: u32,
     pub source: Place,
     pub destination: Place,
+    /// A two-way execution writes its source too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub two_way: bool,
 }
 
-/// Whether two executions may not run at the same time.
+impl Claim {
+    /// The places the execution writes.
+    fn writes(&self) -> impl Iterator<Item = &Place> {
+        std::iter::once(&self.destination).chain(self.two_way.then_some(&self.source))
+    }
+
+    /// Every place the execution reads or writes.
+    fn touches(&self) -> [&Place; 2] {
+        [&self.source, &self.destination]
+    }
+}
+
+/// Whether two executions may not run at the same time: one writes where
+/// the other reads or writes. A two-way execution writes both its sides,
+/// so `A⇄B` and `B⇄A` are the same lock, whatever the argument order.
 pub fn conflicts(a: &Claim, b: &Claim) -> bool {
-    a.destination.overlaps(&b.destination)
-        || a.destination.overlaps(&b.source)
-        || a.source.overlaps(&b.destination)
+    let hits = |x: &Claim, y: &Claim| {
+        x.writes()
+            .any(|w| y.touches().iter().any(|p| w.overlaps(p)))
+    };
+    hits(a, b) || hits(b, a)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,7 +246,38 @@ mod tests {
             pid: 1,
             source: src,
             destination: dst,
+            two_way: false,
         }
+    }
+
+    #[test]
+    fn a_two_way_claim_conflicts_with_readers_of_either_side_in_any_order() {
+        let two = |id: &str, a: Place, b: Place| Claim {
+            two_way: true,
+            ..claim(id, a, b)
+        };
+        let a_b = two("1", s3("a", ""), s3("b", ""));
+        assert!(conflicts(&a_b, &two("2", s3("b", ""), s3("a", ""))), "B⇄A");
+        assert!(
+            conflicts(&a_b, &claim("3", s3("a", ""), s3("c", ""))),
+            "a reader of A"
+        );
+        assert!(
+            conflicts(&claim("3", s3("a", ""), s3("c", "")), &a_b),
+            "either order"
+        );
+        assert!(
+            conflicts(&a_b, &claim("4", s3("c", ""), s3("a", "x/"))),
+            "a writer into A"
+        );
+        assert!(!conflicts(&a_b, &claim("5", s3("c", ""), s3("d", ""))));
+        assert!(
+            !conflicts(
+                &claim("6", s3("a", ""), s3("c", "")),
+                &claim("7", s3("a", ""), s3("d", ""))
+            ),
+            "one-way readers of one source still share it"
+        );
     }
 
     #[test]

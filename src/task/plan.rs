@@ -118,6 +118,7 @@ impl Plan {
             pid: std::process::id(),
             source: self.source_place.clone(),
             destination: self.destination_place.clone(),
+            two_way: self.task.is_two_way(),
         }
     }
 }

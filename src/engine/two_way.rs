@@ -1,0 +1,1049 @@
+//! A two-way execution: keeps side A and side B equal in both directions
+//! without losing an edit.
+//!
+//! Three sorted streams are merged in one pass: A's listing, B's listing and
+//! the base (what each key looked like on both sides when they last agreed,
+//! [`super::base`]). A key both sides still show as recorded is done without
+//! a request. Every other key goes to a worker (bounded concurrency), which
+//! settles what each side did (a HEAD where a listing cannot tell), decides
+//! ([`super::three_way::decide`]) and acts: copies and conflict resolutions
+//! at once, deletions only after the pass, once the mass-delete guard has
+//! seen how many there are (they wait in a spool file, so memory does not
+//! grow with them). The base moves per key only after that key's copy or
+//! delete succeeded and was verified.
+//!
+//! Before writing over a side's version or deleting it, the worker looks at
+//! it again: one changed since it was listed is left for the next run
+//! (reported), so an edit made during the run is not overwritten (the
+//! window left is the one copy or delete itself).
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::stream::{BoxStream, Peekable, StreamExt};
+
+use super::base::{Base, BaseError, BaseRow};
+use super::clash::ClashFilter;
+use super::diff::{
+    decide_with_info, head, meta_to_write, per_key_error, refusal, CopyReason, Head,
+};
+use super::filter::Filter;
+use super::report::{Counters, ExecutionSummary, ObjectRecord, PhaseDurations, Report, Status};
+use super::run::{conclude, ms, summary, verify_whole, Clock, ExecutionRequest};
+use super::three_way::{
+    conflict_name, decide, fingerprint, listed_state, matches_base, mtime_of, winner,
+    ConflictPolicy, Decision, MaxDelete, Side, SideState,
+};
+use super::throttle::Throttle;
+use super::transfer::{info_of, with_retries, Transfer, VerifyMode};
+use crate::location::meta::system_time_to_ns;
+use crate::location::{Checksum, Entry, Location, LocationError, ObjectInfo};
+
+/// The options only a two-way execution has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TwoWayOptions {
+    pub conflict_policy: ConflictPolicy,
+    pub max_delete: MaxDelete,
+    /// Deliberate mass deletes: neither `max_delete` nor the empty-side
+    /// check refuses the execution.
+    pub force: bool,
+}
+
+/// One key that needs a worker.
+struct Item {
+    key: String,
+    a: Option<Entry>,
+    b: Option<Entry>,
+    base: Option<BaseRow>,
+}
+
+/// A deletion waiting for the mass-delete guard.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingDelete {
+    key: String,
+    on_b: bool,
+    size: u64,
+    etag: Option<String>,
+    modified_s: Option<i64>,
+    mtime_ns: Option<String>,
+    mode: Option<u32>,
+    reason: String,
+}
+
+impl PendingDelete {
+    fn listed(&self) -> Entry {
+        Entry {
+            key: self.key.clone(),
+            size: self.size,
+            modified: self
+                .modified_s
+                .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.max(0) as u64)),
+            etag: self.etag.clone(),
+            meta: self.mtime_ns.as_ref().map(|n| crate::location::PosixMeta {
+                mtime_ns: n.parse().ok(),
+                mode: self.mode,
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// Counts seen by the merge, for the guards.
+#[derive(Default)]
+struct Seen {
+    listed_a: AtomicU64,
+    listed_b: AtomicU64,
+    deletes_a: AtomicU64,
+    deletes_b: AtomicU64,
+}
+
+/// Everything the workers of one two-way execution share.
+struct Pair {
+    a: Arc<dyn Location>,
+    b: Arc<dyn Location>,
+    base: Arc<Base>,
+    report: Arc<Report>,
+    counters: Arc<Counters>,
+    throttle: Option<Arc<Throttle>>,
+    verify: VerifyMode,
+    dry_run: bool,
+    policy: ConflictPolicy,
+    seen: Seen,
+    spool: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
+    spool_path: PathBuf,
+    /// The first error that must end the execution (a base that cannot
+    /// be written, a spool that cannot be written).
+    fatal: Mutex<Option<String>>,
+}
+
+fn record(key: &str, action: &'static str, result: &'static str, reason: String) -> ObjectRecord {
+    ObjectRecord {
+        key: key.to_string(),
+        action,
+        result,
+        bytes: 0,
+        reason: Some(reason),
+        error: None,
+        checksum: None,
+        verified: false,
+    }
+}
+
+fn copy_action(to: Side) -> &'static str {
+    match to {
+        Side::B => "copy-a-to-b",
+        Side::A => "copy-b-to-a",
+    }
+}
+
+/// Whether what a side holds now is still what its listing showed.
+fn still_as_listed(listed: Option<&Entry>, now: Option<&ObjectInfo>) -> bool {
+    let (e, i) = match (listed, now) {
+        (None, None) => return true,
+        (Some(e), Some(i)) => (e, i),
+        _ => return false,
+    };
+    let secs = |t: std::time::SystemTime| system_time_to_ns(t).div_euclid(1_000_000_000);
+    let same = |a: Option<String>, b: Option<String>| a.zip(b).is_none_or(|(a, b)| a == b);
+    let local = e.meta.map(|m| (m.mtime_ns, m.mode));
+    e.size == i.size
+        && same(e.etag.clone(), i.etag.clone())
+        && same(
+            e.modified.map(|t| secs(t).to_string()),
+            i.modified.map(|t| secs(t).to_string()),
+        )
+        && local
+            .is_none_or(|(t, m)| t == i.meta.mtime_ns && m.is_none_or(|m| Some(m) == i.meta.mode))
+}
+
+impl Pair {
+    fn loc(&self, side: Side) -> &Arc<dyn Location> {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    fn transfer(&self, from: Side, to: Side) -> Transfer {
+        Transfer {
+            src: self.loc(from).clone(),
+            dst: self.loc(to).clone(),
+            counters: self.counters.clone(),
+            report: self.report.clone(),
+            throttle: self.throttle.clone(),
+            verify: self.verify,
+            dry_run: self.dry_run,
+            cache: None,
+        }
+    }
+
+    fn fail_fatally(&self, e: impl ToString) {
+        crate::lock(&self.fatal).get_or_insert(e.to_string());
+    }
+
+    fn base_write(&self, r: Result<(), BaseError>) {
+        if let Err(e) = r {
+            self.fail_fatally(e);
+        }
+    }
+
+    async fn explain(&self, e: &LocationError) -> String {
+        super::transfer::explain_with(e, &[self.a.as_ref(), self.b.as_ref()]).await
+    }
+
+    fn failed(&self, key: &str, action: &'static str, reason: String, error: String) {
+        Counters::add(&self.counters.files_failed, 1);
+        let mut r = record(key, action, "failed", reason);
+        r.error = Some(error);
+        self.report.record(r);
+    }
+
+    /// What `side` did to the key since the base, with its stored metadata
+    /// when it had to be read.
+    async fn settle(
+        &self,
+        side: Side,
+        entry: Option<&Entry>,
+        base: Option<&BaseRow>,
+    ) -> Result<(SideState, Option<ObjectInfo>), LocationError> {
+        if let Some(s) = listed_state(entry, base, side) {
+            return Ok((s, None));
+        }
+        let (Some(e), Some(b)) = (entry, base) else {
+            return Ok((SideState::Changed, None));
+        };
+        let loc = self.loc(side).as_ref();
+        let info = with_retries(|| info_of(loc, e)).await?;
+        let state = if matches_base(&info, b) {
+            SideState::Unchanged
+        } else {
+            SideState::Changed
+        };
+        Ok((state, Some(info)))
+    }
+
+    async fn info(
+        &self,
+        side: Side,
+        e: &Entry,
+        known: Option<ObjectInfo>,
+    ) -> Result<ObjectInfo, LocationError> {
+        match known {
+            Some(i) => Ok(i),
+            None => {
+                let loc = self.loc(side).as_ref();
+                with_retries(|| info_of(loc, e)).await
+            }
+        }
+    }
+
+    async fn run(&self, item: Item) {
+        let key = item.key.clone();
+        let settled = futures::try_join!(
+            self.settle(Side::A, item.a.as_ref(), item.base.as_ref()),
+            self.settle(Side::B, item.b.as_ref(), item.base.as_ref()),
+        );
+        let ((sa, ia), (sb, ib)) = match settled {
+            Ok(s) => s,
+            Err(e) => {
+                let why = self.explain(&e).await;
+                return self.failed(&key, "skip", "cannot tell what changed".into(), why);
+            }
+        };
+        match decide(sa, sb) {
+            Decision::Nothing => self.unchanged(&item),
+            Decision::Forget => {
+                if !self.dry_run {
+                    self.base_write(self.base.forget(&key));
+                }
+            }
+            Decision::Copy {
+                from,
+                reason,
+                conflict,
+            } => {
+                if conflict {
+                    Counters::add(&self.counters.files_conflicted, 1);
+                }
+                let (entry, info) = match from {
+                    Side::A => (item.a.as_ref(), ia),
+                    Side::B => (item.b.as_ref(), ib),
+                };
+                let Some(entry) = entry else { return };
+                let target = match from {
+                    Side::A => item.b.as_ref(),
+                    Side::B => item.a.as_ref(),
+                };
+                self.copy_over(from, entry, info, target, reason).await;
+            }
+            Decision::Delete { on, reason } => {
+                let listed = match on {
+                    Side::A => item.a.as_ref(),
+                    Side::B => item.b.as_ref(),
+                };
+                if let Some(e) = listed {
+                    self.plan_delete(on, e, reason);
+                }
+            }
+            Decision::Compare => self.compare(item, ia, ib).await,
+        }
+    }
+
+    /// Both sides as recorded (fingerprints maybe refreshed): nothing to do.
+    fn unchanged(&self, item: &Item) {
+        Counters::add(&self.counters.files_skipped, 1);
+        let (Some(base), Some(a), Some(b)) = (&item.base, &item.a, &item.b) else {
+            return;
+        };
+        let fresh = BaseRow {
+            a_fp: fingerprint(a),
+            b_fp: fingerprint(b),
+            ..base.clone()
+        };
+        if fresh != *base && !self.dry_run {
+            self.base_write(self.base.record(&fresh));
+        }
+    }
+
+    /// Copies `from`'s version over the other side's (`target`, as listed),
+    /// after checking the target is still as listed; records the base.
+    async fn copy_over(
+        &self,
+        from: Side,
+        entry: &Entry,
+        info: Option<ObjectInfo>,
+        target: Option<&Entry>,
+        reason: &str,
+    ) {
+        let to = from.other();
+        let action = copy_action(to);
+        let mut r = record(&entry.key, action, "ok", reason.to_string());
+        r.bytes = entry.size;
+        Counters::add(&self.counters.estimated_files, 1);
+        Counters::add(&self.counters.estimated_bytes, entry.size);
+        if self.dry_run {
+            r.result = "dry-run";
+            return self.report.record(r);
+        }
+        if !self.unchanged_since_listed(to, &entry.key, target).await {
+            return self.left_for_next_run(&entry.key, to, action);
+        }
+        let meta = meta_to_write(entry, info.as_ref());
+        match self
+            .transfer(from, to)
+            .copy_to(entry, info, &entry.key)
+            .await
+        {
+            Ok((out, verified)) => {
+                self.copied(to, out.bytes, verified);
+                r.checksum = out.stored.map(|c| c.to_string());
+                r.verified = verified;
+                self.record_copied(from, entry, &meta, out.crc32c);
+                self.report.record(r);
+            }
+            Err(e) => {
+                let why = self.explain(&e).await;
+                self.failed(&entry.key, action, reason.to_string(), why);
+            }
+        }
+    }
+
+    /// The base after `entry` was copied from side `from` to the other:
+    /// the source as listed, the copy not listed yet (its fingerprint is
+    /// learnt by comparing it with this row on the next run).
+    fn record_copied(
+        &self,
+        from: Side,
+        entry: &Entry,
+        meta: &crate::location::PosixMeta,
+        crc32c: Option<u32>,
+    ) {
+        let (from_fp, to_fp) = (fingerprint(entry), None);
+        let (a_fp, b_fp) = match from {
+            Side::A => (from_fp, to_fp),
+            Side::B => (to_fp, from_fp),
+        };
+        self.base_write(self.base.record(&BaseRow {
+            key: entry.key.clone(),
+            a_fp,
+            b_fp,
+            size: entry.size,
+            mtime_ns: meta.mtime_ns,
+            mode: meta.mode,
+            crc32c,
+        }));
+    }
+
+    fn copied(&self, to: Side, bytes: u64, verified: bool) {
+        let c = &self.counters;
+        Counters::add(&c.files_transferred, 1);
+        Counters::add(&c.bytes_written, bytes);
+        Counters::add(
+            match to {
+                Side::B => &c.files_transferred_a_to_b,
+                Side::A => &c.files_transferred_b_to_a,
+            },
+            1,
+        );
+        if verified {
+            Counters::add(&c.files_verified, 1);
+        }
+    }
+
+    /// Whether `side` still holds what it listed for `key` (a marker has
+    /// no content to lose, and some servers cannot HEAD one).
+    async fn unchanged_since_listed(&self, side: Side, key: &str, listed: Option<&Entry>) -> bool {
+        if key.ends_with('/') {
+            return true;
+        }
+        let loc = self.loc(side).as_ref();
+        match with_retries(|| loc.stat(key)).await {
+            Ok(now) => still_as_listed(listed, now.as_ref()),
+            Err(_) => false,
+        }
+    }
+
+    fn left_for_next_run(&self, key: &str, side: Side, action: &'static str) {
+        Counters::add(&self.counters.files_skipped, 1);
+        let why = format!(
+            "changed on side {} while this execution ran; left for the next one",
+            side.letter()
+        );
+        tracing::info!(key, "{why}");
+        self.report.record(record(key, action, "skipped", why));
+    }
+
+    fn plan_delete(&self, on: Side, listed: &Entry, reason: &str) {
+        let action = match on {
+            Side::A => "delete-a",
+            Side::B => "delete-b",
+        };
+        Counters::add(
+            match on {
+                Side::A => &self.seen.deletes_a,
+                Side::B => &self.seen.deletes_b,
+            },
+            1,
+        );
+        if self.dry_run {
+            return self
+                .report
+                .record(record(&listed.key, action, "dry-run", reason.to_string()));
+        }
+        let pending = PendingDelete {
+            key: listed.key.clone(),
+            on_b: on == Side::B,
+            size: listed.size,
+            etag: listed.etag.clone(),
+            modified_s: listed
+                .modified
+                .map(|t| system_time_to_ns(t).div_euclid(1_000_000_000) as i64),
+            mtime_ns: listed.meta.and_then(|m| m.mtime_ns).map(|n| n.to_string()),
+            mode: listed.meta.and_then(|m| m.mode),
+            reason: reason.to_string(),
+        };
+        let mut spool = crate::lock(&self.spool);
+        let written = match spool.as_mut() {
+            Some(w) => serde_json::to_string(&pending)
+                .map_err(std::io::Error::other)
+                .and_then(|line| writeln!(w, "{line}")),
+            None => Err(std::io::Error::other("no spool")),
+        };
+        if let Err(e) = written {
+            self.fail_fatally(format!(
+                "cannot keep the pending deletions in `{}`: {e}",
+                self.spool_path.display()
+            ));
+        }
+    }
+
+    /// Both sides changed (or were created): equal content is recorded,
+    /// different content is a conflict.
+    async fn compare(&self, item: Item, ia: Option<ObjectInfo>, ib: Option<ObjectInfo>) {
+        let (Some(a), Some(b)) = (item.a.as_ref(), item.b.as_ref()) else {
+            return;
+        };
+        let infos = futures::try_join!(self.info(Side::A, a, ia), self.info(Side::B, b, ib));
+        let (ia, ib) = match infos {
+            Ok(i) => i,
+            Err(e) => {
+                let why = self.explain(&e).await;
+                return self.failed(&item.key, "conflict", "changed on both sides".into(), why);
+            }
+        };
+        if self.same_content(&item.key, &ia, &ib).await {
+            Counters::add(&self.counters.files_skipped, 1);
+            if !self.dry_run {
+                self.base_write(self.base.record(&BaseRow {
+                    key: item.key.clone(),
+                    a_fp: fingerprint(a),
+                    b_fp: fingerprint(b),
+                    size: ia.size,
+                    mtime_ns: mtime_of(&ia),
+                    mode: ia.meta.mode,
+                    crc32c: None,
+                }));
+            }
+            let why = "equal on both sides".to_string();
+            return self.report.record(record(&item.key, "record", "ok", why));
+        }
+        Counters::add(&self.counters.files_conflicted, 1);
+        self.conflict(a, b, ia, ib).await;
+    }
+
+    /// Equal sizes and times (or checksums) are equal content; equal sizes
+    /// with different times are compared by checksum before calling it a
+    /// conflict.
+    async fn same_content(&self, key: &str, ia: &ObjectInfo, ib: &ObjectInfo) -> bool {
+        if key.ends_with('/') {
+            return true;
+        }
+        match decide_with_info(ia, ib) {
+            None => return true,
+            Some(CopyReason::MtimeDiffers) => {}
+            Some(_) => return false,
+        }
+        let sums = futures::join!(
+            with_retries(|| self.a.stored_checksum(key)),
+            with_retries(|| self.b.stored_checksum(key)),
+        );
+        matches!(sums, (Ok(Some(Checksum::Crc32c(x))), Ok(Some(Checksum::Crc32c(y)))) if x == y)
+    }
+
+    /// Different changes on both sides, settled by the policy.
+    async fn conflict(&self, a: &Entry, b: &Entry, ia: ObjectInfo, ib: ObjectInfo) {
+        let w = winner(self.policy, &ia, &ib);
+        let l = w.other();
+        let (we, wi, le, li) = match w {
+            Side::A => (a, ia, b, ib),
+            Side::B => (b, ib, a, ia),
+        };
+        let key = &we.key;
+        let kept =
+            (self.policy == ConflictPolicy::KeepBoth).then(|| conflict_name(key, l, mtime_of(&li)));
+        let reason = match &kept {
+            Some(name) => format!(
+                "changed on both sides: {}'s version keeps the name, {}'s is kept on both sides as `{name}`",
+                side_name(w),
+                side_name(l)
+            ),
+            None => format!(
+                "changed on both sides: {}'s version wins ({:?}); {}'s is overwritten",
+                side_name(w),
+                self.policy,
+                side_name(l)
+            ),
+        };
+        tracing::warn!(key = %key, "{reason}");
+        let mut r = record(key, "conflict", "ok", reason.clone());
+        if self.dry_run {
+            r.result = "dry-run";
+            return self.report.record(r);
+        }
+        if !self.unchanged_since_listed(l, key, Some(le)).await {
+            return self.left_for_next_run(key, l, "conflict");
+        }
+        if let Some(name) = &kept {
+            // The losing version first goes to its conflict name on both
+            // sides; only then is its name overwritten.
+            for to in [l, w] {
+                match self
+                    .transfer(l, to)
+                    .copy_to(le, Some(li.clone()), name)
+                    .await
+                {
+                    Ok((out, verified)) => self.copied(to, out.bytes, verified),
+                    Err(e) => {
+                        let why = self.explain(&e).await;
+                        return self.failed(key, "conflict", reason, why);
+                    }
+                }
+            }
+        }
+        let meta = meta_to_write(we, Some(&wi));
+        match self.transfer(w, l).copy_to(we, Some(wi), key).await {
+            Ok((out, verified)) => {
+                self.copied(l, out.bytes, verified);
+                self.record_copied(w, we, &meta, out.crc32c);
+                self.report.record(r);
+            }
+            Err(e) => {
+                let why = self.explain(&e).await;
+                self.failed(key, "conflict", reason, why);
+            }
+        }
+    }
+
+    /// Runs the deletions the spool holds (the guard has allowed them).
+    async fn run_deletes(&self, concurrency: usize) -> Result<(), String> {
+        if let Some(mut w) = crate::lock(&self.spool).take() {
+            w.flush()
+                .map_err(|e| format!("{}: {e}", self.spool_path.display()))?;
+        }
+        let file = match std::fs::File::open(&self.spool_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", self.spool_path.display())),
+        };
+        let lines = std::io::BufReader::new(file).lines();
+        let pending = lines.map(|l| {
+            l.map_err(|e| e.to_string())
+                .and_then(|l| serde_json::from_str::<PendingDelete>(&l).map_err(|e| e.to_string()))
+        });
+        let mut bad = None;
+        futures::stream::iter(pending)
+            .filter_map(|p| {
+                let out = match p {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        bad.get_or_insert(e);
+                        None
+                    }
+                };
+                futures::future::ready(out)
+            })
+            .for_each_concurrent(concurrency, |p| self.delete(p))
+            .await;
+        match bad {
+            Some(e) => Err(format!(
+                "pending deletions in `{}`: {e}",
+                self.spool_path.display()
+            )),
+            None => Ok(()),
+        }
+    }
+
+    async fn delete(&self, p: PendingDelete) {
+        let on = if p.on_b { Side::B } else { Side::A };
+        let action = if p.on_b { "delete-b" } else { "delete-a" };
+        let listed = p.listed();
+        if !self.unchanged_since_listed(on, &p.key, Some(&listed)).await {
+            return self.left_for_next_run(&p.key, on, action);
+        }
+        let loc = self.loc(on).as_ref();
+        match with_retries(|| loc.delete(&p.key)).await {
+            Ok(()) => {
+                let c = &self.counters;
+                Counters::add(&c.files_deleted, 1);
+                Counters::add(
+                    if p.on_b {
+                        &c.files_deleted_b
+                    } else {
+                        &c.files_deleted_a
+                    },
+                    1,
+                );
+                self.base_write(self.base.forget(&p.key));
+                self.report.record(record(&p.key, action, "ok", p.reason));
+            }
+            Err(e) => {
+                let why = self.explain(&e).await;
+                self.failed(&p.key, action, p.reason, why);
+            }
+        }
+    }
+
+    /// The mass-delete guard: `Err` names the numbers when a side would
+    /// lose more than `max_delete` allows.
+    fn check_deletes(&self, opts: &TwoWayOptions) -> Result<(), String> {
+        if opts.force {
+            return Ok(());
+        }
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (side, deletes, listed) in [
+            (Side::A, g(&self.seen.deletes_a), g(&self.seen.listed_a)),
+            (Side::B, g(&self.seen.deletes_b), g(&self.seen.listed_b)),
+        ] {
+            if deletes > 0 && !opts.max_delete.allows(deletes, listed) {
+                return Err(format!(
+                    "refused: {deletes} of the {listed} keys on side {} ({}) would be deleted, more than max_delete = {} allows; nothing was deleted (copies were made). If this is deliberate, run again with --force (a task: --override force=true) or a larger max_delete",
+                    side.letter().to_ascii_uppercase(),
+                    self.loc(side).describe(),
+                    opts.max_delete
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn side_name(s: Side) -> &'static str {
+    match s {
+        Side::A => "side A",
+        Side::B => "side B",
+    }
+}
+
+type Listing<'a> = Peekable<BoxStream<'a, Result<Entry, LocationError>>>;
+type BaseStream = Peekable<BoxStream<'static, Result<BaseRow, BaseError>>>;
+
+/// One step of the merge.
+enum Step {
+    Work(Box<Item>),
+    Refused { key: String, why: String },
+    Fatal(String),
+    Nothing,
+    End,
+}
+
+struct Merge<'a> {
+    a: Listing<'a>,
+    b: Listing<'a>,
+    base: BaseStream,
+    filter: Filter,
+    keys_are_paths: bool,
+}
+
+impl Merge<'_> {
+    async fn base_head(&mut self) -> Result<Option<String>, String> {
+        match std::pin::Pin::new(&mut self.base).peek().await {
+            None => Ok(None),
+            Some(Ok(r)) => Ok(Some(r.key.clone())),
+            Some(Err(e)) => Err(e.to_string()),
+        }
+    }
+
+    async fn next(&mut self, pair: &Pair) -> Step {
+        let (ha, hb) = (head(&mut self.a).await, head(&mut self.b).await);
+        for (h, l) in [(&ha, &mut self.a), (&hb, &mut self.b)] {
+            if let Head::Fatal = h {
+                return match l.next().await {
+                    Some(Err(e)) => Step::Fatal(pair.explain(&e).await),
+                    _ => Step::Nothing,
+                };
+            }
+        }
+        let hbase = match self.base_head().await {
+            Ok(h) => h,
+            Err(e) => return Step::Fatal(e),
+        };
+        let key_of = |h: &Head| match h {
+            Head::Key(k) => Some(k.clone()),
+            _ => None,
+        };
+        let Some(key) = [key_of(&ha), key_of(&hb), hbase.clone()]
+            .into_iter()
+            .flatten()
+            .min_by(|x, y| x.as_bytes().cmp(y.as_bytes()))
+        else {
+            return Step::End;
+        };
+        let ia = if key_of(&ha).as_deref() == Some(&key) {
+            self.a.next().await
+        } else {
+            None
+        };
+        let ib = if key_of(&hb).as_deref() == Some(&key) {
+            self.b.next().await
+        } else {
+            None
+        };
+        let base = if hbase.as_deref() == Some(&key) {
+            self.base.next().await.and_then(Result::ok)
+        } else {
+            None
+        };
+        if !self.filter.selects(&key) {
+            return Step::Nothing;
+        }
+        let refused = [&ia, &ib].into_iter().find_map(|i| {
+            i.as_ref()
+                .and_then(|r| r.as_ref().err())
+                .and_then(per_key_error)
+        });
+        if let Some((_, why)) = refused {
+            return Step::Refused { key, why };
+        }
+        let (a, b) = (ia.and_then(Result::ok), ib.and_then(Result::ok));
+        if a.is_some() {
+            Counters::add(&pair.seen.listed_a, 1);
+        }
+        if b.is_some() {
+            Counters::add(&pair.seen.listed_b, 1);
+        }
+        if a.is_some() || b.is_some() {
+            if let Some(why) = refusal(&key, self.keys_are_paths) {
+                return Step::Refused { key, why };
+            }
+        }
+        let unchanged = [(a.as_ref(), Side::A), (b.as_ref(), Side::B)]
+            .into_iter()
+            .all(|(e, s)| {
+                base.is_some() && listed_state(e, base.as_ref(), s) == Some(SideState::Unchanged)
+            });
+        if unchanged {
+            Counters::add(&pair.counters.files_skipped, 1);
+            return Step::Nothing;
+        }
+        Step::Work(Box::new(Item { key, a, b, base }))
+    }
+
+    /// Whether a side lists nothing while the base holds keys (an unmounted
+    /// disk, a wrong prefix, a listing that shows nothing).
+    async fn empty_side(&mut self) -> Result<Option<Side>, String> {
+        if self.base_head().await?.is_none() {
+            return Ok(None);
+        }
+        for side in [Side::A, Side::B] {
+            let l = match side {
+                Side::A => &mut self.a,
+                Side::B => &mut self.b,
+            };
+            if matches!(head(l).await, Head::End) {
+                return Ok(Some(side));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A listing with the filter applied (errors pass: they name their key).
+fn filtered<'a>(
+    s: BoxStream<'a, Result<Entry, LocationError>>,
+    filter: &Filter,
+) -> BoxStream<'a, Result<Entry, LocationError>> {
+    let f = filter.clone();
+    s.filter(move |i| {
+        futures::future::ready(match i {
+            Ok(e) => f.selects(&e.key),
+            Err(_) => true,
+        })
+    })
+    .boxed()
+}
+
+/// Runs one two-way execution of sides `a` and `b`.
+pub async fn execute(
+    a: Arc<dyn Location>,
+    b: Arc<dyn Location>,
+    req: ExecutionRequest,
+    opts: TwoWayOptions,
+) -> ExecutionSummary {
+    let launching_ms = ms(req.launched.elapsed());
+    let fail = |detail: String| {
+        let mut s = summary(&req, &a, &b, Status::Error, PhaseDurations::default(), None);
+        s.error_detail = Some(detail);
+        s
+    };
+    let Some(state_dir) = req.state_dir.clone() else {
+        return fail("a two-way execution needs a state directory for its base".into());
+    };
+    let report = match Report::new(req.report_path.as_deref(), req.echo_dry_run) {
+        Ok(r) => Arc::new(r),
+        Err(e) => return fail(format!("cannot create the report file: {e}")),
+    };
+    let (path, swapped) = Base::path_for(&state_dir, &a.identity(), &b.identity());
+    let base = match Base::open(&path, swapped, req.options.dry_run) {
+        Ok(b) => Arc::new(b),
+        Err(e) => return fail(e.to_string()),
+    };
+    let spool_path = state_dir
+        .join("bases")
+        .join(format!("{}.deletes.jsonl", req.id));
+    let spool = if req.options.dry_run {
+        None
+    } else {
+        match std::fs::File::create(&spool_path) {
+            Ok(f) => Some(std::io::BufWriter::new(f)),
+            Err(e) => return fail(format!("cannot create `{}`: {e}", spool_path.display())),
+        }
+    };
+    let pair = Pair {
+        a: a.clone(),
+        b: b.clone(),
+        base: base.clone(),
+        report: report.clone(),
+        counters: req.counters.clone(),
+        throttle: req.options.bytes_per_second.map(Throttle::new),
+        verify: req.options.verify_mode,
+        dry_run: req.options.dry_run,
+        policy: opts.conflict_policy,
+        seen: Seen::default(),
+        spool: Mutex::new(spool),
+        spool_path: spool_path.clone(),
+        fatal: Mutex::new(None),
+    };
+    let clock = Clock {
+        start: Instant::now(),
+        first_action: Mutex::new(None),
+        on_phase: req.on_phase.clone(),
+    };
+    clock.phase(Status::Preparing);
+    if !req.options.dry_run {
+        for side in [&a, &b] {
+            if let Err(e) = side.clean_leftovers().await {
+                tracing::warn!(error = %e, "could not clean leftovers of earlier runs");
+            }
+        }
+    }
+    let outcome = transfer_phase(&pair, &req, &opts, &clock).await;
+    let transfer_end = Instant::now();
+    clock.phase(Status::Verifying);
+    let mut fatal = outcome.err();
+    if let Err(e) = base.commit() {
+        fatal.get_or_insert(e.to_string());
+    }
+    let _ = std::fs::remove_file(&spool_path);
+    if !req.options.dry_run {
+        for side in [&a, &b] {
+            let _ = side.clean_leftovers().await;
+        }
+    }
+    let cancelled = req.cancel.load(Ordering::Relaxed);
+    if fatal.is_none()
+        && !cancelled
+        && !req.options.dry_run
+        && req.options.verify_mode == VerifyMode::PointInTimeConsistent
+    {
+        let t = pair.transfer(Side::A, Side::B);
+        if let Err(e) = verify_whole(&t, &req).await {
+            fatal = Some(e);
+        }
+    }
+    let end = Instant::now();
+    let first = crate::lock(&clock.first_action).unwrap_or(transfer_end);
+    let phases = PhaseDurations {
+        launching_ms,
+        preparing_ms: ms(first.saturating_duration_since(clock.start)),
+        transferring_ms: ms(transfer_end.saturating_duration_since(first)),
+        verifying_ms: ms(end - transfer_end),
+        total_ms: ms(req.launched.elapsed()),
+    };
+    conclude(&req, &a, &b, &report, fatal, phases)
+}
+
+/// The merge and its workers, then the guarded deletions.
+async fn transfer_phase(
+    pair: &Pair,
+    req: &ExecutionRequest,
+    opts: &TwoWayOptions,
+    clock: &Clock,
+) -> Result<(), String> {
+    let filter = req.filter.clone();
+    let (a_paths, b_paths) = (pair.a.keys_are_paths(), pair.b.keys_are_paths());
+    let wrap = |s, other_is_local: bool| {
+        let s = filtered(s, &filter);
+        if other_is_local {
+            ClashFilter::wrap(s)
+        } else {
+            s
+        }
+    };
+    let base_stream = {
+        let f = filter.clone();
+        pair.base
+            .stream()
+            .filter(move |r| {
+                futures::future::ready(match r {
+                    Ok(row) => f.selects(&row.key),
+                    Err(_) => true,
+                })
+            })
+            .boxed()
+    };
+    let mut merge = Merge {
+        a: wrap(pair.a.list(), b_paths).peekable(),
+        b: wrap(pair.b.list(), a_paths).peekable(),
+        base: base_stream.peekable(),
+        filter: filter.clone(),
+        keys_are_paths: a_paths || b_paths,
+    };
+    if !opts.force {
+        if let Some(side) = merge.empty_side().await? {
+            return Err(format!(
+                "refused: side {} ({}) lists no keys while the base of this pair holds some; an unmounted disk, a wrong prefix or a listing without permission looks like this. Nothing was changed. If the side was emptied on purpose, run again with --force (a task: --override force=true)",
+                side.letter().to_ascii_uppercase(),
+                pair.loc(side).describe()
+            ));
+        }
+    }
+    let fatal: Mutex<Option<String>> = Mutex::new(None);
+    let fatal_ref = &fatal;
+    let items = futures::stream::unfold(merge, move |mut m| async move {
+        loop {
+            if req.cancel.load(Ordering::Relaxed) {
+                return None;
+            }
+            match m.next(pair).await {
+                Step::Work(item) => return Some((*item, m)),
+                Step::Refused { key, why } => {
+                    tracing::warn!(key = %key, reason = %why, "skipped");
+                    Counters::add(&pair.counters.files_skipped, 1);
+                    pair.report.record(record(&key, "skip", "skipped", why));
+                }
+                Step::Fatal(e) => {
+                    crate::lock(fatal_ref).get_or_insert(e);
+                    return None;
+                }
+                Step::Nothing => {}
+                Step::End => return None,
+            }
+        }
+    });
+    let concurrency = req.options.concurrency.max(1);
+    items
+        .for_each_concurrent(concurrency, |item| async {
+            clock.action_started();
+            pair.run(item).await
+        })
+        .await;
+    if let Some(e) = crate::lock(&fatal).take() {
+        return Err(e);
+    }
+    if let Some(e) = crate::lock(&pair.fatal).take() {
+        return Err(e);
+    }
+    if req.cancel.load(Ordering::Relaxed) || req.options.dry_run {
+        return Ok(());
+    }
+    pair.check_deletes(opts)?;
+    pair.run_deletes(concurrency).await?;
+    match crate::lock(&pair.fatal).take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::three_way::tests::{file, file_info};
+
+    #[test]
+    fn a_version_changed_since_listing_is_noticed() {
+        let e = file("k", 10, 3);
+        let mut now = file_info(3, 10);
+        assert!(still_as_listed(Some(&e), Some(&now)));
+        assert!(!still_as_listed(None, Some(&now)), "appeared");
+        assert!(!still_as_listed(Some(&e), None), "vanished");
+        now.meta.mtime_ns = Some(11);
+        assert!(!still_as_listed(Some(&e), Some(&now)), "touched");
+        now.meta.mtime_ns = Some(10);
+        now.size = 4;
+        assert!(!still_as_listed(Some(&e), Some(&now)), "grew");
+    }
+
+    #[test]
+    fn a_pending_delete_round_trips_what_was_listed() {
+        let e = file("k", 1_700_000_000_123_456_789, 3);
+        let p = PendingDelete {
+            key: e.key.clone(),
+            on_b: true,
+            size: e.size,
+            etag: None,
+            modified_s: None,
+            mtime_ns: e.meta.and_then(|m| m.mtime_ns).map(|n| n.to_string()),
+            mode: Some(0o100644),
+            reason: "deleted-on-a".into(),
+        };
+        let back: PendingDelete =
+            serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        let listed = back.listed();
+        assert_eq!((&listed.key, listed.size), (&e.key, e.size));
+        let times = |x: &Entry| x.meta.map(|m| (m.mtime_ns, m.mode));
+        assert_eq!(times(&listed), times(&e), "what the re-check compares");
+    }
+}
