@@ -125,5 +125,10 @@ fn the_example_bidirectional_config_passes_config_check() {
         .args(["config", "check"]);
     let out = common::run(cmd);
     assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("2 tasks"), "{}", out.stdout);
+    assert!(out.stdout.contains("1 task"), "{}", out.stdout);
+    let text = std::fs::read_to_string(repo().join("systemd/bidirectional.toml")).unwrap();
+    assert!(
+        text.contains("direction = \"two-way\""),
+        "the example is one two-way task, not two one-way tasks (which lose edits)"
+    );
 }

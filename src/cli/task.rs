@@ -132,6 +132,7 @@ fn list(ctx: &Context, json: bool) -> anyhow::Result<i32> {
             "Name": t.name,
             "Source": t.source,
             "Destination": t.destination,
+            "Direction": if t.is_two_way() { "TWO_WAY" } else { "ONE_WAY" },
             "Schedule": t.schedule,
             "Queueing": t.options.queueing(),
             "LastExecutionId": last.as_ref().map(|r| r.execution_id.clone()),
@@ -144,9 +145,10 @@ fn list(ctx: &Context, json: bool) -> anyhow::Result<i32> {
         for (t, r) in ctx.config.task.iter().zip(&rows) {
             let t = t.get_ref();
             println!(
-                "{}  {} → {}  schedule: {}  last: {} {}",
+                "{}  {} {} {}  schedule: {}  last: {} {}",
                 t.name,
                 t.source,
+                if t.is_two_way() { "⇄" } else { "→" },
                 t.destination,
                 t.schedule.as_deref().unwrap_or("none"),
                 r["LastExecutionId"].as_str().unwrap_or("-"),
