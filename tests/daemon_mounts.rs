@@ -8,7 +8,7 @@ mod common;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::mount::is_mounted;
+use common::mount::{as_nobody, is_mounted};
 use common::tasks::{status, TaskEnv};
 
 fn config(s: &common::S3Server, bucket: &str, mount_dir: &str) -> String {
@@ -168,4 +168,139 @@ async fn sighup_moves_a_mount_whose_table_changed_and_keeps_serving_it() {
 
     assert_eq!(d.stop(), 0);
     assert!(!is_mounted(&m2));
+}
+
+/// Issue 10: the daemon runs a scheduled two-way task between a local
+/// directory and a bucket while it mounts the local side: a file copied in
+/// through the mount reaches the bucket, and an object put into the bucket
+/// shows through the mount, each after the next scheduled execution.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_two_way_task_carries_a_file_written_through_the_mount_to_s3_and_back() {
+    let s = common::s3s();
+    let bucket = s.new_bucket("daemon-two-way").await;
+    let text = format!(
+        r#"
+[[location]]
+name = "A"
+path = "{{root}}/a"
+
+[[location]]
+name = "B"
+bucket = "{bucket}"
+prefix = "team"
+endpoint_url = "{ep}"
+
+[[task]]
+name = "team-sync"
+direction = "two-way"
+source = "A"
+destination = "B"
+schedule = "rate(1 second)"
+
+[[mount]]
+location = "A"
+path = "{{root}}/mnt"
+"#,
+        ep = s.endpoint
+    );
+    let mut env = TaskEnv::new(&text);
+    env.vars = s.env();
+    std::fs::create_dir_all(env.root().join("a")).unwrap();
+    std::fs::create_dir_all(env.root().join("mnt")).unwrap();
+    let mnt = env.root().join("mnt");
+    let d = Daemon::start(&env, &mnt);
+
+    let src = env.root().join("report.txt");
+    std::fs::write(&src, b"written through the mount").unwrap();
+    let cp = std::process::Command::new("cp")
+        .arg(&src)
+        .arg(mnt.join("report.txt"))
+        .status()
+        .expect("run cp");
+    assert!(cp.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s.exists(&bucket, "team/report.txt").await {
+        assert!(
+            Instant::now() < deadline,
+            "the file never reached the bucket"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        s.get(&bucket, "team/report.txt").await,
+        b"written through the mount"
+    );
+
+    s.put(&bucket, "team/from-s3.txt", b"put into the bucket")
+        .await;
+    let shown = mnt.join("from-s3.txt");
+    wait_until_async(|| shown.exists(), "the object to show through the mount").await;
+    assert_eq!(std::fs::read(&shown).unwrap(), b"put into the bucket");
+    assert_eq!(
+        std::fs::read(env.root().join("a/from-s3.txt")).unwrap(),
+        b"put into the bucket"
+    );
+    // No execution of the task ended in ERROR along the way.
+    let out = common::run(env.cmd(&["task", "executions", "team-sync", "--json"]));
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("SUCCESS"), "{}", out.stdout);
+    assert!(!out.stdout.contains("\"ERROR\""), "{}", out.stdout);
+
+    assert_eq!(d.stop(), 0);
+    assert!(!is_mounted(&mnt));
+}
+
+async fn wait_until_async(cond: impl Fn() -> bool, what: &str) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The daemon runs as root: a `[[mount]]` with `allow_other` lets every
+/// user in, and the modes decide what each may do (issue 11).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_mount_with_allow_other_keeps_a_0600_file_from_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let (s, bucket, env) = env_with_bucket("daemon-perms", "mnt").await;
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        text.replace(
+            "metadata_ttl = \"1h\"",
+            "metadata_ttl = \"1h\"\nallow_other = true",
+        ),
+    )
+    .unwrap();
+    // Other users must reach the mountpoint (the temporary root is 0700).
+    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mnt = env.root().join("mnt");
+    let d = Daemon::start(&env, &mnt);
+
+    std::fs::write(mnt.join("private.txt"), "secret\n").unwrap();
+    std::fs::set_permissions(mnt.join("private.txt"), PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::write(mnt.join("public.txt"), "hello\n").unwrap();
+    std::fs::set_permissions(mnt.join("public.txt"), PermissionsExt::from_mode(0o644)).unwrap();
+    let path = |name: &str| mnt.join(name).to_string_lossy().into_owned();
+
+    let out = as_nobody(&["cat", &path("private.txt")]);
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(out.stderr.contains("Permission denied"), "{out:?}");
+    let out = as_nobody(&["sh", "-c", "echo x >> \"$1\"", "sh", &path("private.txt")]);
+    assert_eq!(out.status, 2, "{out:?}");
+    assert!(out.stderr.contains("Permission denied"), "{out:?}");
+    let out = as_nobody(&["chmod", "666", &path("private.txt")]);
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(out.stderr.contains("Operation not permitted"), "{out:?}");
+    let out = as_nobody(&["cat", &path("public.txt")]);
+    assert_eq!((out.status, out.stdout.as_str()), (0, "hello\n"), "{out:?}");
+
+    assert_eq!(s.get(&bucket, "data/private.txt").await, b"secret\n");
+    let meta = s.head_metadata(&bucket, "data/private.txt").await;
+    assert_eq!(meta["file-permissions"], "0100600");
+    assert_eq!(d.stop(), 0);
 }

@@ -840,9 +840,9 @@ pub async fn execute(
         Ok(b) => Arc::new(b),
         Err(e) => return fail(e.to_string()),
     };
-    let spool_path = state_dir
-        .join("bases")
-        .join(format!("{}.deletes.jsonl", req.id));
+    // One per pair: the guards let one execution of a pair run at a time,
+    // and a killed execution's spool is simply started anew.
+    let spool_path = path.with_extension("deletes.jsonl");
     let spool = if req.options.dry_run {
         None
     } else {
