@@ -3,7 +3,7 @@
 //!
 //! One row per key: each side's fingerprint as its listing showed it then
 //! (`None` when not known yet, e.g. just after we wrote it) and the agreed
-//! version's identity (size, mtime, mode, CRC32C when known). A side whose
+//! version's identity (size, mtime, mode, owner, CRC32C when known). A side whose
 //! listing still shows the recorded fingerprint is unchanged without a
 //! request; one whose fingerprint moved is compared by identity before it
 //! counts as changed.
@@ -40,6 +40,8 @@ pub struct BaseRow {
     pub mtime_ns: Option<i128>,
     /// Permission bits and file type, when known.
     pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
     pub crc32c: Option<u32>,
 }
 
@@ -87,7 +89,8 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
          CREATE TABLE IF NOT EXISTS base (
             key TEXT PRIMARY KEY, first_fp TEXT, second_fp TEXT,
-            size INTEGER NOT NULL, mtime_ns TEXT, mode INTEGER, crc32c INTEGER
+            size INTEGER NOT NULL, mtime_ns TEXT, mode INTEGER, uid INTEGER, gid INTEGER,
+            crc32c INTEGER
          ) WITHOUT ROWID;",
     )?;
     Ok(conn)
@@ -172,8 +175,8 @@ impl Base {
         let mut w = crate::lock(&self.writer);
         w.conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO base (key, first_fp, second_fp, size, mtime_ns, mode, crc32c)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO base (key, first_fp, second_fp, size, mtime_ns, mode, uid, gid, crc32c)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -183,6 +186,8 @@ impl Base {
                     row.size as i64,
                     row.mtime_ns.map(|n| n.to_string()),
                     row.mode,
+                    row.uid,
+                    row.gid,
                     row.crc32c
                 ])
             })
@@ -287,7 +292,7 @@ fn read_page(
     swapped: bool,
 ) -> rusqlite::Result<Vec<BaseRow>> {
     let mut st = conn.prepare_cached(
-        "SELECT key, first_fp, second_fp, size, mtime_ns, mode, crc32c FROM base
+        "SELECT key, first_fp, second_fp, size, mtime_ns, mode, uid, gid, crc32c FROM base
          WHERE ?1 IS NULL OR key > ?1 ORDER BY key LIMIT ?2",
     )?;
     let rows = st.query_map(params![after, PAGE as i64], |r| {
@@ -304,7 +309,9 @@ fn read_page(
             size: r.get::<_, i64>(3)? as u64,
             mtime_ns: r.get::<_, Option<String>>(4)?.and_then(|s| s.parse().ok()),
             mode: r.get(5)?,
-            crc32c: r.get(6)?,
+            uid: r.get(6)?,
+            gid: r.get(7)?,
+            crc32c: r.get(8)?,
         })
     })?;
     rows.collect()
@@ -323,6 +330,8 @@ mod tests {
             size: 3,
             mtime_ns: Some(1_700_000_000_123_456_789),
             mode: Some(0o100644),
+            uid: Some(1000),
+            gid: None,
             crc32c: Some(7),
         }
     }

@@ -183,11 +183,13 @@ pub fn matches_base(info: &ObjectInfo, base: &BaseRow) -> bool {
         (Some(a), Some(b)) => a & 0o7777 == b & 0o7777,
         _ => true,
     };
+    let known_equal = |a: Option<u32>, b: Option<u32>| a.zip(b).is_none_or(|(a, b)| a == b);
+    let same_owner = known_equal(info.meta.uid, base.uid) && known_equal(info.meta.gid, base.gid);
     let same_crc = match (info.checksum, base.crc32c) {
         (Some(crate::location::Checksum::Crc32c(a)), Some(b)) => a == b,
         _ => true,
     };
-    info.size == base.size && same_time && same_mode && same_crc
+    info.size == base.size && same_time && same_mode && same_owner && same_crc
 }
 
 /// How a conflict (different changes on both sides) is settled.
@@ -338,6 +340,8 @@ pub(crate) mod tests {
             size: a.size,
             mtime_ns: a.meta.and_then(|m| m.mtime_ns),
             mode: Some(0o100644),
+            uid: Some(0),
+            gid: Some(0),
             crc32c: None,
         }
     }
@@ -502,6 +506,10 @@ pub(crate) mod tests {
         assert!(!matches_base(&info, &base), "mode changed");
         info.meta.mode = None;
         assert!(matches_base(&info, &base), "unknown mode is no evidence");
+        info.meta.uid = Some(1000);
+        assert!(!matches_base(&info, &base), "chown");
+        info.meta.uid = None;
+        assert!(matches_base(&info, &base), "unknown owner is no evidence");
         info.meta.mtime_ns = Some(6_000_000_000);
         assert!(!matches_base(&info, &base), "mtime changed");
     }

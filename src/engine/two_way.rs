@@ -373,6 +373,8 @@ impl Pair {
             size: entry.size,
             mtime_ns: meta.mtime_ns,
             mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
             crc32c,
         }));
     }
@@ -484,6 +486,8 @@ impl Pair {
                     size: ia.size,
                     mtime_ns: mtime_of(&ia),
                     mode: ia.meta.mode,
+                    uid: ia.meta.uid,
+                    gid: ia.meta.gid,
                     crc32c: None,
                 }));
             }
