@@ -50,9 +50,17 @@ pub struct MountArgs {
     pub cache_dir: Option<PathBuf>,
     #[arg(long, default_value = "10GiB", value_parser = parse_size)]
     pub cache_dir_size: u64,
-    /// Let other users than the one mounting use the mount.
-    #[arg(long)]
+    /// Let every user use the mount, not only the one mounting. What each
+    /// may do is decided by the modes, owners and groups the mount shows
+    /// (checked by the kernel, as on a local disk). A user other than root
+    /// needs `user_allow_other` in /etc/fuse.conf for this.
+    #[arg(long, conflicts_with = "allow_root")]
     pub allow_other: bool,
+    /// Let root use the mount besides the user mounting (no one else).
+    /// Like --allow-other, a user other than root needs `user_allow_other`
+    /// in /etc/fuse.conf for this.
+    #[arg(long)]
+    pub allow_root: bool,
     /// Owner shown for objects without stored metadata (default: the mounting user).
     #[arg(long)]
     pub uid: Option<u32>,
@@ -106,6 +114,7 @@ impl MountArgs {
         a.cache_size = m.cache_size.unwrap_or(a.cache_size);
         a.cache_dir = m.cache_dir.clone();
         a.allow_other = m.allow_other;
+        a.allow_root = m.allow_root;
         a.uid = m.uid;
         a.gid = m.gid;
         a.file_mode = m.file_mode.unwrap_or(a.file_mode);
@@ -137,6 +146,7 @@ impl MountArgs {
             cache_bytes: self.cache_size,
             cache_dir: self.cache_dir.clone().map(|d| (d, self.cache_dir_size)),
             allow_other: self.allow_other,
+            allow_root: self.allow_root,
             threads: 16,
         }
     }
@@ -281,5 +291,61 @@ mod tests {
                 .settings
                 .listing_attributes
         );
+    }
+
+    #[test]
+    fn allow_root_in_a_mount_table_lets_root_in_and_allow_other_everyone() {
+        let base = crate::config::MountConfig {
+            location: "s3://b".into(),
+            path: "/mnt/b".into(),
+            ..Default::default()
+        };
+        let acl = |m: &crate::config::MountConfig| {
+            MountArgs::from_config(m)
+                .options(Path::new("/state"))
+                .session_acl()
+        };
+        let root = crate::config::MountConfig {
+            allow_root: true,
+            ..base.clone()
+        };
+        let other = crate::config::MountConfig {
+            allow_other: true,
+            ..base.clone()
+        };
+        assert_eq!(acl(&base).ok(), Some(fuser::SessionACL::Owner));
+        assert_eq!(acl(&root).ok(), Some(fuser::SessionACL::RootAndOwner));
+        assert_eq!(acl(&other).ok(), Some(fuser::SessionACL::All));
+        let both = crate::config::MountConfig {
+            allow_root: true,
+            ..other
+        };
+        let err = acl(&both).expect_err("both are refused").to_string();
+        assert!(
+            err.contains("allow_other") && err.contains("allow_root"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_command_line_refuses_allow_other_with_allow_root_naming_both() {
+        use clap::Parser as _;
+        let err = DefaultsOnly::try_parse_from([
+            "mount",
+            "/data",
+            "/mnt",
+            "--allow-other",
+            "--allow-root",
+        ])
+        .err()
+        .expect("both flags are refused")
+        .to_string();
+        assert!(
+            err.contains("--allow-other") && err.contains("--allow-root"),
+            "{err}"
+        );
+        let root = DefaultsOnly::try_parse_from(["mount", "/data", "/mnt", "--allow-root"])
+            .map(|d| d.args.options(Path::new("/state")).session_acl().ok());
+        assert_eq!(root.ok().flatten(), Some(fuser::SessionACL::RootAndOwner));
     }
 }

@@ -4,6 +4,8 @@ use fuser::Errno;
 
 use crate::location::LocationError;
 
+use super::permission::Refusal;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
     #[error("no such file or directory")]
@@ -27,6 +29,9 @@ pub enum FsError {
     Refused(String),
     #[error("unknown file handle")]
     BadHandle,
+    /// A change of attributes the caller may not make.
+    #[error(transparent)]
+    NotPermitted(#[from] Refusal),
     #[error(transparent)]
     Store(#[from] LocationError),
     #[error("local staging: {0}")]
@@ -47,6 +52,9 @@ impl FsError {
             // EXDEV: `mv` then copies and deletes, one object at a time.
             FsError::Refused(_) => Errno::EXDEV,
             FsError::BadHandle => Errno::EBADF,
+            // utimensat(2): setting times to now without the right to is EACCES.
+            FsError::NotPermitted(Refusal::TouchNow) => Errno::EACCES,
+            FsError::NotPermitted(_) => Errno::EPERM,
             FsError::Store(e) => match e {
                 LocationError::NotFound { .. } => Errno::ENOENT,
                 LocationError::UnsafeKey { .. } => Errno::EINVAL,

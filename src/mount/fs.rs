@@ -22,6 +22,7 @@ use super::cache::Attr;
 use super::core::Core;
 use super::error::{FsError, FsResult};
 use super::inode::{child_key, InodeTable, ROOT};
+use super::permission::{may_access, may_set_attr, AttrChange, Caller};
 use super::prefetch::{blocks_of, ReadAhead, BLOCK};
 use super::write::Staged;
 
@@ -410,6 +411,14 @@ impl DirHandle {
     }
 }
 
+/// The user `req` comes from, for the permission checks.
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
 /// The metadata of a file or directory (`kind`) made now by `req`'s caller.
 fn new_meta(core: &Core, req: &Request, kind: u32, mode: u32, umask: u32) -> PosixMeta {
     core.now_meta(kind | (mode & !umask & 0o7777), req.uid(), req.gid())
@@ -474,13 +483,13 @@ impl Filesystem for MountFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -490,7 +499,25 @@ impl Filesystem for MountFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let times = [atime, mtime];
+        let asked = AttrChange {
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size: size.is_some(),
+            time_given: times
+                .iter()
+                .any(|t| matches!(t, Some(TimeOrNow::SpecificTime(_)))),
+            time_now: times.iter().any(|t| matches!(t, Some(TimeOrNow::Now))),
+        };
         let res = self.key_of(ino).and_then(|(key, is_dir)| {
+            // The kernel checked against the attributes it holds; the
+            // store's current ones decide (another client may have changed
+            // the owner or mode within the TTL).
+            let current = self
+                .run(self.core.probe(key.trim_end_matches('/')))?
+                .ok_or(FsError::NotFound)?;
+            may_set_attr(&current, caller(req), &asked)?;
             let change = meta_change(mode, uid, gid, mtime);
             self.run(self.core.set_attr(&key, is_dir, change, size))
         });
@@ -848,7 +875,19 @@ impl Filesystem for MountFs {
         reply.statfs(BLOCKS, BLOCKS, BLOCKS, 1 << 32, 1 << 32, 4096, 255, 4096);
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        reply.ok();
+    /// access(2). Under `default_permissions` (always set by `mount`) the
+    /// kernel answers it itself from the attributes we show, with the
+    /// caller's full credentials, and never sends it; this is the same
+    /// decision for a kernel that would, never a blanket yes.
+    fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        let res = self.key_of(ino).and_then(|(key, _)| {
+            self.run(self.core.probe(key.trim_end_matches('/')))?
+                .ok_or(FsError::NotFound)
+        });
+        match res {
+            Ok(a) if may_access(&a, caller(req), mask.bits() as u32) => reply.ok(),
+            Ok(_) => reply.error(Errno::EACCES),
+            Err(e) => reply.error(self.fail("access", "", &e)),
+        }
     }
 }

@@ -7,6 +7,9 @@
 //! - `prefetch.rs`: the read-ahead window.
 //! - `write.rs`: files being written, staged locally and uploaded on close.
 //! - `core.rs`: what each operation does, in keys; `fs.rs`: the FUSE side.
+//! - `permission.rs`: who may read, write or change a file (the mount is
+//!   made with `default_permissions`, so the kernel enforces the shown
+//!   modes; `fs.rs` checks them too).
 //!
 //! [`serve`] mounts and blocks until the file system is unmounted
 //! (`fusermount3 -u`) or the process is told to stop (SIGTERM, SIGINT), in
@@ -19,6 +22,7 @@ pub mod core;
 pub mod error;
 pub mod fs;
 pub mod inode;
+pub mod permission;
 pub mod prefetch;
 pub mod write;
 
@@ -37,7 +41,11 @@ pub struct MountOptions {
     pub cache_bytes: u64,
     /// Optional disk block cache: directory and size.
     pub cache_dir: Option<(PathBuf, u64)>,
+    /// Let every user in (`allow_other`); the shown modes still decide
+    /// what each may do.
     pub allow_other: bool,
+    /// Let root in as well as the mounting user (`allow_root`).
+    pub allow_root: bool,
     /// FUSE worker threads.
     pub threads: usize,
 }
@@ -53,6 +61,21 @@ pub enum MountError {
     Fuse { path: PathBuf, message: String },
     #[error("cannot use the cache directory `{path}`: {message}")]
     CacheDir { path: PathBuf, message: String },
+    #[error("allow_other and allow_root cannot both be set (allow_other lets every user in, allow_root only root besides the mounting user): choose one")]
+    AllowOtherAndRoot,
+}
+
+impl MountOptions {
+    /// Which users the kernel lets into the mount (what they may then do
+    /// is decided by the modes it shows, `default_permissions`).
+    pub fn session_acl(&self) -> Result<fuser::SessionACL, MountError> {
+        match (self.allow_other, self.allow_root) {
+            (true, true) => Err(MountError::AllowOtherAndRoot),
+            (true, false) => Ok(fuser::SessionACL::All),
+            (false, true) => Ok(fuser::SessionACL::RootAndOwner),
+            (false, false) => Ok(fuser::SessionACL::Owner),
+        }
+    }
 }
 
 /// The mount points currently mounted (from /proc/self/mountinfo).
@@ -267,6 +290,7 @@ pub fn mount(
     mountpoint: &Path,
     opts: &MountOptions,
 ) -> Result<Mounted, MountError> {
+    let acl = opts.session_acl()?;
     check_mountpoint(mountpoint)?;
     let blocks = cache::BlockCache::new(opts.cache_bytes, opts.cache_dir.clone()).map_err(|e| {
         MountError::CacheDir {
@@ -282,6 +306,10 @@ pub fn mount(
         fuser::MountOption::Subtype("syncmount".into()),
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
+        // The kernel checks the shown mode, owner and group on every
+        // access: without it, with allow_other, every user could read and
+        // write every file whatever its mode.
+        fuser::MountOption::DefaultPermissions,
     ];
     if opts.settings.read_only {
         options.push(fuser::MountOption::RO);
@@ -290,9 +318,7 @@ pub fn mount(
     config.mount_options = options;
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
-    if opts.allow_other {
-        config.acl = fuser::SessionACL::All;
-    }
+    config.acl = acl;
     let session = fuser::spawn_mount(fs, mountpoint, &config).map_err(|e| MountError::Fuse {
         path: mountpoint.to_path_buf(),
         message: e.to_string(),
