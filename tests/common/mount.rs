@@ -117,6 +117,28 @@ impl Mount {
         self.dir.join(rel)
     }
 
+    /// Lets other users reach the mountpoint: the temporary directory it
+    /// lives in is created 0700 (for tests of what other users may do
+    /// inside the mount, whose own modes then decide).
+    pub fn reachable_by_others(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(parent) = self.dir.parent() {
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod 755 the mountpoint's parent");
+        }
+    }
+
+    /// This mount's options as /proc/self/mountinfo shows them (mount
+    /// options and super options).
+    pub fn options_shown(&self) -> String {
+        let canon = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        text.lines()
+            .find(|l| l.split(' ').nth(4).is_some_and(|p| Path::new(p) == canon))
+            .unwrap_or_default()
+            .to_string()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -183,6 +205,21 @@ impl Drop for Mount {
             let _ = exit_within(&mut child, Duration::from_secs(10));
         }
     }
+}
+
+/// Runs `argv` as the user `nobody` (uid and gid 65534, no supplementary
+/// groups, a reset environment), for what other users may do in a mount.
+pub fn as_nobody(argv: &[&str]) -> super::RunOutput {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--reset-env",
+        "--",
+    ])
+    .args(argv);
+    super::run(cmd)
 }
 
 /// Runs a shell command line (bash -c), panicking with its output on failure.
