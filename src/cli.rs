@@ -154,6 +154,10 @@ pub struct SyncArgs {
     /// directories hold a handful of keys).
     #[arg(long, value_enum, default_value = "tree")]
     pub list_mode: ListMode,
+    /// Most parts per multipart upload (S3's limit is 10,000); lowered by
+    /// tests to exercise the part-size growth without huge objects.
+    #[arg(long, hide = true)]
+    pub max_parts: Option<u64>,
     /// Keep SRC and DST equal in both directions (sides A and B): what
     /// changed on one side is copied to the other, deletions propagate
     /// where the other side is unchanged, conflicts are kept. The state
@@ -252,6 +256,7 @@ async fn open(
         multipart_threshold: args.multipart_threshold,
         multipart_copy_threshold: args.multipart_copy_threshold,
         list_mode: args.list_mode,
+        max_parts: args.max_parts,
     };
     spec.open(&side, tuning, journal, is_src)
         .await

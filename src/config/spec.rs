@@ -28,6 +28,8 @@ pub struct S3Tuning {
     pub multipart_threshold: Option<u64>,
     pub multipart_copy_threshold: Option<u64>,
     pub list_mode: ListMode,
+    /// Most parts per upload (tests only; S3's limit otherwise).
+    pub max_parts: Option<u64>,
 }
 
 impl LocationKind {
@@ -94,6 +96,7 @@ impl LocationKind {
                 cfg.multipart_threshold = tuning.multipart_threshold;
                 cfg.multipart_copy_threshold = tuning.multipart_copy_threshold;
                 cfg.list_mode = tuning.list_mode;
+                cfg.max_parts = tuning.max_parts;
                 Ok(Arc::new(S3Location::connect(cfg, Some(journal)).await?))
             }
         }

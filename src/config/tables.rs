@@ -219,6 +219,7 @@ impl TaskOptionsConfig {
             multipart_threshold: self.multipart_threshold,
             multipart_copy_threshold: self.multipart_copy_threshold,
             list_mode: self.list_mode.unwrap_or_default(),
+            max_parts: None,
         }
     }
 

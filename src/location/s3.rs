@@ -71,6 +71,9 @@ pub struct S3Config {
     /// Server-side copies above this use UploadPartCopy in parallel parts.
     pub multipart_copy_threshold: Option<u64>,
     pub list_mode: ListMode,
+    /// Most parts in one upload (S3's limit, [`MAX_PARTS`]; lowered only
+    /// by tests, so a many-part upload needs no 80 GiB object).
+    pub max_parts: Option<u64>,
 }
 
 /// How a bucket is listed.
@@ -114,7 +117,9 @@ impl S3Config {
 pub struct S3Location {
     pub(super) cfg: S3Config,
     pub(super) client: aws_sdk_s3::Client,
+    /// The smallest part; larger objects get larger parts ([`part_size_for`]).
     pub(super) part_size: u64,
+    pub(super) max_parts: u64,
     pub(super) threshold: u64,
     pub(super) copy_threshold: u64,
     /// Limits part payload in flight (permits are KiB).
@@ -192,6 +197,7 @@ impl S3Location {
         Ok(S3Location {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             part_size,
+            max_parts: cfg.max_parts.unwrap_or(MAX_PARTS).max(1),
             threshold,
             copy_threshold: cfg
                 .multipart_copy_threshold
@@ -704,6 +710,19 @@ impl Location for S3Location {
 }
 
 /// The byte budget in KiB permits; always room for two parts.
+/// S3 accepts at most this many parts in one multipart upload (and parts
+/// of at most 5 GiB: 10,000 of them reach S3's 5 TiB object limit).
+pub const MAX_PARTS: u64 = 10_000;
+
+const MIB: u64 = 1024 * 1024;
+
+/// The part size for an object of `len` bytes: the configured size, or
+/// larger (in whole MiB) when that would take more than `max_parts` parts.
+pub fn part_size_for(len: u64, min_part: u64, max_parts: u64) -> u64 {
+    let needed = len.div_ceil(max_parts.max(1)).div_ceil(MIB) * MIB;
+    min_part.max(needed)
+}
+
 pub(super) fn budget_kib(part_size: u64) -> usize {
     (DEFAULT_BYTE_BUDGET.max(part_size * 2) / 1024) as usize
 }
@@ -711,6 +730,34 @@ pub(super) fn budget_kib(part_size: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_grow_so_an_object_of_any_size_fits_in_s3s_part_limit() {
+        let five = 5 * MIB;
+        assert_eq!(
+            part_size_for(1 << 30, five, MAX_PARTS),
+            five,
+            "small objects keep the configured size"
+        );
+        // 78 GiB in 8 MiB parts would be 9,984 parts: still the configured size.
+        assert_eq!(part_size_for(78 << 30, 8 * MIB, MAX_PARTS), 8 * MIB);
+        // 5 TiB, S3's largest object: 10,000 parts of 525 MiB (whole MiB).
+        let tib5 = 5u64 << 40;
+        let p = part_size_for(tib5, 8 * MIB, MAX_PARTS);
+        assert_eq!(p, 525 * MIB);
+        assert!(tib5.div_ceil(p) <= MAX_PARTS);
+        assert!(p <= 5 << 30, "a part is at most 5 GiB");
+        for len in [0, 1, five * 3 + 1, 22 * MIB, (1 << 40) + 12345] {
+            for max in [1, 3, 10, MAX_PARTS] {
+                let p = part_size_for(len, five, max);
+                assert!(
+                    len.div_ceil(p) <= max,
+                    "{len} bytes, at most {max} parts: {p}"
+                );
+                assert!(p >= five && p % MIB == 0);
+            }
+        }
+    }
 
     #[test]
     fn urls_parse_into_bucket_and_slash_terminated_prefix() {

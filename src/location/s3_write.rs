@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::stream::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::s3::S3Location;
+use super::s3::{part_size_for, S3Location};
 use super::{
     composite_crc32c, part_ranges, ByteSource, Checksum, Location, LocationError, ObjectInfo,
     PosixMeta, Result, WriteMode, WriteOutcome,
@@ -199,12 +199,15 @@ impl S3Location {
             });
         };
         let journal = self.journal(&full_key, &upload_id);
-        let parts: Result<Vec<PartDone>> =
-            futures::stream::iter(part_ranges(size, self.part_size).into_iter().enumerate())
-                .map(|(i, r)| send_part(upload_id.clone(), i as i32 + 1, r))
-                .buffer_unordered(PART_CONCURRENCY)
-                .try_collect()
-                .await;
+        let parts: Result<Vec<PartDone>> = futures::stream::iter(
+            part_ranges(size, part_size_for(size, self.part_size, self.max_parts))
+                .into_iter()
+                .enumerate(),
+        )
+        .map(|(i, r)| send_part(upload_id.clone(), i as i32 + 1, r))
+        .buffer_unordered(PART_CONCURRENCY)
+        .try_collect()
+        .await;
         let result = match parts {
             Ok(parts) => self.complete(key, &upload_id, parts, size, mode).await,
             Err(e) => Err(e),
