@@ -345,6 +345,14 @@ impl Pair {
                 self.report.record(r);
             }
             Err(e) => {
+                if !self
+                    .unchanged_since_listed(from, &entry.key, Some(entry))
+                    .await
+                {
+                    // Changed or gone while we copied it (an editor's temp
+                    // file, a busy folder): not an error; the next run sees it.
+                    return self.left_for_next_run(&entry.key, from, action);
+                }
                 let why = self.explain(&e).await;
                 self.failed(&entry.key, action, reason.to_string(), why);
             }
@@ -510,11 +518,15 @@ impl Pair {
             Some(CopyReason::MtimeDiffers) => {}
             Some(_) => return false,
         }
-        let sums = futures::join!(
-            with_retries(|| self.a.stored_checksum(key)),
-            with_retries(|| self.b.stored_checksum(key)),
+        // Same size, other times: common on a first run over trees copied
+        // by a tool that kept no mtime. Compare the bytes' CRC32C (the
+        // store's own when it keeps a whole-object one, else read) rather
+        // than make conflict copies of equal files.
+        let (a, b) = futures::join!(
+            content_crc32c(self.a.as_ref(), key, ia),
+            content_crc32c(self.b.as_ref(), key, ib),
         );
-        matches!(sums, (Ok(Some(Checksum::Crc32c(x))), Ok(Some(Checksum::Crc32c(y)))) if x == y)
+        matches!((a, b), (Some(x), Some(y)) if x == y)
     }
 
     /// Different changes on both sides, settled by the policy.
@@ -683,6 +695,34 @@ fn side_name(s: Side) -> &'static str {
 
 type Listing<'a> = Peekable<BoxStream<'a, Result<Entry, LocationError>>>;
 type BaseStream = Peekable<BoxStream<'static, Result<BaseRow, BaseError>>>;
+
+/// Bytes read per request while checksumming a version that has no
+/// whole-object checksum stored.
+const CHECKSUM_CHUNK: u64 = 8 * 1024 * 1024;
+
+/// The CRC32C of a version's bytes: the store's own whole-object checksum,
+/// else computed by reading it (pinned to the ETag seen), chunk by chunk.
+/// `None` when it cannot be had.
+async fn content_crc32c(loc: &dyn Location, key: &str, info: &ObjectInfo) -> Option<u32> {
+    if let Some(Checksum::Crc32c(c)) = info.checksum {
+        return Some(c);
+    }
+    if info.size == 0 {
+        return Some(0);
+    }
+    if let Ok(Some(Checksum::Crc32c(c))) = with_retries(|| loc.stored_checksum(key)).await {
+        return Some(c);
+    }
+    let mut crc = 0u32;
+    for r in crate::location::part_ranges(info.size, CHECKSUM_CHUNK) {
+        let etag = info.etag.as_deref();
+        let chunk = with_retries(|| loc.read_range(key, r.clone(), etag))
+            .await
+            .ok()?;
+        crc = crc32c::crc32c_append(crc, &chunk);
+    }
+    Some(crc)
+}
 
 /// One step of the merge.
 enum Step {
