@@ -754,7 +754,7 @@ mod tests {
                     len.div_ceil(p) <= max,
                     "{len} bytes, at most {max} parts: {p}"
                 );
-                assert!(p >= five && p % MIB == 0);
+                assert!(p >= five && p.is_multiple_of(MIB));
             }
         }
     }
