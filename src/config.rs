@@ -288,6 +288,63 @@ mod tests {
     }
 
     #[test]
+    fn allow_other_and_allow_root_together_are_one_problem_on_the_line_of_allow_root() {
+        let text = "[[mount]]\nlocation = \"/srv/a\"\npath = \"/mnt/a\"\nallow_other = true\nallow_root = true\n";
+        let (_, problems) = Config::check(text);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].line, 5);
+        assert!(
+            problems[0].message.contains("allow_other and allow_root"),
+            "{problems:?}"
+        );
+        let (_, problems) = Config::check(&text.replace("allow_root = true\n", ""));
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn two_way_tasks_refuse_one_way_options_and_one_way_tasks_two_way_ones() {
+        let two = "[[task]]\nname = \"t\"\nsource = \"/a\"\ndestination = \"/b\"\ndirection = \"two-way\"\nmax_delete = \"10%\"\n";
+        let (c, problems) = Config::check(two);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(c.task[0].get_ref().is_two_way());
+        let (_, problems) = Config::check(&format!("{two}preserve_deleted_files = \"remove\"\n"));
+        assert!(
+            problems.iter().any(|p| p
+                .message
+                .contains("`preserve_deleted_files` has no meaning in a two-way task")),
+            "{problems:?}"
+        );
+        let (_, problems) = Config::check(&two.replace("direction = \"two-way\"\n", ""));
+        assert!(
+            problems.iter().any(|p| p
+                .message
+                .contains("`max_delete` has no meaning in a one-way task")),
+            "{problems:?}"
+        );
+        let (_, problems) = Config::check(&two.replace("10%", "lots"));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("max_delete `lots`")),
+            "{problems:?}"
+        );
+        let (_, problems) = Config::check(&two.replace("two-way", "sideways"));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("`sideways` is not one of")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_two_way_task_writes_its_source_too() {
+        let text = "[[task]]\nname = \"t1\"\nsource = \"/srv/a\"\ndestination = \"/srv/b\"\ndirection = \"two-way\"\n\n[[task]]\nname = \"t2\"\nsource = \"/srv/c\"\ndestination = \"/srv/a/sub\"\n";
+        let (_, problems) = Config::check(text);
+        assert!(problems.iter().any(|p| p.line == 10 && p.message.contains("overlaps the destination of task `t1` (line 3)")), "{problems:?}");
+    }
+
+    #[test]
     fn an_s3_lock_needs_a_lock_table_with_an_s3_location() {
         let text = "[[task]]\nname = \"t\"\nsource = \"/a\"\ndestination = \"/b\"\nlock = \"s3\"\n";
         let (_, problems) = Config::check(text);

@@ -359,6 +359,12 @@ fn check_mounts(r: &mut Reader<'_>, config: &Config, lines: &[KeyLines]) {
         if let Err(e) = config.task_location(&mc.location, "mount: location") {
             r.line(at("location"), e);
         }
+        if mc.allow_other && mc.allow_root {
+            r.line(
+                at("allow_root"),
+                "mount: allow_other and allow_root cannot both be set (allow_other lets every user in, allow_root only root and the owner); choose one".to_string(),
+            );
+        }
         let line = at("path");
         if !mc.path.is_absolute() {
             r.line(
