@@ -247,7 +247,10 @@ pub fn decide_with_info(src: &ObjectInfo, dst: &ObjectInfo) -> Option<CopyReason
 pub fn meta_to_write(src: &Entry, info: Option<&ObjectInfo>) -> PosixMeta {
     let mut m = info.map(|i| i.meta).or(src.meta).unwrap_or_default();
     if m.mtime_ns.is_none() {
-        m.mtime_ns = info.and_then(|i| i.modified).or(src.modified).map(to_ns);
+        m.mtime_ns = info
+            .and_then(|i| i.modified)
+            .or(src.modified)
+            .map(crate::location::meta::store_time_ns);
     }
     m
 }

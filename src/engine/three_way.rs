@@ -168,7 +168,9 @@ const MTIME_TOLERANCE_NS: i128 = 1_000_000;
 
 /// The mtime a version is known by: the stored POSIX one, else the store's.
 pub fn mtime_of(info: &ObjectInfo) -> Option<i128> {
-    info.meta.mtime_ns.or(info.modified.map(system_time_to_ns))
+    info.meta
+        .mtime_ns
+        .or(info.modified.map(crate::location::meta::store_time_ns))
 }
 
 /// Whether a side's stored version is still the base's (its fingerprint

@@ -98,6 +98,34 @@ struct Seen {
     listed_b: AtomicU64,
     deletes_a: AtomicU64,
     deletes_b: AtomicU64,
+    /// Per side: 0 not known yet, 1 its listings carry ETags, 2 they do not.
+    etags: [std::sync::atomic::AtomicU8; 2],
+}
+
+impl Seen {
+    fn listed(&self, side: Side, e: &Entry) {
+        let (count, etags) = match side {
+            Side::A => (&self.listed_a, &self.etags[0]),
+            Side::B => (&self.listed_b, &self.etags[1]),
+        };
+        Counters::add(count, 1);
+        if !e.is_dir_marker() {
+            etags.store(if e.etag.is_some() { 1 } else { 2 }, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `side`'s listings carry ETags, once one object was listed.
+    fn lists_etags(&self, side: Side) -> Option<bool> {
+        let i = match side {
+            Side::A => 0,
+            Side::B => 1,
+        };
+        match self.etags[i].load(Ordering::Relaxed) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        }
+    }
 }
 
 /// Everything the workers of one two-way execution share.
@@ -341,7 +369,7 @@ impl Pair {
                 self.copied(to, out.bytes, verified);
                 r.checksum = out.stored.map(|c| c.to_string());
                 r.verified = verified;
-                self.record_copied(from, entry, &meta, out.crc32c);
+                self.record_copied(from, entry, &meta, out.crc32c).await;
                 self.report.record(r);
             }
             Err(e) => {
@@ -360,31 +388,78 @@ impl Pair {
     }
 
     /// The base after `entry` was copied from side `from` to the other:
-    /// the source as listed, the copy not listed yet (its fingerprint is
-    /// learnt by comparing it with this row on the next run).
-    fn record_copied(
+    /// the source as listed, the copy as its side will list it and as it
+    /// was stored (looked at once now; when that fails, what was written).
+    async fn record_copied(
         &self,
         from: Side,
         entry: &Entry,
         meta: &crate::location::PosixMeta,
         crc32c: Option<u32>,
     ) {
-        let (from_fp, to_fp) = (fingerprint(entry), None);
+        let from_fp = fingerprint(entry);
+        let (to_fp, stored) = self.fingerprint_now(from.other(), &entry.key).await;
         let (a_fp, b_fp) = match from {
             Side::A => (from_fp, to_fp),
             Side::B => (to_fp, from_fp),
         };
-        self.base_write(self.base.record(&BaseRow {
-            key: entry.key.clone(),
-            a_fp,
-            b_fp,
-            size: entry.size,
-            mtime_ns: meta.mtime_ns,
-            mode: meta.mode,
-            uid: meta.uid,
-            gid: meta.gid,
-            crc32c,
-        }));
+        // The copy's own metadata is the agreed version's: a server-side
+        // copy keeps what the source stored, which the listing did not show.
+        let row = match stored {
+            Some(i) => BaseRow {
+                key: entry.key.clone(),
+                a_fp,
+                b_fp,
+                size: i.size,
+                mtime_ns: mtime_of(&i),
+                mode: i.meta.mode,
+                uid: i.meta.uid,
+                gid: i.meta.gid,
+                crc32c: crc32c.or(match i.checksum {
+                    Some(Checksum::Crc32c(c)) => Some(c),
+                    _ => None,
+                }),
+            },
+            None => BaseRow {
+                key: entry.key.clone(),
+                a_fp,
+                b_fp,
+                size: entry.size,
+                mtime_ns: meta.mtime_ns,
+                mode: meta.mode,
+                uid: meta.uid,
+                gid: meta.gid,
+                crc32c,
+            },
+        };
+        self.base_write(self.base.record(&row));
+    }
+
+    /// What `side` holds for `key` now (a stat), with the fingerprint its
+    /// listing will show: in the form that side's listings take, with the
+    /// ETag only where they carry one (some servers list none; before the
+    /// side listed any object, where the stat has one).
+    async fn fingerprint_now(&self, side: Side, key: &str) -> (Option<String>, Option<ObjectInfo>) {
+        let loc = self.loc(side).as_ref();
+        let Ok(Some(info)) = with_retries(|| loc.stat(key)).await else {
+            return (None, None);
+        };
+        let (etag, meta) = if loc.keys_are_paths() {
+            (None, Some(info.meta))
+        } else {
+            match self.seen.lists_etags(side) {
+                Some(false) => (None, None),
+                _ => (info.etag.clone(), None),
+            }
+        };
+        let fp = fingerprint(&Entry {
+            key: key.to_string(),
+            size: info.size,
+            modified: info.modified,
+            etag,
+            meta,
+        });
+        (fp, Some(info))
     }
 
     fn copied(&self, to: Side, bytes: u64, verified: bool) {
@@ -583,7 +658,7 @@ impl Pair {
         match self.transfer(w, l).copy_to(we, Some(wi), key).await {
             Ok((out, verified)) => {
                 self.copied(l, out.bytes, verified);
-                self.record_copied(w, we, &meta, out.crc32c);
+                self.record_copied(w, we, &meta, out.crc32c).await;
                 self.report.record(r);
             }
             Err(e) => {
@@ -802,11 +877,11 @@ impl Merge<'_> {
             return Step::Refused { key, why };
         }
         let (a, b) = (ia.and_then(Result::ok), ib.and_then(Result::ok));
-        if a.is_some() {
-            Counters::add(&pair.seen.listed_a, 1);
+        if let Some(e) = &a {
+            pair.seen.listed(Side::A, e);
         }
-        if b.is_some() {
-            Counters::add(&pair.seen.listed_b, 1);
+        if let Some(e) = &b {
+            pair.seen.listed(Side::B, e);
         }
         if a.is_some() || b.is_some() {
             if let Some(why) = refusal(&key, self.keys_are_paths) {

@@ -304,6 +304,12 @@ impl Location for LocalLocation {
         true
     }
 
+    /// The directory's absolute path with symlinks resolved: `/x/a`, `/x/a/`
+    /// and `../a` are one location (for the pair cache and two-way bases).
+    fn identity(&self) -> String {
+        self.place().to_string()
+    }
+
     fn place(&self) -> super::Place {
         let abs = fs::canonicalize(&self.root)
             .or_else(|_| std::path::absolute(&self.root))

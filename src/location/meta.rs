@@ -90,6 +90,13 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// A store's Last-Modified as an mtime, in whole seconds: HTTP headers
+/// (GET, HEAD) carry seconds while some listings show milliseconds, and a
+/// time taken from either must compare equal with the other.
+pub fn store_time_ns(t: SystemTime) -> i128 {
+    system_time_to_ns(t).div_euclid(1_000_000_000) * 1_000_000_000
+}
+
 pub fn system_time_to_ns(t: SystemTime) -> i128 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_nanos() as i128,
