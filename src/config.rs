@@ -341,7 +341,12 @@ mod tests {
     fn a_two_way_task_writes_its_source_too() {
         let text = "[[task]]\nname = \"t1\"\nsource = \"/srv/a\"\ndestination = \"/srv/b\"\ndirection = \"two-way\"\n\n[[task]]\nname = \"t2\"\nsource = \"/srv/c\"\ndestination = \"/srv/a/sub\"\n";
         let (_, problems) = Config::check(text);
-        assert!(problems.iter().any(|p| p.line == 10 && p.message.contains("overlaps the destination of task `t1` (line 3)")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.line == 10
+                && p.message
+                    .contains("overlaps the destination of task `t1` (line 3)")),
+            "{problems:?}"
+        );
     }
 
     #[test]
