@@ -276,6 +276,15 @@ impl Pair {
         );
         let ((sa, ia), (sb, ib)) = match settled {
             Ok(s) => s,
+            Err(LocationError::NotFound { location, .. }) => {
+                // Gone since it was listed: the next run sees what is left.
+                let side = if location == self.a.describe() {
+                    Side::A
+                } else {
+                    Side::B
+                };
+                return self.left_for_next_run(&key, side, "skip");
+            }
             Err(e) => {
                 let why = self.explain(&e).await;
                 return self.failed(&key, "skip", "cannot tell what changed".into(), why);
