@@ -129,6 +129,9 @@ pub struct S3Location {
     pub(super) journal_dir: Option<std::path::PathBuf>,
     /// Set once a server-side copy was refused, so we stop trying.
     pub(super) copy_refused: AtomicBool,
+    /// Set once ListMultipartUploads was refused or is not implemented, so
+    /// uploads are no longer listed before their creation.
+    pub(super) uploads_unlisted: AtomicBool,
     /// The AWS config every client of this location uses (credentials of
     /// the assumed role when there is one).
     sdk: aws_config::SdkConfig,
@@ -206,6 +209,7 @@ impl S3Location {
             budget: Arc::new(Semaphore::new(budget_kib(part_size))),
             journal_dir,
             copy_refused: AtomicBool::new(false),
+            uploads_unlisted: AtomicBool::new(false),
             principal: tokio::sync::OnceCell::new(),
             sdk,
             cfg,
@@ -463,6 +467,7 @@ pub(crate) fn iam_action(op: &str) -> &'static str {
         "ListObjectsV2" | "HeadBucket" => "s3:ListBucket",
         "GetObject" | "HeadObject" => "s3:GetObject",
         "AbortMultipartUpload" => "s3:AbortMultipartUpload",
+        "ListMultipartUploads" => "s3:ListBucketMultipartUploads",
         "DeleteObject" => "s3:DeleteObject",
         "CopyObject" | "UploadPartCopy" => {
             "s3:GetObject on the source and s3:PutObject on the destination"

@@ -1,15 +1,14 @@
-//! Writes into S3: single PUT, multipart upload, server-side copy, and the
-//! journal of in-flight multipart uploads.
+//! Writes into S3: single PUT, multipart upload, server-side copy.
 //!
 //! Every body is sent with its CRC32C, computed here while reading the source,
 //! so the server rejects a corrupted body (BadDigest) instead of storing it.
 //! A multipart upload is completed only when every part succeeded and is
-//! aborted otherwise; its id is journalled in the state directory while it is
-//! open, so that after a crash (SIGKILL) the next run aborts it: nothing
+//! aborted otherwise; it is journalled in the state directory from before
+//! its creation until then (`journal.rs`), so that after a crash (SIGKILL),
+//! a lost answer or a cancel, a clean-up finds and aborts it: nothing
 //! partial is ever visible and no debris is billed.
 
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -18,43 +17,24 @@ use aws_sdk_s3::types::{
 };
 use bytes::Bytes;
 use futures::stream::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 
 use super::s3::{part_size_for, S3Location};
 use super::{
     composite_crc32c, part_ranges, ByteSource, Checksum, Location, LocationError, ObjectInfo,
     PosixMeta, Result, WriteMode, WriteOutcome,
 };
+use journal::{Abort, Exchange, Intent, CREATE_TIMEOUT};
+
+mod journal;
 
 /// Parts of one object uploaded at once; the global byte budget still caps the total.
 const PART_CONCURRENCY: usize = 8;
-
-#[derive(Serialize, Deserialize)]
-struct JournalEntry {
-    pid: u32,
-    bucket: String,
-    key: String,
-    upload_id: String,
-}
 
 /// One finished part: what CompleteMultipartUpload needs and, for a part
 /// whose bytes we sent ourselves, its CRC32C and length.
 struct PartDone {
     part: CompletedPart,
     sent: Option<(u32, u64)>,
-}
-
-/// The journal file of one open upload. `finish` removes it once the upload
-/// is completed or aborted; a dropped (cancelled) upload keeps its entry so
-/// a later run aborts it.
-struct JournalGuard(Option<PathBuf>);
-
-impl JournalGuard {
-    fn finish(self) {
-        if let Some(p) = self.0 {
-            let _ = std::fs::remove_file(p);
-        }
-    }
 }
 
 fn crc_header(crc: u32) -> String {
@@ -163,9 +143,10 @@ impl S3Location {
         .await
     }
 
-    /// The lifecycle every multipart write shares: create the upload (with
-    /// the metadata and CRC32C), journal it, run `send_part` for every part
-    /// range in parallel, complete only when all succeeded, abort otherwise.
+    /// The lifecycle every multipart write shares: journal the intent,
+    /// create the upload (with the metadata and CRC32C), run `send_part`
+    /// for every part range in parallel, complete only when all succeeded,
+    /// abort otherwise.
     async fn multipart<F, Fut>(
         &self,
         key: &str,
@@ -179,26 +160,20 @@ impl S3Location {
         Fut: std::future::Future<Output = Result<PartDone>>,
     {
         let full_key = self.full_key(key);
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.cfg.bucket)
-            .key(&full_key)
-            .set_metadata(Some(meta.to_user_metadata()))
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-            .send()
-            .await
-            .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
-        let Some(upload_id) = created.upload_id().map(str::to_string) else {
-            return Err(LocationError::Io {
-                location: self.describe(),
-                op: "CreateMultipartUpload",
-                key: key.to_string(),
-                message: "the answer has no UploadId".into(),
-                transient: false,
-            });
+        let before = self.snapshot(&full_key).await;
+        let mut intent = Intent::begin(
+            self.journal_dir.as_deref(),
+            &self.cfg.bucket,
+            &full_key,
+            before,
+        );
+        let upload_id = match self.create(key, meta, &mut intent).await {
+            Ok(id) => id,
+            Err(e) => {
+                intent.settle(true);
+                return Err(e);
+            }
         };
-        let journal = self.journal(&full_key, &upload_id);
         let parts: Result<Vec<PartDone>> = futures::stream::iter(
             part_ranges(size, part_size_for(size, self.part_size, self.max_parts))
                 .into_iter()
@@ -212,11 +187,52 @@ impl S3Location {
             Ok(parts) => self.complete(key, &upload_id, parts, size, mode).await,
             Err(e) => Err(e),
         };
-        let settled = result.is_ok() || self.abort(&full_key, &upload_id).await;
-        if settled {
-            journal.finish();
-        }
+        let gone = result.is_ok() || self.abort(&full_key, &upload_id).await;
+        intent.settle(gone);
         result
+    }
+
+    /// CreateMultipartUpload, its outcome recorded in `intent`: the id, and
+    /// whether the create may have started uploads whose id we never learnt.
+    async fn create(&self, key: &str, meta: &PosixMeta, intent: &mut Intent) -> Result<String> {
+        let exchange = Exchange::default();
+        let send = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .set_metadata(Some(meta.to_user_metadata()))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .customize()
+            .interceptor(exchange.clone())
+            .send();
+        let no_id = |message: String, transient: bool| LocationError::Io {
+            location: self.describe(),
+            op: "CreateMultipartUpload",
+            key: key.to_string(),
+            message,
+            transient,
+        };
+        let res = match tokio::time::timeout(CREATE_TIMEOUT, send).await {
+            Ok(r) => r.map_err(|e| self.err("CreateMultipartUpload", key, e)),
+            Err(_) => Err(no_id(
+                format!("no answer within {} s", CREATE_TIMEOUT.as_secs()),
+                true,
+            )),
+        };
+        let id = res
+            .as_ref()
+            .ok()
+            .and_then(|c| c.upload_id())
+            .map(str::to_string);
+        // A retried create may have started an upload with an earlier
+        // attempt whose answer was lost; so may one that failed without a
+        // clear refusal.
+        let refused = matches!(&res, Err(e) if !e.is_transient());
+        let clean = exchange.attempts() == 1 && (id.is_some() || refused);
+        intent.created(id.as_deref(), clean, exchange.server_ms());
+        res?;
+        id.ok_or_else(|| no_id("the answer has no UploadId".into(), false))
     }
 
     async fn upload_part(
@@ -293,90 +309,16 @@ impl S3Location {
         })
     }
 
-    /// Aborts an upload; false when that failed (the journal keeps it for a later run).
+    /// Aborts a failed upload; false when that failed (the journal keeps it
+    /// for the clean-up at the end of the run, or the next run).
     async fn abort(&self, full_key: &str, upload_id: &str) -> bool {
-        let res = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.cfg.bucket)
-            .key(full_key)
-            .upload_id(upload_id)
-            .send()
-            .await;
-        match res {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(key = full_key, error = %self.err("AbortMultipartUpload", full_key, e), "could not abort a failed upload; the next run retries");
+        match self.abort_upload(full_key, upload_id).await {
+            Abort::Done | Abort::Gone => true,
+            Abort::Failed(e) => {
+                tracing::warn!(key = full_key, error = %e, "could not abort a failed upload; the clean-up retries");
                 false
             }
         }
-    }
-
-    fn journal(&self, full_key: &str, upload_id: &str) -> JournalGuard {
-        let Some(dir) = &self.journal_dir else {
-            return JournalGuard(None);
-        };
-        let entry = JournalEntry {
-            pid: std::process::id(),
-            bucket: self.cfg.bucket.clone(),
-            key: full_key.to_string(),
-            upload_id: upload_id.to_string(),
-        };
-        let name = format!("{}-{:016x}.json", std::process::id(), rand::random::<u64>());
-        let path = dir.join(name);
-        let written = std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&path, serde_json::to_vec(&entry).unwrap_or_default()));
-        match written {
-            Ok(()) => JournalGuard(Some(path)),
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot journal a multipart upload; a crash would leave it behind");
-                JournalGuard(None)
-            }
-        }
-    }
-
-    /// Aborts uploads journalled by processes that are gone (this bucket only).
-    pub(super) async fn abort_journalled_uploads(&self) -> Result<u64> {
-        let Some(dir) = &self.journal_dir else {
-            return Ok(0);
-        };
-        let Ok(read) = std::fs::read_dir(dir) else {
-            return Ok(0);
-        };
-        let mut aborted = 0;
-        for de in read.flatten() {
-            let path = de.path();
-            let Some(entry) = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<JournalEntry>(&b).ok())
-            else {
-                continue;
-            };
-            let alive = super::local::pid_alive(entry.pid);
-            if alive || entry.bucket != self.cfg.bucket {
-                continue;
-            }
-            let res = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&entry.bucket)
-                .key(&entry.key)
-                .upload_id(&entry.upload_id)
-                .send()
-                .await;
-            let gone = match res {
-                Ok(_) => true,
-                Err(e) => matches!(
-                    self.err("AbortMultipartUpload", &entry.key, e),
-                    LocationError::NotFound { .. }
-                ),
-            };
-            if gone {
-                aborted += 1;
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-        Ok(aborted)
     }
 
     /// CopyObject / UploadPartCopy from another S3 location on the same

@@ -425,3 +425,137 @@ async fn pass(
     let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
     Ok(())
 }
+
+impl FaultPlan {
+    /// Random faults for the first `requests` requests (the rest pass):
+    /// each fails independently, with probability `p_5xx` as a 503
+    /// SlowDown or a 500 InternalError (one or the other at even odds) and
+    /// with probability `p_drop` as a dropped connection. Seeded, so a
+    /// failing run can be replayed.
+    pub fn random(requests: usize, p_5xx: f64, p_drop: f64, seed: u64) -> FaultPlan {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let script = (0..requests)
+            .map(|_| {
+                let x: f64 = rng.random();
+                if x < p_drop {
+                    Some(Fault::Drop)
+                } else if x < p_drop + p_5xx / 2.0 {
+                    Some(Fault::SlowDown)
+                } else if x < p_drop + p_5xx {
+                    Some(Fault::InternalError)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        FaultPlan::Script(script)
+    }
+}
+
+impl FaultProxy {
+    /// A proxy that passes every request to `upstream`, except that for the
+    /// first `n` requests with `method` whose target contains `substring`
+    /// the answer is lost: the server gets the request and answers it, then
+    /// the client's connection is closed without that answer (what a reset
+    /// on the way back does). Logged as `METHOD TARGET -> answer lost`.
+    pub fn losing_answers(upstream: &str, method: &str, substring: &str, n: u64) -> FaultProxy {
+        let upstream = upstream_addr(upstream);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fault proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("make the proxy listener non-blocking");
+        let port = listener.local_addr().expect("proxy address").port();
+        let counters = Arc::new(ProxyCounters::default());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let c = counters.clone();
+        let lose = Arc::new((method.to_string(), substring.to_string(), n));
+        let thread = std::thread::Builder::new()
+            .name(format!("lossy-proxy-{port}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("lossy proxy runtime");
+                runtime.block_on(async move {
+                    let listener =
+                        TcpListener::from_std(listener).expect("register the proxy listener");
+                    tokio::select! {
+                        _ = lossy_accept_loop(listener, upstream, lose, c) => {}
+                        _ = rx => {}
+                    }
+                });
+                runtime.shutdown_background();
+            })
+            .expect("start the lossy proxy thread");
+        FaultProxy {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            counters,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+async fn lossy_accept_loop(
+    listener: TcpListener,
+    upstream: String,
+    lose: Arc<(String, String, u64)>,
+    counters: Arc<ProxyCounters>,
+) {
+    loop {
+        let Ok((conn, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        if !is_loopback(&peer) {
+            continue;
+        }
+        let (upstream, lose, counters) = (upstream.clone(), lose.clone(), counters.clone());
+        tokio::spawn(async move {
+            let _ = serve_lossy(conn, &upstream, &lose, &counters).await;
+        });
+    }
+}
+
+async fn serve_lossy(
+    mut conn: TcpStream,
+    upstream: &str,
+    lose: &(String, String, u64),
+    counters: &ProxyCounters,
+) -> std::io::Result<()> {
+    let Some((buf, head_len)) = read_head(&mut conn).await? else {
+        return Ok(());
+    };
+    let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
+    let mut parts = head.lines().next().unwrap_or_default().split(' ');
+    let method = parts.next().unwrap_or_default().to_string();
+    let target = parts.next().unwrap_or_default().to_string();
+    counters.requests.fetch_add(1, Ordering::SeqCst);
+    let (lost_method, substring, n) = lose;
+    let chosen = method == *lost_method
+        && target.contains(substring.as_str())
+        && counters.matching.fetch_add(1, Ordering::SeqCst) < *n;
+    if !chosen {
+        counters.passed.fetch_add(1, Ordering::SeqCst);
+        counters.note(format!("{method} {target} -> passed"));
+        return pass(conn, upstream, &buf, head_len).await;
+    }
+    counters.faults.fetch_add(1, Ordering::SeqCst);
+    counters.drops.fetch_add(1, Ordering::SeqCst);
+    counters.note(format!("{method} {target} -> answer lost"));
+    let mut up = TcpStream::connect(upstream).await?;
+    up.write_all(close_after_one(&head).as_bytes()).await?;
+    up.write_all(&buf[head_len..]).await?;
+    let (mut from_client, _to_client) = conn.split();
+    let (mut from_up, mut to_up) = up.split();
+    // The rest of the body goes up while the whole answer is read, then
+    // dropped with the client's connection (unless the client left first).
+    let mut answer = Vec::new();
+    tokio::select! {
+        _ = tokio::io::copy(&mut from_client, &mut to_up) => {}
+        _ = from_up.read_to_end(&mut answer) => {}
+    }
+    Ok(())
+}
