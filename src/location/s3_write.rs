@@ -4,7 +4,7 @@
 //! so the server rejects a corrupted body (BadDigest) instead of storing it.
 //! A multipart upload is completed only when every part succeeded and is
 //! aborted otherwise; it is journalled in the state directory from before
-//! its creation until then (`journal.rs`), so that after a crash (SIGKILL),
+//! its creation until then (`journal.rs`, `sweep.rs`), so that after a crash (SIGKILL),
 //! a lost answer or a cancel, a clean-up finds and aborts it: nothing
 //! partial is ever visible and no debris is billed.
 
@@ -23,9 +23,11 @@ use super::{
     composite_crc32c, part_ranges, ByteSource, Checksum, Location, LocationError, ObjectInfo,
     PosixMeta, Result, WriteMode, WriteOutcome,
 };
-use journal::{Abort, Exchange, Intent, CREATE_TIMEOUT};
+use journal::Intent;
+use sweep::{Abort, Exchange, CREATE_TIMEOUT};
 
 mod journal;
+mod sweep;
 
 /// Parts of one object uploaded at once; the global byte budget still caps the total.
 const PART_CONCURRENCY: usize = 8;
