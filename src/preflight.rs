@@ -4,9 +4,11 @@
 //! For S3: whose credentials these are (STS GetCallerIdentity), that the
 //! role can be assumed, that the bucket lives in the configured Region,
 //! ListBucket, GetObject on a sample key, optionally a write probe
-//! (PutObject + DeleteObject of a throw-away key), the bucket's object
-//! ownership (BucketOwnerEnforced is what a cross-account destination wants)
-//! and its versioning state. For a local directory: that it exists, can be
+//! (PutObject + DeleteObject of a throw-away key, and ListMultipartUploads,
+//! which finds uploads a crash interrupted), the bucket's object
+//! ownership (BucketOwnerEnforced is what a cross-account destination wants),
+//! its versioning state and whether a lifecycle rule aborts incomplete
+//! multipart uploads (advised). For a local directory: that it exists, can be
 //! listed and, with the probe, written.
 
 use std::fmt::Write as _;
@@ -133,9 +135,11 @@ pub async fn check_s3(loc: &S3Location, write_probe: bool) -> Vec<Item> {
     items.push(read_sample(loc, sample).await);
     if write_probe {
         items.extend(probe(loc).await);
+        items.push(list_uploads(loc).await);
     }
     items.push(ownership(loc).await);
     items.push(versioning(loc).await);
+    items.push(lifecycle(loc).await);
     items
 }
 
@@ -341,6 +345,118 @@ async fn probe(loc: &S3Location) -> Vec<Item> {
     ]
 }
 
+/// ListMultipartUploads under the prefix: how a crashed run's upload whose
+/// id was never learnt is found. Not needed to transfer, hence a warning.
+async fn list_uploads(loc: &S3Location) -> Item {
+    let cfg = loc.config();
+    let what = "s3:ListBucketMultipartUploads";
+    let res = loc
+        .client()
+        .list_multipart_uploads()
+        .bucket(&cfg.bucket)
+        .prefix(&cfg.prefix)
+        .max_uploads(1)
+        .send()
+        .await;
+    match res {
+        Ok(_) => item(Mark::Pass, what, "ListMultipartUploads allowed", None),
+        Err(e) if e.code() == Some("NotImplemented") => item(
+            Mark::Skip,
+            what,
+            "this server does not list multipart uploads",
+            None,
+        ),
+        Err(e) => item(
+            Mark::Warn,
+            what,
+            format!(
+                "{} (transfers work, but an upload whose creation a crash interrupts cannot be found and aborted)",
+                describe(&e)
+            ),
+            Some(fix_for(
+                &e,
+                format!(
+                    "allow s3:ListBucketMultipartUploads on arn:aws:s3:::{}",
+                    cfg.bucket
+                ),
+            )),
+        ),
+    }
+}
+
+/// Whether an enabled AbortIncompleteMultipartUpload rule covers the
+/// location's prefix: advised for every bucket syncmount writes to.
+async fn lifecycle(loc: &S3Location) -> Item {
+    let cfg = loc.config();
+    let what = "incomplete-upload rule";
+    let fix = Some(crate::policy::lifecycle_rule_command(&cfg.bucket));
+    let res = loc
+        .client()
+        .get_bucket_lifecycle_configuration()
+        .bucket(&cfg.bucket)
+        .send()
+        .await;
+    let rules = match res {
+        Ok(out) => out.rules().to_vec(),
+        Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => Vec::new(),
+        Err(e) if denied(e.code()) => {
+            return item(
+                Mark::Skip,
+                what,
+                format!(
+                    "not allowed to read the lifecycle rules ({}); an AbortIncompleteMultipartUpload rule is advised",
+                    describe(&e)
+                ),
+                fix,
+            )
+        }
+        Err(e) => {
+            return item(
+                Mark::Skip,
+                what,
+                format!("the server does not tell ({})", describe(&e)),
+                None,
+            )
+        }
+    };
+    let days = rules
+        .iter()
+        .filter(|r| covers(r, &cfg.prefix))
+        .filter_map(|r| {
+            r.abort_incomplete_multipart_upload()?
+                .days_after_initiation()
+        })
+        .min();
+    match days {
+        Some(d) => item(
+            Mark::Pass,
+            what,
+            format!("AbortIncompleteMultipartUpload after {d} days"),
+            None,
+        ),
+        None => item(
+            Mark::Warn,
+            what,
+            "no lifecycle rule aborts incomplete multipart uploads: syncmount aborts its own, but what other tools leave (and what a server without ListMultipartUploads hides) is billed until removed",
+            fix,
+        ),
+    }
+}
+
+/// An enabled lifecycle rule whose filter takes in every key under `prefix`
+/// (tag and size filters do not apply to multipart uploads).
+fn covers(rule: &aws_sdk_s3::types::LifecycleRule, prefix: &str) -> bool {
+    use aws_sdk_s3::types::ExpirationStatus;
+    #[allow(deprecated)]
+    let legacy = rule.prefix();
+    let filter = rule.filter();
+    let filter_prefix = filter
+        .and_then(|f| f.prefix().or_else(|| f.and().and_then(|a| a.prefix())))
+        .or(legacy)
+        .unwrap_or("");
+    rule.status() == &ExpirationStatus::Enabled && prefix.starts_with(filter_prefix)
+}
+
 async fn ownership(loc: &S3Location) -> Item {
     let bucket = &loc.config().bucket;
     let fix = format!(
@@ -502,6 +618,32 @@ mod tests {
             render(&items[..1]).1 && render(&items[2..]).1,
             "warnings alone pass"
         );
+    }
+
+    #[test]
+    fn an_incomplete_upload_rule_counts_when_enabled_and_its_prefix_takes_in_the_location() {
+        use aws_sdk_s3::types::{
+            AbortIncompleteMultipartUpload, ExpirationStatus, LifecycleRule, LifecycleRuleFilter,
+        };
+        let rule = |status: ExpirationStatus, prefix: Option<&str>| {
+            LifecycleRule::builder()
+                .status(status)
+                .set_filter(prefix.map(|p| LifecycleRuleFilter::builder().prefix(p).build()))
+                .abort_incomplete_multipart_upload(
+                    AbortIncompleteMultipartUpload::builder()
+                        .days_after_initiation(7)
+                        .build(),
+                )
+                .build()
+                .unwrap()
+        };
+        let on = ExpirationStatus::Enabled;
+        assert!(covers(&rule(on.clone(), None), "data/"));
+        assert!(covers(&rule(on.clone(), Some("")), ""));
+        assert!(covers(&rule(on.clone(), Some("data/")), "data/x/"));
+        assert!(!covers(&rule(on.clone(), Some("data/x/")), "data/"));
+        assert!(!covers(&rule(on, Some("logs/")), "data/"));
+        assert!(!covers(&rule(ExpirationStatus::Disabled, None), "data/"));
     }
 
     #[tokio::test]

@@ -180,7 +180,7 @@ pub fn transfer_role_policies(i: &TransferRoleInput) -> Result<TransferRolePolic
     inline.push(
         Statement::allow(
             "ListDestinationBucket",
-            &BUCKET_ACTIONS,
+            &DESTINATION_BUCKET_ACTIONS,
             vec![bucket_arn(p, dst)],
         )
         .in_account(Some(i.destination_account)),
@@ -224,7 +224,7 @@ pub fn destination_bucket_policy(
     Ok(document(vec![
         Statement::allow(
             "TransferRoleListBucket",
-            &BUCKET_ACTIONS,
+            &DESTINATION_BUCKET_ACTIONS,
             vec![bucket_arn(p, bucket)],
         )
         .to(who.clone()),
@@ -235,6 +235,26 @@ pub fn destination_bucket_policy(
         )
         .to(who),
     ]))
+}
+
+/// Days after which the recommended lifecycle rule aborts an incomplete
+/// multipart upload: AWS's own example value, long enough for any upload
+/// still in progress.
+pub const ABORT_INCOMPLETE_AFTER_DAYS: u32 = 7;
+
+/// The command that gives `bucket` the recommended lifecycle rule.
+pub fn lifecycle_rule_command(bucket: &str) -> String {
+    format!(
+        "aws s3api put-bucket-lifecycle-configuration --bucket {bucket} --lifecycle-configuration '{{\"Rules\":[{{\"ID\":\"abort-incomplete-multipart-uploads\",\"Status\":\"Enabled\",\"Filter\":{{}},\"AbortIncompleteMultipartUpload\":{{\"DaysAfterInitiation\":{ABORT_INCOMPLETE_AFTER_DAYS}}}}}]}}' (this replaces the bucket's lifecycle rules: add the rule to any it has)"
+    )
+}
+
+/// The note printed (on stderr) with the policies of a destination bucket.
+pub fn lifecycle_note(bucket: &str) -> String {
+    format!(
+        "note: syncmount aborts the multipart uploads it starts, even after a crash, but an AbortIncompleteMultipartUpload lifecycle rule on `{bucket}` is still recommended: it also removes other tools' leftovers, and uploads syncmount cannot find without s3:ListBucketMultipartUploads. To add one: {}",
+        lifecycle_rule_command(bucket)
+    )
 }
 
 /// The Sid of `restricted-bucket`'s statement (replaced, not doubled, by `--merge`).

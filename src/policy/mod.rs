@@ -11,16 +11,21 @@
 //! | GetObject, HeadObject, the read side of CopyObject / UploadPartCopy | `s3:GetObject` | source objects; destination objects (change detection, verification) |
 //! | PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload, the write side of CopyObject / UploadPartCopy | `s3:PutObject` | destination objects |
 //! | AbortMultipartUpload (failed uploads, a crashed run's journalled uploads) | `s3:AbortMultipartUpload` | destination objects |
+//! | ListMultipartUploads of one key (before creating an upload of it; after a crash or a lost answer, to find the upload whose id was never learnt) | `s3:ListBucketMultipartUploads` | destination bucket |
 //! | DeleteObject (`--preserve-deleted-files remove`, the `location check --write-probe` key) | `s3:DeleteObject` | destination objects |
 //!
-//! Left out on purpose: `s3:ListBucketMultipartUploads` (syncmount journals
-//! its own uploads instead of listing them), `s3:ListMultipartUploadParts`,
-//! the tagging and version actions (not used yet), `iam:PassRole` (nobody
-//! hands the role to a service). `s3:DeleteObject` is granted on the
+//! Left out on purpose: `s3:ListMultipartUploadParts`, the tagging and
+//! version actions (not used yet), `iam:PassRole` (nobody hands the role to
+//! a service). `s3:DeleteObject` is granted on the
 //! destination even though only `--preserve-deleted-files remove` uses it;
 //! drop it by hand for a copy-only destination. `location check` also asks
 //! GetBucketOwnershipControls and GetBucketVersioning; without those
 //! permissions it reports the items as not checked, the transfer is unaffected.
+//! Without `s3:ListBucketMultipartUploads` a transfer works too, but an
+//! upload whose creation a crash interrupted cannot be found again. Either
+//! way an `AbortIncompleteMultipartUpload` lifecycle rule on the destination
+//! bucket is recommended (printed as a note on stderr, and checked by
+//! `location check`): it also removes what another tool leaves behind.
 //!
 //! The four documents:
 //! - `source-user`: identity policy for the person running syncmount in the
@@ -65,6 +70,12 @@ const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 const LOOKUP_DEFAULT_REGION: &str = "us-east-1";
 
 const BUCKET_ACTIONS: [&str; 2] = ["s3:GetBucketLocation", "s3:ListBucket"];
+/// The destination bucket also lists multipart uploads (of the keys written).
+const DESTINATION_BUCKET_ACTIONS: [&str; 3] = [
+    "s3:GetBucketLocation",
+    "s3:ListBucket",
+    "s3:ListBucketMultipartUploads",
+];
 const SOURCE_OBJECT_ACTIONS: [&str; 1] = ["s3:GetObject"];
 const DESTINATION_OBJECT_ACTIONS: [&str; 4] = [
     "s3:AbortMultipartUpload",
@@ -225,17 +236,18 @@ async fn render(cmd: PolicyCommand) -> Result<String, PolicyError> {
                 trusted_principal: a.trusted_principal.as_deref(),
                 partition: &a.partition,
             })?;
+            eprintln!("{}", lifecycle_note(&a.destination_bucket));
             match a.only {
                 TransferRolePart::Both => pretty(&p),
                 TransferRolePart::Inline => pretty(&p.inline),
                 TransferRolePart::Trust => pretty(&p.trust),
             }
         }
-        PolicyCommand::DestinationBucket(a) => pretty(&destination_bucket_policy(
-            &a.bucket,
-            &a.role_arn,
-            a.user_arn.as_deref(),
-        )?),
+        PolicyCommand::DestinationBucket(a) => {
+            let doc = destination_bucket_policy(&a.bucket, &a.role_arn, a.user_arn.as_deref())?;
+            eprintln!("{}", lifecycle_note(&a.bucket));
+            pretty(&doc)
+        }
         PolicyCommand::RestrictedBucket(a) => restricted(a).await?,
     })
 }

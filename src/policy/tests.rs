@@ -138,6 +138,11 @@ fn sorted(mut g: Vec<Grant>) -> Vec<Grant> {
 }
 
 const BUCKET: [&str; 2] = ["s3:GetBucketLocation", "s3:ListBucket"];
+const DST_BUCKET: [&str; 3] = [
+    "s3:GetBucketLocation",
+    "s3:ListBucket",
+    "s3:ListBucketMultipartUploads",
+];
 const WRITE: [&str; 4] = [
     "s3:AbortMultipartUpload",
     "s3:DeleteObject",
@@ -192,7 +197,7 @@ fn transfer_role_pins_destination_statements_to_the_destination_account() {
     assert_eq!(
         grants(&pretty(&p.inline)),
         sorted(vec![
-            allow(&BUCKET, &["arn:aws:s3:::dst-bucket"]).when("222222222222"),
+            allow(&DST_BUCKET, &["arn:aws:s3:::dst-bucket"]).when("222222222222"),
             allow(&WRITE, &["arn:aws:s3:::dst-bucket/*"]).when("222222222222"),
         ])
     );
@@ -214,7 +219,7 @@ fn transfer_role_with_a_source_bucket_reads_it_in_the_source_account() {
         sorted(vec![
             allow(&BUCKET, &["arn:aws:s3:::src-bucket"]).when("111111111111"),
             allow(&["s3:GetObject"], &["arn:aws:s3:::src-bucket/*"]).when("111111111111"),
-            allow(&BUCKET, &["arn:aws:s3:::dst-bucket"]).when("222222222222"),
+            allow(&DST_BUCKET, &["arn:aws:s3:::dst-bucket"]).when("222222222222"),
             allow(&WRITE, &["arn:aws:s3:::dst-bucket/*"]).when("222222222222"),
         ])
     );
@@ -320,7 +325,7 @@ fn destination_bucket_grants_the_role_and_the_user_exactly_the_transfer_actions(
     assert_eq!(
         grants(&pretty(&doc)),
         sorted(vec![
-            allow(&BUCKET, &["arn:aws:s3:::dst-bucket"]).by(who.clone()),
+            allow(&DST_BUCKET, &["arn:aws:s3:::dst-bucket"]).by(who.clone()),
             allow(&WRITE, &["arn:aws:s3:::dst-bucket/*"]).by(who),
         ])
     );
@@ -655,4 +660,24 @@ async fn run_returns_2_on_bad_input() {
         .unwrap()
         .cmd;
     assert_eq!(run(cmd).await, 2);
+}
+
+#[test]
+fn the_lifecycle_note_names_the_bucket_and_a_valid_abort_incomplete_upload_rule() {
+    let note = lifecycle_note("dst-bucket");
+    assert!(note.contains("AbortIncompleteMultipartUpload"), "{note}");
+    assert!(note.contains("--bucket dst-bucket"), "{note}");
+    let json = note
+        .split_once("--lifecycle-configuration '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map(|(json, _)| json)
+        .unwrap_or_else(|| panic!("no quoted configuration in {note}"));
+    let rules: Value = serde_json::from_str(json).unwrap();
+    let rule = &rules["Rules"][0];
+    assert_eq!(rule["Status"], "Enabled");
+    assert_eq!(rule["Filter"], json!({}), "every key of the bucket");
+    assert_eq!(
+        rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"],
+        ABORT_INCOMPLETE_AFTER_DAYS
+    );
 }
