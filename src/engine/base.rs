@@ -254,12 +254,13 @@ impl Base {
                 Ok(c) => c,
                 Err(e) => return send_err(e),
             };
-            let mut after: Option<String> = None;
+            // No key is empty, so "" is before the first one.
+            let mut after = String::new();
             loop {
-                match read_page(&conn, after.as_deref(), swapped) {
+                match read_page(&conn, &after, swapped) {
                     Ok(rows) if rows.is_empty() => return,
                     Ok(rows) => {
-                        after = rows.last().map(|r| r.key.clone());
+                        after = rows.last().map(|r| r.key.clone()).unwrap_or_default();
                         for r in rows {
                             if tx.blocking_send(Ok(r)).is_err() {
                                 return;
@@ -286,14 +287,12 @@ impl Drop for Base {
     }
 }
 
-fn read_page(
-    conn: &Connection,
-    after: Option<&str>,
-    swapped: bool,
-) -> rusqlite::Result<Vec<BaseRow>> {
+fn read_page(conn: &Connection, after: &str, swapped: bool) -> rusqlite::Result<Vec<BaseRow>> {
+    // `key > ?1` alone lets SQLite seek the primary key: each page costs its
+    // own rows (`?1 IS NULL OR key > ?1` scanned from the first row: quadratic).
     let mut st = conn.prepare_cached(
         "SELECT key, first_fp, second_fp, size, mtime_ns, mode, uid, gid, crc32c FROM base
-         WHERE ?1 IS NULL OR key > ?1 ORDER BY key LIMIT ?2",
+         WHERE key > ?1 ORDER BY key LIMIT ?2",
     )?;
     let rows = st.query_map(params![after, PAGE as i64], |r| {
         let (first, second): (Option<String>, Option<String>) = (r.get(1)?, r.get(2)?);
