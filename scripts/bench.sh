@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks syncmount against its peers on one local S3 server, in one run.
 #
-#   bash scripts/bench.sh [sync|mount|all] [--quick]     (default: all)
+#   bash scripts/bench.sh [sync|mount|two-way|all] [--quick]     (default: all)
 #
 # Server: s3s-fs (the fast, light one; never moto, which keeps objects in
 # memory and is slow). Peers: rclone sync (its defaults, and at syncmount's
@@ -31,7 +31,15 @@
 # MOUNT_CASES=read runs only m-seq and m-reread (then the rcs3 cases);
 # MOUNT_CASES=rcs3 only the rcs3 cases.
 #
-# --quick runs 1,000 files and 128 MiB instead, to try the script.
+# Two-way cases (issue 10; scripts/lib/bench_two_way.sh): syncmount sync
+# --two-way against rclone bisync over 100,000 small keys (first run, steady
+# no-op, 1 % edited on each side; time and peak RSS, both sides checked
+# after every run), and the peak RSS of the three-way merge over 10 million
+# keys with a real base (examples/three_way_rss.rs). TW_KEYS, TW_DIRS and
+# TW_RSS_KEYS override those sizes.
+#
+# --quick runs 1,000 files and 128 MiB instead (two-way: 2,000 keys, and
+# 100,000 for the merge's RSS), to try the script.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
@@ -41,9 +49,9 @@ BIG_MIB=1024
 WHAT=all
 for arg in "$@"; do
     case $arg in
-        --quick) FILES=1000; BIG_MIB=128 ;;
-        sync|mount|all) WHAT=$arg ;;
-        *) echo "usage: bench.sh [sync|mount|all] [--quick]" >&2; exit 2 ;;
+        --quick) FILES=1000; BIG_MIB=128; TW_KEYS=2000; TW_DIRS=20; TW_RSS_KEYS=100000 ;;
+        sync|mount|two-way|all) WHAT=$arg ;;
+        *) echo "usage: bench.sh [sync|mount|two-way|all] [--quick]" >&2; exit 2 ;;
     esac
 done
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
@@ -58,7 +66,7 @@ sm_install_s3s_fs
 sm_install_peers
 command -v /usr/bin/time >/dev/null || sm_apt_install time
 log "building syncmount (release)"
-cargo build --release --quiet --bin syncmount --example diff_rss
+cargo build --release --quiet --bin syncmount --example diff_rss --example three_way_rss
 SM="$TARGET_DIR/release/syncmount"
 RCLONE="$SM_VENV/bin/rclone"
 AWS="$SM_VENV/bin/aws"
@@ -109,6 +117,7 @@ RESULTS="$WORK/results.txt"
 row() { echo "$*" | tee -a "$RESULTS" >&2; }
 
 # --- data ----------------------------------------------------------------------
+make_data() {
 log "making $FILES x 4 KiB files and a $BIG_MIB MiB file"
 python3 - "$WORK/small" "$FILES" <<'PY'
 import os, sys
@@ -121,6 +130,7 @@ for i in range(n):
 PY
 mkdir -p "$WORK/big"
 head -c "$((BIG_MIB * 1024 * 1024))" /dev/urandom >"$WORK/big/big.bin"
+}
 
 SM_ARGS=(--endpoint-url "$EP" --state-dir "$WORK/state")
 # rclone's defaults are 4 transfers / 8 checkers; "equal" matches syncmount's 64.
@@ -217,12 +227,23 @@ bench_sync() {
 }
 
 source "$REPO_ROOT/scripts/lib/bench_mount.sh"
+# shellcheck source=scripts/lib/bench_two_way.sh
+source "$REPO_ROOT/scripts/lib/bench_two_way.sh"
 
-[ "$WHAT" = mount ] || bench_sync
-[ "$WHAT" = sync ] || bench_mount
+case $WHAT in
+    sync) make_data; bench_sync ;;
+    mount) make_data; bench_mount ;;
+    two-way) bench_two_way ;;
+    all) make_data; bench_sync; bench_mount; bench_two_way ;;
+esac
 
 echo
-echo "## Results ($(date -u +%Y-%m-%d), $(nproc) cores, s3s-fs 0.14.1 on 127.0.0.1, $FILES files, $BIG_MIB MiB)"
+case $WHAT in
+    two-way) SIZES="$TW_KEYS two-way keys, merge over $TW_RSS_KEYS" ;;
+    all) SIZES="$FILES files, $BIG_MIB MiB, $TW_KEYS two-way keys, merge over $TW_RSS_KEYS" ;;
+    *) SIZES="$FILES files, $BIG_MIB MiB" ;;
+esac
+echo "## Results ($(date -u +%Y-%m-%d), $(nproc) cores, s3s-fs 0.14.1 on 127.0.0.1, $WHAT: $SIZES)"
 echo '```'
 cat "$RESULTS"
 echo '```'
