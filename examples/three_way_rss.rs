@@ -147,6 +147,12 @@ pub async fn run(n: u64, dir: &std::path::Path) -> Outcome {
         .expect("record");
     }
     base.commit().expect("commit");
+    if n >= 1_000_000 {
+        eprintln!(
+            "three_way_rss: base of {n} keys written in {:.0} s",
+            start.elapsed().as_secs_f64()
+        );
+    }
     let write_s = start.elapsed().as_secs_f64();
     let write_hwm_kib = vm_hwm_kib();
     let hwm_reset = reset_hwm();
@@ -188,6 +194,13 @@ pub async fn run(n: u64, dir: &std::path::Path) -> Outcome {
             None
         };
         keys += 1;
+        if keys.is_multiple_of(1_000_000) {
+            eprintln!(
+                "three_way_rss: {keys} keys merged, {:.0} s, VmHWM {:.1} MiB",
+                start.elapsed().as_secs_f64(),
+                vm_hwm_kib() as f64 / 1024.0
+            );
+        }
         let sa = listed_state(ea.as_ref(), row.as_ref(), Side::A);
         let sb = listed_state(eb.as_ref(), row.as_ref(), Side::B);
         if row.is_some() && sa == Some(SideState::Unchanged) && sb == Some(SideState::Unchanged) {
