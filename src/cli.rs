@@ -19,11 +19,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::spec::{overlap, S3Overrides, S3Tuning};
 use crate::config::Config;
 use crate::engine::diff::{Overwrite, PreserveDeleted, TransferMode};
+use crate::engine::execute;
 use crate::engine::report::{new_execution_id, Counters, ExecutionSummary, Status};
-use crate::engine::run::{execute, ExecutionRequest, TaskOptions, DEFAULT_CONCURRENCY};
-use crate::engine::three_way::{ConflictPolicy, MaxDelete};
+use crate::engine::run::{ExecutionRequest, TaskOptions, DEFAULT_CONCURRENCY};
+use crate::engine::three_way::{ConflictPolicy, MaxDelete, TwoWayOptions};
 use crate::engine::transfer::VerifyMode;
-use crate::engine::two_way::TwoWayOptions;
 use crate::location::s3::{ListMode, S3Location};
 use crate::location::Location;
 use crate::task::guard::{self, Claim};
@@ -167,14 +167,15 @@ pub struct SyncArgs {
     /// Two-way: how a key changed differently on both sides is settled.
     #[arg(long, value_enum, default_value = "keep-both", requires = "two_way")]
     pub conflict_policy: ConflictPolicy,
-    /// Two-way: most deletions per side in one execution, a count (`100`)
-    /// or a percentage of the side's keys (`50%`); above it the execution
-    /// is refused before any delete.
-    #[arg(long, default_value = "50%", requires = "two_way")]
+    /// Most deletions per side in one execution (two-way, or
+    /// --preserve-deleted-files remove), a count (`100`) or a percentage of
+    /// the side's keys (`50%`); above it nothing is deleted and the
+    /// execution ends in ERROR.
+    #[arg(long, default_value = "50%")]
     pub max_delete: MaxDelete,
-    /// Two-way: allow a mass delete (neither --max-delete nor the check for
-    /// a side that suddenly lists nothing refuses the execution).
-    #[arg(long, requires = "two_way")]
+    /// Allow a mass delete: neither --max-delete nor the check for a side
+    /// that suddenly lists nothing refuses the execution.
+    #[arg(long)]
     pub force: bool,
     /// Server-side copies larger than this many bytes use parallel
     /// UploadPartCopy (default and maximum 5 GiB, CopyObject's limit).
@@ -296,9 +297,9 @@ fn task_options(args: &SyncArgs) -> TaskOptions {
         dry_run: args.dry_run,
         two_way: args.two_way.then_some(TwoWayOptions {
             conflict_policy: args.conflict_policy,
-            max_delete: args.max_delete,
-            force: args.force,
         }),
+        max_delete: args.max_delete,
+        force: args.force,
     }
 }
 

@@ -316,9 +316,23 @@ mod tests {
         );
         let (_, problems) = Config::check(&two.replace("direction = \"two-way\"\n", ""));
         assert!(
+            problems.iter().any(|p| p.message.contains(
+                "`max_delete` has no meaning in a one-way task that keeps deleted files"
+            )),
+            "{problems:?}"
+        );
+        let (_, problems) = Config::check(&two.replace(
+            "direction = \"two-way\"\n",
+            "preserve_deleted_files = \"remove\"\nforce = true\n",
+        ));
+        assert!(problems.is_empty(), "{problems:?}");
+        let (_, problems) = Config::check(
+            &two.replace("direction = \"two-way\"\n", "conflict_policy = \"newer\"\n"),
+        );
+        assert!(
             problems.iter().any(|p| p
                 .message
-                .contains("`max_delete` has no meaning in a one-way task")),
+                .contains("`conflict_policy` has no meaning in a one-way task")),
             "{problems:?}"
         );
         let (_, problems) = Config::check(&two.replace("10%", "lots"));

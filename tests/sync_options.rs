@@ -244,6 +244,10 @@ async fn excluded_keys_are_neither_copied_nor_deleted_even_with_remove() {
             "*.tmp|/skipdir",
             "--preserve-deleted-files",
             "remove",
+            // The destination's one key in scope goes (100%, above the
+            // default max_delete of 50%: tests/sync_max_delete.rs).
+            "--max-delete",
+            "100%",
         ],
     );
     assert_eq!(
@@ -339,6 +343,10 @@ async fn dry_run_prints_what_it_would_copy_and_delete_and_changes_nothing() {
             "--dry-run",
             "--preserve-deleted-files",
             "remove",
+            // The destination's one key in scope goes (100%, above the
+            // default max_delete of 50%: tests/sync_max_delete.rs).
+            "--max-delete",
+            "100%",
         ],
     ));
     assert_eq!(out.status, 0, "{}", out.stderr);
@@ -363,6 +371,10 @@ async fn dry_run_prints_what_it_would_copy_and_delete_and_changes_nothing() {
             "--dry-run",
             "--preserve-deleted-files",
             "remove",
+            // The destination's one key in scope goes (100%, above the
+            // default max_delete of 50%: tests/sync_max_delete.rs).
+            "--max-delete",
+            "100%",
         ],
     );
     assert_eq!(out.status, 0);
@@ -396,6 +408,10 @@ async fn the_report_has_one_json_line_per_object_with_key_action_result_and_byte
             &url,
             "--preserve-deleted-files",
             "remove",
+            // The destination's one key in scope goes (100%, above the
+            // default max_delete of 50%: tests/sync_max_delete.rs).
+            "--max-delete",
+            "100%",
             "--report",
             &path_str(&report),
         ],

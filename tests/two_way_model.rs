@@ -40,21 +40,8 @@
 //! - S3 PUTs carry a CRC32C checksum half the time (always when the same
 //!   new bytes are written on both sides), the SDK's default CRC32 else.
 //!
-//! Engine bugs the model steps around until they are fixed, each shown by a
-//! deterministic failing test at the end of this file (the model found them;
-//! the seeds are in those tests' comments):
-//! - an S3 rewrite of the same size in the second of the version the base
-//!   holds is taken for that version (S3 writes pick another size then);
-//! - a chmod of a key whose base row has no mode (a conflict copy first seen
-//!   on both sides when side A is S3) is not copied (no such chmods);
-//! - different versions of equal size and mtime changed on both sides are
-//!   taken for equal content (the model touches one of them);
-//! - a conflict copy renamed back to its key while the other side changes
-//!   the key again: the new conflict copy (same name) is deleted on one side
-//!   by the same run (no such renames);
-//! - after a run killed mid-resolution, the clean run settles the conflict
-//!   copy twice and the first re-run copies it again (the kill tests allow
-//!   exactly that, once, on S3, then want an idle second re-run).
+//! The engine bugs the model found are pinned by deterministic tests at the
+//! end of this file (their seeds are in those tests' comments).
 //!
 //! Two more tests at the end pin bugs of e74aa40 that d9372a0 fixed.
 
@@ -671,7 +658,8 @@ struct Want {
     written: Vec<(char, String, Vec<u8>)>,
     transferred: u64,
     conflicted: u64,
-    deleted: u64,
+    /// Keys deleted on one side and unchanged on the other.
+    deleted: BTreeSet<String>,
 }
 
 struct Round<'a> {
@@ -760,29 +748,14 @@ impl<'a> Round<'a> {
     }
 
     /// Whether `body` may be written to `key` on side `x`: it changes the
-    /// bytes there, and on S3 it is not a rewrite of the same size in the
-    /// second of the version the base holds (the engine takes that for the
-    /// agreed version: the bug shown by
-    /// `an_s3_rewrite_of_the_same_size_in_the_same_second_is_copied`, left
-    /// out of the model until it is fixed).
+    /// bytes there, and on S3 it is not the version the base holds either
+    /// (its ETag would be the agreed one: the same bytes, taken as
+    /// unchanged, whatever LastModified says).
     fn writable(&self, x: usize, key: &str, body: &[u8]) -> bool {
         let now = self.edits[x].view.get(key).map(|v| &v.body);
-        if now.is_some_and(|b| b == body) {
-            return false;
-        }
         let base = self.model.synced.get(key);
-        let same_size = [now, base]
-            .into_iter()
-            .flatten()
-            .any(|b| b.len() == body.len());
-        if !same_size || self.pair.sides[x].root().is_some() {
-            return true;
-        }
-        // The base's time is no later than the object's now (when there is
-        // none, it cannot be told: another size is picked).
-        self.pair.sides[x]
-            .s3_time(key)
-            .is_some_and(|t| (now_ns() - t).abs() > 2 * SEC)
+        let s3 = self.pair.sides[x].root().is_none();
+        now.is_none_or(|b| b != body) && !(s3 && base.is_some_and(|b| b == body))
     }
 
     fn write(&mut self, x: usize, key: &str, body: Vec<u8>, crc32c: bool) {
@@ -863,21 +836,14 @@ impl<'a> Round<'a> {
             .copied()
             .filter(|n| !self.model.synced.contains_key(*n))
             .collect();
-        let a_is_s3 = self.pair.sides[0].root().is_none();
         let chmoddable: Vec<&String> = existing
             .iter()
             .filter(|k| {
                 // Not a key both sides changed to equal content with other
                 // modes: the base holds A's mode, so a chmod on B to A's mode
                 // makes B "unchanged" — a fair reading the model does not
-                // follow. Not a conflict copy when side A is S3: its base
-                // row has no mode, the engine bug shown by
-                // `a_local_chmod_of_a_key_both_sides_wrote_equal_reaches_s3`
-                // (left out of the model until it is fixed).
-                let s3_conflict_copy = a_is_s3 && k.contains(".conflict-");
-                !self.edits[x].chmodded.contains(*k)
-                    && !self.model.mode_free.contains(*k)
-                    && !s3_conflict_copy
+                // follow.
+                !self.edits[x].chmodded.contains(*k) && !self.model.mode_free.contains(*k)
             })
             .collect();
         let pick = |rng: &mut StdRng, v: &[&String]| v[rng.random_range(0..v.len())].clone();
@@ -900,15 +866,7 @@ impl<'a> Round<'a> {
         } else if roll < 35 && !existing.is_empty() && !fresh.is_empty() {
             let from = pick(self.rng, &existing.iter().collect::<Vec<_>>());
             let to = pick(self.rng, &fresh);
-            // A conflict copy renamed back to its key while the other side
-            // changes that key again loses the next conflict's copy to its
-            // own deletion (the engine bug shown by
-            // `a_conflict_copy_renamed_back_to_its_key_is_kept_when_the_conflict_comes_again`);
-            // left out of the model until it is fixed.
-            let back = from.starts_with(&format!("{to}.conflict-"));
-            if !back {
-                self.rename(x, &from, &to);
-            }
+            self.rename(x, &from, &to);
         } else if roll < 45 && is_local && !chmoddable.is_empty() {
             let key = pick(self.rng, &chmoddable);
             self.chmod(x, &key);
@@ -934,14 +892,14 @@ impl<'a> Round<'a> {
         }
     }
 
-    /// Touches (a later mtime) a local version that a different version of
-    /// equal size on the other side could pass for: same mtime within the
-    /// engine's 1 ms, which happens when a local file renamed with an mtime
-    /// taken from an S3 LastModified meets a PUT of that name in the same
-    /// second. Such versions are taken for equal content without a look at
-    /// the bytes (the engine bug shown by
-    /// `versions_of_equal_size_and_mtime_changed_on_both_sides_are_both_kept`),
-    /// left out of the model until it is fixed.
+    /// Touches (a later mtime) a local version of a key with no base that a
+    /// different version of equal size on the other side could pass for:
+    /// same mtime within the engine's 1 ms, which happens when a local file
+    /// renamed with an mtime taken from an S3 LastModified meets a PUT of
+    /// that name in the same second. Without a base such versions are taken
+    /// for equal content (a first run's quick check, by design); with one,
+    /// the engine compares their bytes (shown by
+    /// `versions_of_equal_size_and_mtime_changed_on_both_sides_are_both_kept`).
     fn separate_lookalikes(&mut self) {
         let close = |a: Time, b: Time| match (a, b) {
             (Time::Exact(a), Time::Exact(b)) => (a - b).abs() < 2 * MS,
@@ -958,7 +916,11 @@ impl<'a> Round<'a> {
             else {
                 continue;
             };
-            if a.body == b.body || a.body.len() != b.body.len() || !close(a.time, b.time) {
+            if self.model.synced.contains_key(&key)
+                || a.body == b.body
+                || a.body.len() != b.body.len()
+                || !close(a.time, b.time)
+            {
                 continue;
             }
             // Looked at again after the touch.
@@ -1014,7 +976,9 @@ impl<'a> Round<'a> {
                     w.conflicted += 1;
                     w.conflict_keys.insert(key.clone());
                 }
-                (St::Deleted, St::Unchanged) | (St::Unchanged, St::Deleted) => w.deleted += 1,
+                (St::Deleted, St::Unchanged) | (St::Unchanged, St::Deleted) => {
+                    w.deleted.insert(key.clone());
+                }
                 (St::Changed(va), St::Changed(vb)) if va.body == vb.body => {
                     w.keep.insert(key.clone(), va.body.clone());
                     w.mode_free.insert(key.clone());
@@ -1140,11 +1104,25 @@ fn check_tree(ctx: &str, want: &Want, got: &BTreeMap<String, Vec<u8>>) {
     }
 }
 
-fn check_counters(ctx: &str, s: &Value, report: &[Value], want: &Want) {
+fn check_counters(
+    ctx: &str,
+    s: &Value,
+    report: &[Value],
+    want: &Want,
+    got: &BTreeMap<String, Vec<u8>>,
+) {
+    // A deleted conflict copy whose name a conflict of this run wrote again
+    // (its loser has the same side and mtime stamp) holds that new copy
+    // (`check_tree` saw it): not deleted.
+    let deleted = want
+        .deleted
+        .iter()
+        .filter(|k| !got.contains_key(*k))
+        .count() as u64;
     for (name, n) in [
         ("FilesTransferred", want.transferred),
         ("FilesConflicted", want.conflicted),
-        ("FilesDeleted", want.deleted),
+        ("FilesDeleted", deleted),
     ] {
         let lines: Vec<String> = report.iter().map(Value::to_string).collect();
         assert_eq!(
@@ -1242,12 +1220,12 @@ fn model_case(seed: u64, pair: &Pair, rounds: usize) {
             want.keep.len(),
             want.conflicted,
             want.conflicts.len(),
-            want.deleted
+            want.deleted.len()
         );
         let (s, report) = pair.sync(&ctx);
         let got = pair.same_on_both_sides(&ctx);
         check_tree(&ctx, &want, &got);
-        check_counters(&ctx, &s, &report, &want);
+        check_counters(&ctx, &s, &report, &want, &got);
         check_modes(&ctx, pair, &want);
         pair.assert_no_temp_files(&ctx);
         check_rerun(&ctx, pair, &got);
@@ -1403,61 +1381,8 @@ fn kill_case(seed: u64, pair: &Pair) {
             let open = rt().block_on(server.open_uploads(bucket));
             assert_eq!(open, Some(Vec::new()), "{ctx}: multipart uploads left open");
         }
-        if pair.s3().is_some() {
-            check_rerun_after_kills(&ctx, pair, &got, &want);
-        } else {
-            check_rerun(&ctx, pair, &got);
-        }
+        check_rerun(&ctx, pair, &got);
         model.advance(pair, got, want);
-    }
-}
-
-/// The re-run rule after killed runs with an S3 side: as [`check_rerun`],
-/// except that the first re-run may copy conflict copies of this round's
-/// conflicts once more (the engine bug shown by
-/// `a_conflict_copy_left_by_a_killed_run_is_settled_once`: a resolution
-/// interrupted after its first copy is settled twice by the clean run, and
-/// the copy's base row describes the first write). Then a second re-run
-/// must do nothing at all.
-fn check_rerun_after_kills(
-    ctx: &str,
-    pair: &Pair,
-    before: &BTreeMap<String, Vec<u8>>,
-    want: &Want,
-) {
-    let ctx = format!("{ctx}, first re-run");
-    let (s, report) = pair.sync(&ctx);
-    for name in ["FilesConflicted", "FilesDeleted"] {
-        assert_eq!(common::counter(&s, name), 0, "{ctx}: {name}: {s}");
-    }
-    let copied: Vec<&str> = report
-        .iter()
-        .filter(|r| r["action"].as_str().is_some_and(|a| a.starts_with("copy-")))
-        .filter_map(|r| r["key"].as_str())
-        .collect();
-    let unexplained: Vec<&&str> = copied
-        .iter()
-        .filter(|k| {
-            !want
-                .conflicts
-                .keys()
-                .any(|c| conflict_suffix(k, c).is_some())
-        })
-        .collect();
-    assert!(
-        unexplained.is_empty(),
-        "{ctx}: copied keys that were settled: {unexplained:?}\n{s}"
-    );
-    assert_eq!(
-        common::counter(&s, "FilesTransferred"),
-        copied.len() as u64,
-        "{ctx}: {s}"
-    );
-    let after = pair.same_on_both_sides(&ctx);
-    assert!(after == *before, "{ctx}: the re-run changed the tree");
-    if !copied.is_empty() {
-        println!("{ctx}: conflict copies copied again (known engine bug): {copied:?}");
-        check_rerun(&ctx, pair, before);
     }
 }
 
@@ -1520,16 +1445,16 @@ fn a_local_chmod_of_a_key_that_came_from_s3_without_a_mode_reaches_s3() {
 
 /// An S3 object rewritten by another writer with the same size, in the same
 /// second as the version the base holds, is still a change. The engine
-/// compares the object's HEAD with the base by size, time to the second,
+/// compared the object's HEAD with the base by size, time to the second,
 /// mode and CRC32C: a plain PUT has no mode and no CRC32C, its LastModified
-/// is that same second, so it "matches", the ETag that moved is not looked
-/// at, the base takes the new fingerprint and the sides stay different for
-/// good (the next local edit overwrites the S3 version). Found by the model
+/// is that same second, so it "matched", the ETag that moved was not looked
+/// at, the base took the new fingerprint and the sides stayed different for
+/// good (the next local edit overwrote the S3 version). Now a listed ETag
+/// other than the recorded one is a change (`three_way::listed_state`). Found by the model
 /// (moto, seed 6456091759157731850, round 1: a rewrite of a conflict copy,
 /// whose base row has no CRC32C at all). The PUT, the run and the rewrite
 /// must fit in one second: attempts are repeated until they do.
 #[test]
-#[ignore = "open engine bug (NOTES.md, two-way): an S3 rewrite of the same size within the second of the agreed version is taken as unchanged (matches_base ignores the ETag)"]
 fn an_s3_rewrite_of_the_same_size_in_the_same_second_is_copied() {
     let pair = Pair::with_moto(false);
     let (local, s3) = (&pair.sides[0], &pair.sides[1]);
@@ -1548,6 +1473,8 @@ fn an_s3_rewrite_of_the_same_size_in_the_same_second_is_copied() {
         s3.write(&key, b"version2", 0, false);
         if second(&key) != first {
             println!("{ctx}: the rewrite fell in the next second; again");
+            // Settled before the next attempt counts its own copies.
+            pair.sync(&ctx);
             continue;
         }
         let (s, report) = pair.sync(&ctx);
@@ -1602,17 +1529,19 @@ fn a_rerun_after_copying_an_s3_object_with_a_stored_mtime_transfers_nothing() {
 
 /// A run killed in the middle of a keep-both resolution leaves the losing
 /// version's conflict copy on the losing side only (it is written there
-/// first). The next run lists that copy as a new key and copies it across —
-/// and, in the same run, settles the conflict again, which writes the copy
-/// on both sides once more. The copy's base row describes the first write,
+/// first). The next run listed that copy as a new key and copied it across —
+/// and, in the same run, settled the conflict again, which wrote the copy
+/// on both sides once more. The copy's base row described the first write,
 /// so when the losing side is S3 (a server-side copy: a new LastModified and
-/// no stored mtime) the run after finds it "changed" and copies it yet
-/// again: an immediate re-run is not idle. Found by the SIGKILL test (moto,
+/// no stored mtime) the run after found it "changed" and copied it yet
+/// again: an immediate re-run was not idle. Now a conflict copy's own key
+/// waits for the resolution of the key it copies, and is left to the next
+/// run when that resolution wrote it; a side already holding the losing
+/// version under the name is not written again. Found by the SIGKILL test (moto,
 /// seed 13267370003948233054, kill round 1: `k3/s075` resolved and its
 /// conflict copy recorded "equal on both sides" in the same clean run, then
 /// copied by the re-run); here the killed run's half is made by hand.
 #[test]
-#[ignore = "open engine bug (NOTES.md, two-way): a half-made conflict copy is handled twice by the clean run, so the re-run copies it once more (nothing lost)"]
 fn a_conflict_copy_left_by_a_killed_run_is_settled_once() {
     let pair = Pair::with_moto(true);
     let (s3, local) = (&pair.sides[0], &pair.sides[1]);
@@ -1662,14 +1591,14 @@ fn a_conflict_copy_left_by_a_killed_run_is_settled_once() {
 /// bytes and mtime when first seen (a conflict copy: the losing version is
 /// written on both sides with its own mtime, and the run after finds it new
 /// on both) is recorded from side A's metadata alone — an S3 object written
-/// by a plain PUT has no mode. A later chmod of the local copy then matches
-/// the base (same size and mtime, mode unknown) and never reaches S3 (nor
-/// wins against a delete there). Found by the model (moto, seed
+/// by a plain PUT has no mode. A later chmod of the local copy then matched
+/// the base (same size and mtime, mode unknown) and never reached S3 (nor
+/// won against a delete there). Now each of mode, uid and gid is recorded
+/// from whichever side knows it. Found by the model (moto, seed
 /// 16545623424239711732, round 1: `chmod
 /// d2/f2.conflict-A-20261130T053043.000Z 644 → 640` on the local side B
 /// copied nothing).
 #[test]
-#[ignore = "open engine bug (NOTES.md, two-way): recording equal versions takes mode/owner from side A only, so a later local chmod is not copied when A is an S3 object without them"]
 fn a_local_chmod_of_a_key_both_sides_wrote_equal_reaches_s3() {
     let pair = Pair::with_moto(true);
     let (s3, local) = (&pair.sides[0], &pair.sides[1]);
@@ -1695,22 +1624,28 @@ fn a_local_chmod_of_a_key_both_sides_wrote_equal_reaches_s3() {
     );
 }
 
-/// Both sides changed a key to different bytes of the same size that carry
-/// the same mtime (to the millisecond): a conflict, both versions kept. The
-/// engine calls equal size and mtime "equal content" without looking at
-/// the bytes, records the key as agreed and leaves the sides different for
-/// good (the next edit on one side overwrites the other's version). Local
-/// files make it easy (`cp -p`, `touch -r`, archives); the model met it on
-/// moto (seed 9864447232584329860, round 4: a local file renamed to `d1/f0`
-/// kept the mtime it got from an S3 LastModified, a PUT of another 8 bytes
-/// to `d1/f0` fell in that same second).
+/// Both sides changed a key they agreed on to different bytes of the same
+/// size that carry the same mtime (to the millisecond): a conflict, both
+/// versions kept. The engine called equal size and mtime "equal content"
+/// without looking at the bytes, recorded the key as agreed and left the
+/// sides different for good (the next edit on one side overwrote the
+/// other's version). Local files make it easy (`cp -p`, `touch -r`,
+/// archives); the model met it on moto (seed 9864447232584329860, round 4:
+/// a local file renamed to `d1/f0` kept the mtime it got from an S3
+/// LastModified, a PUT of another 8 bytes to `d1/f0` fell in that same
+/// second). Now versions both sides changed since an agreed one are
+/// compared by CRC32C unless both carry one. Without a base (a first run)
+/// equal size and mtime still count as equal content, as rsync's and
+/// rclone's quick check do (TWO-WAY.md).
 #[test]
-#[ignore = "open engine bug (NOTES.md, two-way): versions of equal size and mtime changed on both sides are recorded as equal without comparing their bytes"]
 fn versions_of_equal_size_and_mtime_changed_on_both_sides_are_both_kept() {
     let pair = Pair::local();
     let (a, b) = (&pair.sides[0], &pair.sides[1]);
     let ctx = "look-alike versions";
     let t = now_ns();
+    a.write("k", b"version 0", t - 10 * SEC, false);
+    pair.sync(ctx);
+    pair.same_on_both_sides(ctx);
     a.write("k", b"version A", t, false);
     b.write("k", b"version B", t, false);
     let (s, report) = pair.sync(ctx);
@@ -1731,15 +1666,15 @@ fn versions_of_equal_size_and_mtime_changed_on_both_sides_are_both_kept() {
 /// A user renames a conflict copy back to its key ("I want that version")
 /// while the other side changes the key again: a new conflict, whose losing
 /// version is that same renamed file — same mtime, so the same conflict
-/// name as the copy just renamed away. The run writes the new conflict copy
-/// on both sides, and then deletes it on the other side, because that name
-/// was "deleted on this side, unchanged on the other": the sides differ
-/// after the run (the version survives on one side only until the next
-/// run). Found by the model (local, seed 16328861850740708396, round 4: B
+/// name as the copy just renamed away. The run wrote the new conflict copy
+/// on both sides, and then deleted it on the other side, because that name
+/// was "deleted on this side, unchanged on the other": the sides differed
+/// after the run (the version survived on one side only until the next
+/// run). Now the name's own key is left to the next run when this run's
+/// resolution wrote it. Found by the model (local, seed 16328861850740708396, round 4: B
 /// renamed `t3.conflict-B-20261130T060531.807Z` back to `t3` while A wrote
 /// `t3`).
 #[test]
-#[ignore = "open engine bug (NOTES.md, two-way): a conflict copy renamed back to its key while the other side edits it gets the same conflict name again and is deleted on one side in the same run (it comes back on the next run)"]
 fn a_conflict_copy_renamed_back_to_its_key_is_kept_when_the_conflict_comes_again() {
     let pair = Pair::local();
     let (a, b) = (&pair.sides[0], &pair.sides[1]);
@@ -1772,4 +1707,52 @@ fn a_conflict_copy_renamed_back_to_its_key_is_kept_when_the_conflict_comes_again
         ta.keys().collect::<Vec<_>>(),
         tb.keys().collect::<Vec<_>>()
     );
+}
+
+/// The same renamed-back conflict, but the user had also edited the old
+/// conflict copy on the other side: the new conflict picks that name again
+/// (same losing side, same mtime) and must not overwrite the edit. The key
+/// is reported failed, naming the conflict name; every version survives,
+/// and the edited copy reaches the side that renamed its own away.
+#[test]
+fn a_new_conflict_never_overwrites_an_edited_conflict_copy_of_the_same_name() {
+    let pair = Pair::local();
+    let (a, b) = (&pair.sides[0], &pair.sides[1]);
+    let ctx = "an edited conflict copy";
+    let t = now_ns() - 100 * SEC;
+    a.write("k", b"version A", t + 10 * SEC, false);
+    b.write("k", b"version B", t, false);
+    pair.sync(ctx);
+    let copy = format!("k.conflict-B-{}", utc_stamp(t));
+    pair.sync(ctx);
+    a.write("k", b"version A2", t + 20 * SEC, false);
+    a.write(&copy, b"the copy, edited", t + 30 * SEC, false);
+    b.rename(&copy, "k", b"version B");
+    let (cmd, report) = pair.command(&[]);
+    let out = common::run(cmd);
+    let s = common::parse_summary(&out);
+    assert_ne!(out.status, 0, "{ctx}: a failed key is an error: {s}");
+    assert_eq!(common::counter(&s, "FilesFailed"), 1, "{ctx}: {s}");
+    let report = read_report_lenient(&report);
+    let failed: Vec<&Value> = report.iter().filter(|r| r["result"] == "failed").collect();
+    assert!(
+        failed.len() == 1
+            && failed[0]["key"] == "k"
+            && failed[0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&format!("`{copy}`"))),
+        "{ctx}: the failure should name the conflict name: {report:?}"
+    );
+    let (ta, tb) = (a.tree(), b.tree());
+    let want_a: BTreeMap<String, Vec<u8>> = [
+        ("k".to_string(), b"version A2".to_vec()),
+        (copy.clone(), b"the copy, edited".to_vec()),
+    ]
+    .into();
+    let want_b: BTreeMap<String, Vec<u8>> = [
+        ("k".to_string(), b"version B".to_vec()),
+        (copy, b"the copy, edited".to_vec()),
+    ]
+    .into();
+    assert_eq!((ta, tb), (want_a, want_b), "{ctx}: {s}");
 }

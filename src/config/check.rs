@@ -327,27 +327,31 @@ fn check_tasks(r: &mut Reader<'_>, config: &Config, lines: &[KeyLines]) {
 /// Options that mean nothing for the task's direction.
 fn direction_problems(t: &crate::config::TaskConfig) -> Vec<String> {
     let o = &t.options;
-    let (set, wrong_for) = if t.is_two_way() {
-        let one_way_only = [
-            ("transfer_mode", o.transfer_mode.is_some()),
-            ("overwrite", o.overwrite.is_some()),
-            ("preserve_deleted_files", o.preserve_deleted_files.is_some()),
-        ];
-        (one_way_only, "a two-way task (it copies what changed on either side and propagates deletions by its own rules)")
+    const TWO_WAY: &str = "a two-way task (it copies what changed on either side and propagates deletions by its own rules)";
+    const ONE_WAY: &str = "a one-way task (set direction = \"two-way\" for it)";
+    const KEEPS: &str = "a one-way task that keeps deleted files (it guards deletions: set preserve_deleted_files = \"remove\", or direction = \"two-way\")";
+    let removes = o.preserve_deleted_files == Some(crate::engine::diff::PreserveDeleted::Remove);
+    let wrong = if t.is_two_way() {
+        vec![
+            ("transfer_mode", o.transfer_mode.is_some(), TWO_WAY),
+            ("overwrite", o.overwrite.is_some(), TWO_WAY),
+            (
+                "preserve_deleted_files",
+                o.preserve_deleted_files.is_some(),
+                TWO_WAY,
+            ),
+        ]
     } else {
-        let two_way_only = [
-            ("conflict_policy", o.conflict_policy.is_some()),
-            ("max_delete", o.max_delete.is_some()),
-            ("force", o.force.is_some()),
-        ];
-        (
-            two_way_only,
-            "a one-way task (set direction = \"two-way\" for it)",
-        )
+        vec![
+            ("conflict_policy", o.conflict_policy.is_some(), ONE_WAY),
+            ("max_delete", o.max_delete.is_some() && !removes, KEEPS),
+            ("force", o.force.is_some() && !removes, KEEPS),
+        ]
     };
-    set.iter()
-        .filter(|(_, is_set)| *is_set)
-        .map(|(k, _)| format!("`{k}` has no meaning in {wrong_for}"))
+    wrong
+        .into_iter()
+        .filter(|(_, is_set, _)| *is_set)
+        .map(|(k, _, wrong_for)| format!("`{k}` has no meaning in {wrong_for}"))
         .collect()
 }
 

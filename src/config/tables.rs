@@ -11,9 +11,8 @@ use serde::{de::Error as _, Deserialize, Deserializer};
 use crate::config::spec::S3Tuning;
 use crate::engine::diff::{Overwrite, PreserveDeleted, TransferMode};
 use crate::engine::run::{TaskOptions, DEFAULT_CONCURRENCY};
-use crate::engine::three_way::{ConflictPolicy, MaxDelete};
+use crate::engine::three_way::{ConflictPolicy, MaxDelete, TwoWayOptions};
 use crate::engine::transfer::VerifyMode;
-use crate::engine::two_way::TwoWayOptions;
 use crate::location::s3::ListMode;
 
 /// Keys of a `[[task]]` besides its options.
@@ -131,10 +130,11 @@ pub struct TaskOptionsConfig {
     /// Two-way tasks: how conflicts are settled (default keep-both).
     #[serde(default, deserialize_with = "value_enum")]
     pub conflict_policy: Option<ConflictPolicy>,
-    /// Two-way tasks: most deletions per side per execution, `50%` or `100`.
+    /// Most deletions per side per execution, `50%` or `100` (two-way
+    /// tasks, and one-way tasks with preserve_deleted_files = remove).
     pub max_delete: Option<String>,
-    /// Two-way tasks: allow a mass delete (max_delete and the empty-side
-    /// check do not refuse).
+    /// Allow a mass delete (max_delete and the empty-side check do not
+    /// refuse).
     pub force: Option<bool>,
 }
 
@@ -182,7 +182,8 @@ impl TaskOptionsConfig {
         )
     }
 
-    /// The engine's options (defaults filled in).
+    /// The engine's options (defaults filled in; a bad `max_delete` is
+    /// reported by [`Self::problems`] and taken as the default).
     pub fn engine(&self) -> TaskOptions {
         let d = TaskOptions::default();
         TaskOptions {
@@ -196,20 +197,19 @@ impl TaskOptionsConfig {
             concurrency: self.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
             dry_run: false,
             two_way: None,
-        }
-    }
-
-    /// The options of a two-way execution (defaults filled in; a bad
-    /// `max_delete` is reported by [`Self::problems`] and taken as the default).
-    pub fn two_way(&self) -> TwoWayOptions {
-        TwoWayOptions {
-            conflict_policy: self.conflict_policy.unwrap_or_default(),
             max_delete: self
                 .max_delete
                 .as_deref()
                 .and_then(|m| m.parse().ok())
                 .unwrap_or_default(),
             force: self.force.unwrap_or(false),
+        }
+    }
+
+    /// The options of a two-way execution (defaults filled in).
+    pub fn two_way(&self) -> TwoWayOptions {
+        TwoWayOptions {
+            conflict_policy: self.conflict_policy.unwrap_or_default(),
         }
     }
 

@@ -2,10 +2,11 @@
 //! and TRANSFERRING (workers run actions) overlap as one stream, so the first
 //! copy starts before the listing ends and memory is bounded by the
 //! concurrency, not by the number of keys; then VERIFYING; then a status.
-//! The one-shot CLI and (later) the daemon both call [`execute`].
+//! The one-shot CLI and the daemon both call `super::execute`, which picks
+//! this ([`execute_one_way`]) or a two-way execution.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -14,10 +15,11 @@ use futures::stream::StreamExt;
 use super::diff::{self, Action, DiffOptions, Overwrite, PreserveDeleted, TransferMode};
 use super::filter::{Filter, FilterError};
 use super::report::{epoch_ms, Counters, ExecutionSummary, PhaseDurations, Report, Status};
+use super::spool::Spool;
 use super::state::PairCache;
+use super::three_way::{MaxDelete, TwoWayOptions};
 use super::throttle::Throttle;
 use super::transfer::{Transfer, VerifyMode};
-use super::two_way::TwoWayOptions;
 use crate::location::Location;
 
 /// DataSync's task options.
@@ -35,6 +37,12 @@ pub struct TaskOptions {
     /// Set for a two-way execution: source and destination are sides A
     /// and B, kept equal in both directions (`super::two_way`).
     pub two_way: Option<TwoWayOptions>,
+    /// Most deletions on a side in one execution (two-way, or one-way with
+    /// `preserve_deleted: Remove`); above it nothing is deleted.
+    pub max_delete: MaxDelete,
+    /// Deliberate mass deletes: neither `max_delete` nor the check for a
+    /// side that lists nothing refuses the execution.
+    pub force: bool,
 }
 
 impl Default for TaskOptions {
@@ -50,6 +58,8 @@ impl Default for TaskOptions {
             concurrency: DEFAULT_CONCURRENCY,
             dry_run: false,
             two_way: None,
+            max_delete: MaxDelete::default(),
+            force: false,
         }
     }
 }
@@ -130,14 +140,12 @@ pub(super) fn ms(d: std::time::Duration) -> u64 {
     d.as_millis() as u64
 }
 
-pub async fn execute(
+/// Runs one one-way execution (`super::execute` picks this or two-way).
+pub async fn execute_one_way(
     src: Arc<dyn Location>,
     dst: Arc<dyn Location>,
     req: ExecutionRequest,
 ) -> ExecutionSummary {
-    if let Some(tw) = req.options.two_way {
-        return super::two_way::execute(src, dst, req, tw).await;
-    }
     let launching_ms = ms(req.launched.elapsed());
     let report = match Report::new(req.report_path.as_deref(), req.echo_dry_run) {
         Ok(r) => Arc::new(r),
@@ -294,6 +302,9 @@ pub(super) fn summary(
 }
 
 /// Streams the diff into the workers; returns when the diff ended.
+/// Deletions wait in a spool until the diff is done, then run if the
+/// mass-delete guard allows them (a source that lists nothing, or more
+/// deletions than `max_delete`, refuse them all).
 async fn run_actions(
     transfer: &Transfer,
     req: &ExecutionRequest,
@@ -302,9 +313,17 @@ async fn run_actions(
     dst: &Arc<dyn Location>,
 ) -> Result<Instant, String> {
     let opts = req.options.diff_options(req.filter.clone(), dst.as_ref());
+    let spool = delete_spool(req, src.as_ref(), dst.as_ref())?;
     let fatal: Mutex<Option<crate::location::LocationError>> = Mutex::new(None);
+    let spool_error: Mutex<Option<String>> = Mutex::new(None);
     let diff_end: Mutex<Option<Instant>> = Mutex::new(None);
-    let actions = diff::diff(src.list(), dst.list(), opts)
+    let (listed_src, listed_dst, deletes) =
+        (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let listings = (
+        src.list().inspect(counting(&req.filter, &listed_src)),
+        dst.list().inspect(counting(&req.filter, &listed_dst)),
+    );
+    let actions = diff::diff(listings.0.boxed(), listings.1.boxed(), opts)
         .take_while(|_| futures::future::ready(!req.cancel.load(Ordering::Relaxed)))
         .filter_map(|item| {
             let out = match item {
@@ -329,6 +348,15 @@ async fn run_actions(
         );
     actions
         .for_each_concurrent(req.options.concurrency.max(1), |a| async {
+            if let Action::Delete { dst } = &a {
+                deletes.fetch_add(1, Ordering::Relaxed);
+                if let Some(spool) = &spool {
+                    if let Err(e) = spool.push(&dst.key) {
+                        crate::lock(&spool_error).get_or_insert(e);
+                    }
+                    return;
+                }
+            }
             clock.action_started();
             transfer.run(a).await
         })
@@ -338,10 +366,103 @@ async fn run_actions(
         .ok()
         .and_then(|d| *d)
         .unwrap_or_else(Instant::now);
-    match fatal.into_inner().ok().flatten() {
-        Some(e) => Err(transfer.explain(&e).await),
-        None => Ok(end),
+    if let Some(e) = fatal.into_inner().ok().flatten() {
+        return Err(transfer.explain(&e).await);
     }
+    if let Some(e) = spool_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    if req.cancel.load(Ordering::Relaxed) {
+        return Ok(end);
+    }
+    let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    check_deletes(
+        &req.options,
+        (src.as_ref(), n(&listed_src)),
+        (dst.as_ref(), n(&listed_dst)),
+        n(&deletes),
+    )?;
+    if let Some(spool) = &spool {
+        spool
+            .for_each(req.options.concurrency, |key| async {
+                clock.action_started();
+                let dst = crate::location::Entry {
+                    key,
+                    size: 0,
+                    modified: None,
+                    etag: None,
+                    meta: None,
+                };
+                transfer.run(Action::Delete { dst }).await
+            })
+            .await?;
+    }
+    Ok(end)
+}
+
+/// Counts the listed keys `filter` selects into `c`.
+fn counting<'a>(
+    filter: &'a Filter,
+    c: &'a AtomicU64,
+) -> impl FnMut(&crate::location::Result<crate::location::Entry>) + 'a {
+    move |e| {
+        if e.as_ref().is_ok_and(|e| filter.selects(&e.key)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Where a one-way execution's deletions wait: none when it deletes
+/// nothing or only pretends to (a dry run records them as it goes).
+fn delete_spool(
+    req: &ExecutionRequest,
+    src: &dyn Location,
+    dst: &dyn Location,
+) -> Result<Option<Spool<String>>, String> {
+    if req.options.preserve_deleted != PreserveDeleted::Remove || req.options.dry_run {
+        return Ok(None);
+    }
+    // One per pair in the state directory (the guards run one execution
+    // of a pair at a time); else one per execution in the temp directory.
+    let path = match &req.state_dir {
+        Some(dir) => PairCache::path_for(dir, &src.identity(), &dst.identity())
+            .with_extension("deletes.jsonl"),
+        None => std::env::temp_dir().join(format!("syncmount-{}.deletes.jsonl", req.id)),
+    };
+    Spool::create(path).map(Some)
+}
+
+/// The mass-delete guard of a one-way execution: `deletes` of the keys
+/// the destination lists are about to go.
+fn check_deletes(
+    opts: &TaskOptions,
+    (src, listed_src): (&dyn Location, u64),
+    (dst, listed_dst): (&dyn Location, u64),
+    deletes: u64,
+) -> Result<(), String> {
+    if deletes == 0 || opts.force {
+        return Ok(());
+    }
+    let nothing = if opts.dry_run {
+        "nothing would be deleted"
+    } else {
+        "nothing was deleted (copies were made)"
+    };
+    if listed_src == 0 {
+        return Err(format!(
+            "refused: the source ({}) lists no keys while the destination ({}) holds {listed_dst}; an unmounted disk, a wrong prefix or a listing without permission looks like this; {nothing}. If the source was emptied on purpose, run again with --force (a task: --override force=true)",
+            src.describe(),
+            dst.describe()
+        ));
+    }
+    if !opts.max_delete.allows(deletes, listed_dst) {
+        return Err(format!(
+            "refused: {deletes} of the {listed_dst} keys at the destination ({}) would be deleted, more than max_delete = {} allows; {nothing}. If this is deliberate, run again with --force (a task: --override force=true) or a larger max_delete",
+            dst.describe(),
+            opts.max_delete
+        ));
+    }
+    Ok(())
 }
 
 /// POINT_IN_TIME_CONSISTENT: list both sides again and compare them; every

@@ -134,6 +134,40 @@ pub fn fingerprint(e: &Entry) -> Option<String> {
     Some(format!("modified:{}:{}", secs(e.modified?), e.size))
 }
 
+/// How a listed entry compares with the fingerprint recorded for its side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listed {
+    /// The recorded version.
+    Same,
+    /// Another ETag: another upload, whatever its size and time say.
+    Rewritten,
+    /// Something moved; the stored metadata must tell.
+    Moved,
+}
+
+/// An ETag fingerprint's parts: ETag, size, LastModified in seconds.
+fn etag_parts(fp: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = fp.strip_prefix("etag:")?.rsplitn(3, ':');
+    let (t, size, etag) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((etag, size, t))
+}
+
+fn compare_listed(recorded: &str, e: &Entry) -> Listed {
+    if fingerprint(e).as_deref() == Some(recorded) {
+        return Listed::Same;
+    }
+    let Some((etag, size, t)) = etag_parts(recorded) else {
+        return Listed::Moved;
+    };
+    match (&e.etag, fingerprint(e)) {
+        (Some(now), _) if now != etag => Listed::Rewritten,
+        // Recorded from a HEAD (which has the ETag) on a server whose
+        // listings carry none: the rest of it must still agree.
+        (None, Some(listed)) if listed == format!("modified:{t}:{size}") => Listed::Same,
+        _ => Listed::Moved,
+    }
+}
+
 /// The side's state from its listing alone, when that is enough: `None`
 /// means the fingerprint moved and the stored metadata must be compared
 /// with the base ([`matches_base`]).
@@ -151,13 +185,15 @@ pub fn listed_state(
         (Some(_), None) => SideState::New,
         (None, Some(_)) => SideState::Deleted,
         (Some(e), Some(fp)) => {
-            if fp.is_some() && fingerprint(e) == *fp {
-                SideState::Unchanged
-            } else if e.is_dir_marker() {
+            let listed = fp
+                .as_deref()
+                .map_or(Listed::Moved, |fp| compare_listed(fp, e));
+            match listed {
+                Listed::Same => SideState::Unchanged,
                 // A marker has no content: there, it is the agreed one.
-                SideState::Unchanged
-            } else {
-                return None;
+                _ if e.is_dir_marker() => SideState::Unchanged,
+                Listed::Rewritten => SideState::Changed,
+                Listed::Moved => return None,
             }
         }
     })
@@ -233,6 +269,12 @@ pub fn winner(policy: ConflictPolicy, a: &ObjectInfo, b: &ObjectInfo) -> Side {
     }
 }
 
+/// The options only a two-way execution has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TwoWayOptions {
+    pub conflict_policy: ConflictPolicy,
+}
+
 /// The name a conflict's losing version is kept under on both sides:
 /// `NAME.conflict-<A|B>-<its mtime, UTC>` (`20261130T041530.123Z`). The
 /// time is the losing version's own, so an interrupted resolution picks
@@ -243,6 +285,24 @@ pub fn conflict_name(key: &str, loser: Side, mtime_ns: Option<i128>) -> String {
         Side::B => 'B',
     };
     format!("{key}.conflict-{side}-{}", utc_stamp(mtime_ns.unwrap_or(0)))
+}
+
+/// The key whose conflict copy `name` is (the inverse of [`conflict_name`]),
+/// when `name` has that form.
+pub fn conflicted_key(name: &str) -> Option<&str> {
+    let at = name.rfind(".conflict-")?;
+    let rest = &name[at + ".conflict-".len()..];
+    let stamp = rest
+        .strip_prefix("A-")
+        .or_else(|| rest.strip_prefix("B-"))?;
+    let shape = stamp.len() == 20
+        && stamp.bytes().enumerate().all(|(i, c)| match i {
+            8 => c == b'T',
+            15 => c == b'.',
+            19 => c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    (shape && at > 0).then(|| &name[..at])
 }
 
 /// `YYYYMMDDTHHMMSS.mmmZ` for nanoseconds since the epoch.
@@ -470,6 +530,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn another_etag_is_a_change_and_a_missing_one_is_not() {
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(100);
+        let o = Entry {
+            key: "k".into(),
+            size: 8,
+            modified: Some(t0),
+            etag: Some("\"e1\"".into()),
+            meta: None,
+        };
+        let base = BaseRow {
+            key: "k".into(),
+            a_fp: fingerprint(&o),
+            b_fp: fingerprint(&o),
+            size: 8,
+            ..Default::default()
+        };
+        let rewritten = Entry {
+            etag: Some("\"e2\"".into()),
+            ..o.clone()
+        };
+        assert_eq!(
+            listed_state(Some(&rewritten), Some(&base), Side::A),
+            Some(Changed),
+            "same size and second, another upload"
+        );
+        let unlisted = Entry {
+            etag: None,
+            ..o.clone()
+        };
+        assert_eq!(
+            listed_state(Some(&unlisted), Some(&base), Side::A),
+            Some(Unchanged),
+            "a listing without ETags"
+        );
+        let later = Entry {
+            etag: None,
+            modified: Some(t0 + std::time::Duration::from_secs(1)),
+            ..o
+        };
+        assert_eq!(
+            listed_state(Some(&later), Some(&base), Side::A),
+            None,
+            "its time moved: look"
+        );
+    }
+
+    #[test]
     fn an_object_rewritten_in_place_moves_its_fingerprint() {
         let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(100);
         let mut o = Entry {
@@ -541,6 +648,19 @@ pub(crate) mod tests {
             conflict_name("dir/doc.txt", Side::B, Some(ns)),
             "dir/doc.txt.conflict-B-20261130T041529.123Z"
         );
+        assert_eq!(
+            conflicted_key("dir/doc.txt.conflict-B-20261130T041529.123Z"),
+            Some("dir/doc.txt")
+        );
+        for not in [
+            "dir/doc.txt",
+            ".conflict-A-20261130T041529.123Z",
+            "doc.conflict-C-20261130T041529.123Z",
+            "doc.conflict-A-20261130T041529.123",
+            "doc.conflict-A-20261130X041529.123Z",
+        ] {
+            assert_eq!(conflicted_key(not), None, "{not}");
+        }
         assert_eq!(utc_stamp(0), "19700101T000000.000Z");
         assert_eq!(utc_stamp(951_782_400_000_000_000), "20000229T000000.000Z");
     }

@@ -17,13 +17,12 @@
 //! (reported), so an edit made during the run is not overwritten (the
 //! window left is the one copy or delete itself).
 
-use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::stream::{BoxStream, Peekable, StreamExt};
+use tokio::sync::watch;
 
 use super::base::{Base, BaseError, BaseRow};
 use super::clash::ClashFilter;
@@ -32,24 +31,25 @@ use super::diff::{
 };
 use super::filter::Filter;
 use super::report::{Counters, ExecutionSummary, ObjectRecord, PhaseDurations, Report, Status};
-use super::run::{conclude, ms, summary, verify_whole, Clock, ExecutionRequest};
+use super::run::{conclude, ms, summary, verify_whole, Clock, ExecutionRequest, TaskOptions};
+use super::spool::Spool;
 use super::three_way::{
-    conflict_name, decide, fingerprint, listed_state, matches_base, mtime_of, winner,
-    ConflictPolicy, Decision, MaxDelete, Side, SideState,
+    conflict_name, conflicted_key, decide, fingerprint, listed_state, matches_base, mtime_of,
+    winner, ConflictPolicy, Decision, Side, SideState, TwoWayOptions,
 };
 use super::throttle::Throttle;
 use super::transfer::{info_of, with_retries, Transfer, VerifyMode};
 use crate::location::meta::system_time_to_ns;
 use crate::location::{Checksum, Entry, Location, LocationError, ObjectInfo};
 
-/// The options only a two-way execution has.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TwoWayOptions {
-    pub conflict_policy: ConflictPolicy,
-    pub max_delete: MaxDelete,
-    /// Deliberate mass deletes: neither `max_delete` nor the empty-side
-    /// check refuses the execution.
-    pub force: bool,
+/// What a side holds under a conflict name.
+enum Held {
+    Nothing,
+    /// The losing version itself.
+    This,
+    Other,
+    /// It could not be looked at (why): nothing is overwritten unseen.
+    Unknown(String),
 }
 
 /// One key that needs a worker.
@@ -58,6 +58,13 @@ struct Item {
     a: Option<Entry>,
     b: Option<Entry>,
     base: Option<BaseRow>,
+    /// Closed when this item's worker is done (dropped with the item): a
+    /// key listed on both sides and changed may be a conflict, whose
+    /// resolution writes `KEY.conflict-…` names.
+    _done: Option<watch::Sender<()>>,
+    /// For a conflict-copy name: closed when the worker of the key it is a
+    /// copy of is done (that worker may write this name).
+    after: Option<watch::Receiver<()>>,
 }
 
 /// A deletion waiting for the mass-delete guard.
@@ -98,33 +105,17 @@ struct Seen {
     listed_b: AtomicU64,
     deletes_a: AtomicU64,
     deletes_b: AtomicU64,
-    /// Per side: 0 not known yet, 1 its listings carry ETags, 2 they do not.
-    etags: [std::sync::atomic::AtomicU8; 2],
 }
 
 impl Seen {
-    fn listed(&self, side: Side, e: &Entry) {
-        let (count, etags) = match side {
-            Side::A => (&self.listed_a, &self.etags[0]),
-            Side::B => (&self.listed_b, &self.etags[1]),
-        };
-        Counters::add(count, 1);
-        if !e.is_dir_marker() {
-            etags.store(if e.etag.is_some() { 1 } else { 2 }, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether `side`'s listings carry ETags, once one object was listed.
-    fn lists_etags(&self, side: Side) -> Option<bool> {
-        let i = match side {
-            Side::A => 0,
-            Side::B => 1,
-        };
-        match self.etags[i].load(Ordering::Relaxed) {
-            1 => Some(true),
-            2 => Some(false),
-            _ => None,
-        }
+    fn listed(&self, side: Side) {
+        Counters::add(
+            match side {
+                Side::A => &self.listed_a,
+                Side::B => &self.listed_b,
+            },
+            1,
+        );
     }
 }
 
@@ -140,11 +131,14 @@ struct Pair {
     dry_run: bool,
     policy: ConflictPolicy,
     seen: Seen,
-    spool: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
-    spool_path: PathBuf,
+    /// The deletions waiting for the guard (none in a dry run).
+    spool: Option<Spool<PendingDelete>>,
     /// The first error that must end the execution (a base that cannot
     /// be written, a spool that cannot be written).
     fatal: Mutex<Option<String>>,
+    /// Conflict names this execution writes: their own keys are left to
+    /// the next run (see `Item::after`).
+    conflict_names: Mutex<std::collections::HashSet<String>>,
 }
 
 fn record(key: &str, action: &'static str, result: &'static str, reason: String) -> ObjectRecord {
@@ -268,8 +262,21 @@ impl Pair {
         }
     }
 
-    async fn run(&self, item: Item) {
+    async fn run(&self, mut item: Item) {
         let key = item.key.clone();
+        if let Some(mut after) = item.after.take() {
+            // Never sent: returns once the sender is dropped.
+            let _ = after.changed().await;
+            if crate::lock(&self.conflict_names).contains(&key) {
+                // Its versions on both sides are the ones just written; the
+                // next run records them (a conflict copy is first seen so).
+                Counters::add(&self.counters.files_skipped, 1);
+                let why = "a conflict copy this execution wrote; recorded by the next run";
+                return self
+                    .report
+                    .record(record(&key, "skip", "skipped", why.into()));
+            }
+        }
         let settled = futures::try_join!(
             self.settle(Side::A, item.a.as_ref(), item.base.as_ref()),
             self.settle(Side::B, item.b.as_ref(), item.base.as_ref()),
@@ -445,9 +452,8 @@ impl Pair {
     }
 
     /// What `side` holds for `key` now (a stat), with the fingerprint its
-    /// listing will show: in the form that side's listings take, with the
-    /// ETag only where they carry one (some servers list none; before the
-    /// side listed any object, where the stat has one).
+    /// listing will show (a listing without ETags matches it too, see
+    /// `three_way::listed_state`).
     async fn fingerprint_now(&self, side: Side, key: &str) -> (Option<String>, Option<ObjectInfo>) {
         let loc = self.loc(side).as_ref();
         let Ok(Some(info)) = with_retries(|| loc.stat(key)).await else {
@@ -456,10 +462,7 @@ impl Pair {
         let (etag, meta) = if loc.keys_are_paths() {
             (None, Some(info.meta))
         } else {
-            match self.seen.lists_etags(side) {
-                Some(false) => (None, None),
-                _ => (info.etag.clone(), None),
-            }
+            (info.etag.clone(), None)
         };
         let fp = fingerprint(&Entry {
             key: key.to_string(),
@@ -539,18 +542,12 @@ impl Pair {
             mode: listed.meta.and_then(|m| m.mode),
             reason: reason.to_string(),
         };
-        let mut spool = crate::lock(&self.spool);
-        let written = match spool.as_mut() {
-            Some(w) => serde_json::to_string(&pending)
-                .map_err(std::io::Error::other)
-                .and_then(|line| writeln!(w, "{line}")),
-            None => Err(std::io::Error::other("no spool")),
+        let written = match &self.spool {
+            Some(spool) => spool.push(&pending),
+            None => Err("no spool for the pending deletions".into()),
         };
         if let Err(e) = written {
-            self.fail_fatally(format!(
-                "cannot keep the pending deletions in `{}`: {e}",
-                self.spool_path.display()
-            ));
+            self.fail_fatally(e);
         }
     }
 
@@ -568,7 +565,10 @@ impl Pair {
                 return self.failed(&item.key, "conflict", "changed on both sides".into(), why);
             }
         };
-        if self.same_content(&item.key, &ia, &ib).await {
+        // Both changed since an agreed version: look-alikes (same size and
+        // mtime) are compared by their bytes, as two edits may keep both.
+        let strict = item.base.is_some();
+        if self.same_content(&item.key, &ia, &ib, strict).await {
             Counters::add(&self.counters.files_skipped, 1);
             if !self.dry_run {
                 self.base_write(self.base.record(&BaseRow {
@@ -577,9 +577,11 @@ impl Pair {
                     b_fp: fingerprint(b),
                     size: ia.size,
                     mtime_ns: mtime_of(&ia),
-                    mode: ia.meta.mode,
-                    uid: ia.meta.uid,
-                    gid: ia.meta.gid,
+                    // Each from whichever side knows it (an S3 object a
+                    // plain PUT wrote has no mode or owner).
+                    mode: ia.meta.mode.or(ib.meta.mode),
+                    uid: ia.meta.uid.or(ib.meta.uid),
+                    gid: ia.meta.gid.or(ib.meta.gid),
                     crc32c: None,
                 }));
             }
@@ -590,16 +592,26 @@ impl Pair {
         self.conflict(a, b, ia, ib).await;
     }
 
-    /// Equal sizes and times (or checksums) are equal content; equal sizes
-    /// with different times are compared by checksum before calling it a
-    /// conflict.
-    async fn same_content(&self, key: &str, ia: &ObjectInfo, ib: &ObjectInfo) -> bool {
+    /// Equal checksums are equal content; so are equal sizes and times,
+    /// unless `strict`; equal sizes otherwise are compared by CRC32C before
+    /// calling it a conflict.
+    async fn same_content(
+        &self,
+        key: &str,
+        ia: &ObjectInfo,
+        ib: &ObjectInfo,
+        strict: bool,
+    ) -> bool {
         if key.ends_with('/') {
             return true;
         }
+        let by_checksum = matches!(
+            (ia.checksum, ib.checksum),
+            (Some(Checksum::Crc32c(_)), Some(Checksum::Crc32c(_)))
+        );
         match decide_with_info(ia, ib) {
-            None => return true,
-            Some(CopyReason::MtimeDiffers) => {}
+            None if by_checksum || !strict => return true,
+            None | Some(CopyReason::MtimeDiffers) => {}
             Some(_) => return false,
         }
         // Same size, other times: common on a first run over trees copied
@@ -647,9 +659,26 @@ impl Pair {
             return self.left_for_next_run(key, l, "conflict");
         }
         if let Some(name) = &kept {
+            let mut write = Vec::new();
+            for to in [l, w] {
+                match self.under_name(to, name, (l, key, &li)).await {
+                    // Written by a resolution a killed run began.
+                    Held::This => {}
+                    Held::Nothing => write.push(to),
+                    Held::Other => {
+                        let why = format!(
+                            "{} holds another version under the conflict name `{name}`; it is not overwritten: rename or remove it",
+                            side_name(to)
+                        );
+                        return self.failed(key, "conflict", reason, why);
+                    }
+                    Held::Unknown(why) => return self.failed(key, "conflict", reason, why),
+                }
+            }
+            crate::lock(&self.conflict_names).insert(name.clone());
             // The losing version first goes to its conflict name on both
             // sides; only then is its name overwritten.
-            for to in [l, w] {
+            for to in write {
                 match self
                     .transfer(l, to)
                     .copy_to(le, Some(li.clone()), name)
@@ -677,41 +706,45 @@ impl Pair {
         }
     }
 
+    /// What `side` holds under `name`, against the version `of` (side, key,
+    /// what it stores): the same version has the same size, and the same
+    /// ETag, or else the same mtime and CRC32C.
+    async fn under_name(&self, side: Side, name: &str, of: (Side, &str, &ObjectInfo)) -> Held {
+        let (from, key, info) = of;
+        let loc = self.loc(side).as_ref();
+        let now = match with_retries(|| loc.stat(name)).await {
+            Ok(Some(now)) => now,
+            Ok(None) => return Held::Nothing,
+            Err(e) => return Held::Unknown(self.explain(&e).await),
+        };
+        let same = now.size == info.size
+            && match (&now.etag, &info.etag) {
+                (Some(x), Some(y)) => x == y,
+                _ => {
+                    let same_time = matches!(
+                        (mtime_of(&now), mtime_of(info)),
+                        (Some(x), Some(y)) if x == y
+                    );
+                    same_time && {
+                        let (x, y) = futures::join!(
+                            content_crc32c(loc, name, &now),
+                            content_crc32c(self.loc(from).as_ref(), key, info),
+                        );
+                        matches!((x, y), (Some(x), Some(y)) if x == y)
+                    }
+                }
+            };
+        if same {
+            Held::This
+        } else {
+            Held::Other
+        }
+    }
+
     /// Runs the deletions the spool holds (the guard has allowed them).
     async fn run_deletes(&self, concurrency: usize) -> Result<(), String> {
-        if let Some(mut w) = crate::lock(&self.spool).take() {
-            w.flush()
-                .map_err(|e| format!("{}: {e}", self.spool_path.display()))?;
-        }
-        let file = match std::fs::File::open(&self.spool_path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("{}: {e}", self.spool_path.display())),
-        };
-        let lines = std::io::BufReader::new(file).lines();
-        let pending = lines.map(|l| {
-            l.map_err(|e| e.to_string())
-                .and_then(|l| serde_json::from_str::<PendingDelete>(&l).map_err(|e| e.to_string()))
-        });
-        let mut bad = None;
-        futures::stream::iter(pending)
-            .filter_map(|p| {
-                let out = match p {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        bad.get_or_insert(e);
-                        None
-                    }
-                };
-                futures::future::ready(out)
-            })
-            .for_each_concurrent(concurrency, |p| self.delete(p))
-            .await;
-        match bad {
-            Some(e) => Err(format!(
-                "pending deletions in `{}`: {e}",
-                self.spool_path.display()
-            )),
+        match &self.spool {
+            Some(spool) => spool.for_each(concurrency, |p| self.delete(p)).await,
             None => Ok(()),
         }
     }
@@ -748,7 +781,7 @@ impl Pair {
 
     /// The mass-delete guard: `Err` names the numbers when a side would
     /// lose more than `max_delete` allows.
-    fn check_deletes(&self, opts: &TwoWayOptions) -> Result<(), String> {
+    fn check_deletes(&self, opts: &TaskOptions) -> Result<(), String> {
         if opts.force {
             return Ok(());
         }
@@ -817,12 +850,19 @@ enum Step {
     End,
 }
 
+/// How many keys `Merge::resolving` holds before the finished ones are
+/// dropped.
+const RESOLVING_PRUNE: usize = 1024;
+
 struct Merge<'a> {
     a: Listing<'a>,
     b: Listing<'a>,
     base: BaseStream,
     filter: Filter,
     keys_are_paths: bool,
+    /// Keys whose workers may still write conflict copies: the end of each
+    /// worker (pruned once closed, so it holds about `concurrency` keys).
+    resolving: std::collections::HashMap<String, watch::Receiver<()>>,
 }
 
 impl Merge<'_> {
@@ -886,11 +926,11 @@ impl Merge<'_> {
             return Step::Refused { key, why };
         }
         let (a, b) = (ia.and_then(Result::ok), ib.and_then(Result::ok));
-        if let Some(e) = &a {
-            pair.seen.listed(Side::A, e);
+        if a.is_some() {
+            pair.seen.listed(Side::A);
         }
-        if let Some(e) = &b {
-            pair.seen.listed(Side::B, e);
+        if b.is_some() {
+            pair.seen.listed(Side::B);
         }
         if a.is_some() || b.is_some() {
             if let Some(why) = refusal(&key, self.keys_are_paths) {
@@ -906,7 +946,23 @@ impl Merge<'_> {
             Counters::add(&pair.counters.files_skipped, 1);
             return Step::Nothing;
         }
-        Step::Work(Box::new(Item { key, a, b, base }))
+        let after = conflicted_key(&key).and_then(|k| self.resolving.get(k).cloned());
+        let done = (a.is_some() && b.is_some()).then(|| {
+            if self.resolving.len() >= RESOLVING_PRUNE {
+                self.resolving.retain(|_, rx| rx.has_changed().is_ok());
+            }
+            let (tx, rx) = watch::channel(());
+            self.resolving.insert(key.clone(), rx);
+            tx
+        });
+        Step::Work(Box::new(Item {
+            key,
+            a,
+            b,
+            base,
+            _done: done,
+            after,
+        }))
     }
 
     /// Whether a side lists nothing while the base holds keys (an unmounted
@@ -970,13 +1026,12 @@ pub async fn execute(
     };
     // One per pair: the guards let one execution of a pair run at a time,
     // and a killed execution's spool is simply started anew.
-    let spool_path = path.with_extension("deletes.jsonl");
     let spool = if req.options.dry_run {
         None
     } else {
-        match std::fs::File::create(&spool_path) {
-            Ok(f) => Some(std::io::BufWriter::new(f)),
-            Err(e) => return fail(format!("cannot create `{}`: {e}", spool_path.display())),
+        match Spool::create(path.with_extension("deletes.jsonl")) {
+            Ok(s) => Some(s),
+            Err(e) => return fail(e),
         }
     };
     let pair = Pair {
@@ -990,9 +1045,9 @@ pub async fn execute(
         dry_run: req.options.dry_run,
         policy: opts.conflict_policy,
         seen: Seen::default(),
-        spool: Mutex::new(spool),
-        spool_path: spool_path.clone(),
+        spool,
         fatal: Mutex::new(None),
+        conflict_names: Mutex::default(),
     };
     let clock = Clock {
         start: Instant::now(),
@@ -1007,14 +1062,13 @@ pub async fn execute(
             }
         }
     }
-    let outcome = transfer_phase(&pair, &req, &opts, &clock).await;
+    let outcome = transfer_phase(&pair, &req, &clock).await;
     let transfer_end = Instant::now();
     clock.phase(Status::Verifying);
     let mut fatal = outcome.err();
     if let Err(e) = base.commit() {
         fatal.get_or_insert(e.to_string());
     }
-    let _ = std::fs::remove_file(&spool_path);
     if !req.options.dry_run {
         for side in [&a, &b] {
             let _ = side.clean_leftovers().await;
@@ -1044,12 +1098,8 @@ pub async fn execute(
 }
 
 /// The merge and its workers, then the guarded deletions.
-async fn transfer_phase(
-    pair: &Pair,
-    req: &ExecutionRequest,
-    opts: &TwoWayOptions,
-    clock: &Clock,
-) -> Result<(), String> {
+async fn transfer_phase(pair: &Pair, req: &ExecutionRequest, clock: &Clock) -> Result<(), String> {
+    let opts = &req.options;
     let filter = req.filter.clone();
     let (a_paths, b_paths) = (pair.a.keys_are_paths(), pair.b.keys_are_paths());
     let wrap = |s, other_is_local: bool| {
@@ -1078,6 +1128,7 @@ async fn transfer_phase(
         base: base_stream.peekable(),
         filter: filter.clone(),
         keys_are_paths: a_paths || b_paths,
+        resolving: Default::default(),
     };
     if !opts.force {
         if let Some(side) = merge.empty_side().await? {

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::spec::S3Overrides;
 use crate::config::{Config, LocationKind};
+use crate::engine::execute;
 use crate::engine::report::{epoch_ms, new_execution_id, Counters, Status};
-use crate::engine::run::{execute, ExecutionRequest};
+use crate::engine::run::ExecutionRequest;
 use crate::location::s3::S3Location;
 
 pub use super::plan::{parse_overrides, Plan};
