@@ -39,6 +39,15 @@ struct PartDone {
     sent: Option<(u32, u64)>,
 }
 
+/// The Content-Type a new object gets, from its name's extension (none
+/// for names without a known one: the server's default applies).
+fn content_type_for(key: &str) -> Option<String> {
+    if key.ends_with('/') {
+        return None;
+    }
+    mime_guess::from_path(key).first_raw().map(str::to_string)
+}
+
 fn crc_header(crc: u32) -> String {
     Checksum::Crc32c(crc).to_header()
 }
@@ -111,6 +120,7 @@ impl S3Location {
             .bucket(&self.cfg.bucket)
             .key(self.full_key(key))
             .set_metadata(Some(meta.to_user_metadata()))
+            .set_content_type(content_type_for(key))
             .checksum_crc32_c(crc_header(crc))
             .set_if_none_match((mode == WriteMode::CreateNew).then(|| "*".to_string()))
             .body(body.into())
@@ -204,6 +214,7 @@ impl S3Location {
             .bucket(&self.cfg.bucket)
             .key(self.full_key(key))
             .set_metadata(Some(meta.to_user_metadata()))
+            .set_content_type(content_type_for(key))
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .customize()
             .interceptor(exchange.clone())
@@ -493,6 +504,22 @@ impl S3Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_types_come_from_the_extension() {
+        assert_eq!(
+            content_type_for("site/index.html").as_deref(),
+            Some("text/html")
+        );
+        assert_eq!(
+            content_type_for("a/b.JSON").as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(content_type_for("photo.jpg").as_deref(), Some("image/jpeg"));
+        assert_eq!(content_type_for("README"), None);
+        assert_eq!(content_type_for("data.no-such-ext"), None);
+        assert_eq!(content_type_for("dir.html/"), None);
+    }
 
     #[test]
     fn copy_source_is_percent_encoded_but_keeps_slashes() {
