@@ -12,8 +12,8 @@ use super::report::{Counters, ObjectRecord, Report};
 use super::state::{fingerprint, PairCache};
 use super::throttle::{MeteredSource, Throttle};
 use crate::location::{
-    ByteSource, Checksum, Entry, Location, LocationError, LocationSource, ObjectInfo, WriteMode,
-    WriteOutcome,
+    ByteSource, Checksum, Entry, Location, LocationError, LocationSource, ObjectAttrs, ObjectInfo,
+    WithAttrs, WriteMode, WriteOutcome,
 };
 
 /// Tries per object for transient failures, on top of the SDK's own retries
@@ -255,6 +255,15 @@ impl Transfer {
             }
         };
         let meta = meta_to_write(src, Some(&info));
+        // An S3 source's headers and user metadata go along (S3 → S3).
+        let source: Arc<dyn ByteSource> = if info.attrs == ObjectAttrs::default() {
+            source
+        } else {
+            Arc::new(WithAttrs {
+                inner: source,
+                attrs: info.attrs,
+            })
+        };
         let out = self
             .dst
             .write(dst_key, source, &meta, WriteMode::Replace)
@@ -375,7 +384,7 @@ pub async fn info_of(loc: &dyn Location, e: &Entry) -> Result<ObjectInfo, Locati
             modified: e.modified,
             etag: e.etag.clone(),
             meta: m,
-            checksum: None,
+            ..Default::default()
         });
     }
     loc.stat(&e.key)

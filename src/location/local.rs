@@ -350,7 +350,7 @@ impl Location for LocalLocation {
             modified: m.modified().ok(),
             etag: None,
             meta: meta_of(&m),
-            checksum: None,
+            ..Default::default()
         }))
     }
 

@@ -139,6 +139,24 @@ pub struct ObjectInfo {
     pub meta: PosixMeta,
     /// The store's own checksum, when it keeps one.
     pub checksum: Option<Checksum>,
+    /// An S3 object's system and user metadata (empty for local files).
+    pub attrs: ObjectAttrs,
+}
+
+/// What an S3 object carries besides its bytes and POSIX metadata: the
+/// headers S3 serves it with and every user metadata key (other tools'
+/// too). Copies from S3 to S3 keep them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectAttrs {
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    /// `Expires`, as the server sent it (an HTTP date).
+    pub expires: Option<String>,
+    /// `x-amz-meta-*` keys (lower-case, without the prefix).
+    pub user: std::collections::BTreeMap<String, String>,
 }
 
 /// A CRC32C checksum, either of the whole object or S3's composite form
@@ -287,6 +305,32 @@ pub trait ByteSource: Send + Sync {
     /// The source's stored checksum of the whole content, if it has one.
     fn known_crc32c(&self) -> Option<u32> {
         None
+    }
+    /// The attributes of the object it reads, to write them along (S3 → S3).
+    fn attrs(&self) -> Option<&ObjectAttrs> {
+        None
+    }
+}
+
+/// A source that carries the attributes of the object it reads.
+pub struct WithAttrs {
+    pub inner: Arc<dyn ByteSource>,
+    pub attrs: ObjectAttrs,
+}
+
+#[async_trait]
+impl ByteSource for WithAttrs {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    async fn read_range(&self, range: Range<u64>) -> Result<Bytes> {
+        self.inner.read_range(range).await
+    }
+    fn known_crc32c(&self) -> Option<u32> {
+        self.inner.known_crc32c()
+    }
+    fn attrs(&self) -> Option<&ObjectAttrs> {
+        Some(&self.attrs)
     }
 }
 

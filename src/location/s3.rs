@@ -139,6 +139,24 @@ pub struct S3Location {
     principal: tokio::sync::OnceCell<Option<String>>,
 }
 
+/// The [`super::ObjectAttrs`] of a HeadObject or GetObject answer.
+macro_rules! attrs_of {
+    ($out:expr) => {
+        super::ObjectAttrs {
+            content_type: $out.content_type().map(str::to_string),
+            cache_control: $out.cache_control().map(str::to_string),
+            content_encoding: $out.content_encoding().map(str::to_string),
+            content_disposition: $out.content_disposition().map(str::to_string),
+            content_language: $out.content_language().map(str::to_string),
+            expires: $out.expires_string().map(str::to_string),
+            user: $out
+                .metadata()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        }
+    };
+}
+
 impl S3Location {
     /// Builds the client; does not touch the network except to assume a role.
     pub async fn connect(cfg: S3Config, journal_dir: Option<std::path::PathBuf>) -> Result<Self> {
@@ -414,6 +432,7 @@ impl S3Location {
             etag: out.e_tag().map(str::to_string),
             meta: PosixMeta::from_user_metadata(out.metadata().unwrap_or(&empty)),
             checksum: out.checksum_crc32_c().and_then(Checksum::from_header),
+            attrs: attrs_of!(out),
         };
         let body = out.body.collect().await.map_err(|e| LocationError::Io {
             location: self.describe(),
@@ -457,6 +476,7 @@ impl S3Location {
             etag: h.e_tag().map(str::to_string),
             meta: PosixMeta::from_user_metadata(h.metadata().unwrap_or(&empty)),
             checksum: h.checksum_crc32_c().and_then(Checksum::from_header),
+            attrs: attrs_of!(h),
         }
     }
 }

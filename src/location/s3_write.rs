@@ -20,8 +20,8 @@ use futures::stream::{StreamExt, TryStreamExt};
 
 use super::s3::{part_size_for, S3Location};
 use super::{
-    composite_crc32c, part_ranges, ByteSource, Checksum, Location, LocationError, ObjectInfo,
-    PosixMeta, Result, WriteMode, WriteOutcome,
+    composite_crc32c, part_ranges, ByteSource, Checksum, Location, LocationError, ObjectAttrs,
+    ObjectInfo, PosixMeta, Result, WriteMode, WriteOutcome,
 };
 use journal::Intent;
 use sweep::{Abort, Exchange, CREATE_TIMEOUT};
@@ -46,6 +46,47 @@ fn content_type_for(key: &str) -> Option<String> {
         return None;
     }
     mime_guess::from_path(key).first_raw().map(str::to_string)
+}
+
+/// The headers a new object is written with: the source object's (an S3
+/// source's system metadata and user metadata, ours written anew over it),
+/// else our POSIX metadata and a Content-Type from the name.
+struct Headers {
+    user: std::collections::HashMap<String, String>,
+    attrs: ObjectAttrs,
+    expires: Option<aws_smithy_types::DateTime>,
+}
+
+fn headers(key: &str, meta: &PosixMeta, from: Option<&ObjectAttrs>) -> Headers {
+    let mut attrs = from.cloned().unwrap_or_default();
+    let mut user: std::collections::HashMap<String, String> =
+        std::mem::take(&mut attrs.user).into_iter().collect();
+    user.extend(meta.to_user_metadata());
+    if attrs.content_type.is_none() {
+        attrs.content_type = content_type_for(key);
+    }
+    let expires = attrs.expires.as_deref().and_then(|e| {
+        aws_smithy_types::DateTime::from_str(e, aws_smithy_types::date_time::Format::HttpDate).ok()
+    });
+    Headers {
+        user,
+        attrs,
+        expires,
+    }
+}
+
+/// Sets [`Headers`] on a PutObject or CreateMultipartUpload request.
+macro_rules! with_headers {
+    ($req:expr, $h:expr) => {{
+        let h = $h;
+        $req.set_metadata(Some(h.user))
+            .set_content_type(h.attrs.content_type)
+            .set_cache_control(h.attrs.cache_control)
+            .set_content_encoding(h.attrs.content_encoding)
+            .set_content_disposition(h.attrs.content_disposition)
+            .set_content_language(h.attrs.content_language)
+            .set_expires(h.expires)
+    }};
 }
 
 fn crc_header(crc: u32) -> String {
@@ -114,13 +155,12 @@ impl S3Location {
         let _permit = self.acquire_budget(len).await;
         let body = source.read_range(0..len).await?;
         let crc = crc32c::crc32c(&body);
-        let res = self
+        let req = self
             .client
             .put_object()
             .bucket(&self.cfg.bucket)
-            .key(self.full_key(key))
-            .set_metadata(Some(meta.to_user_metadata()))
-            .set_content_type(content_type_for(key))
+            .key(self.full_key(key));
+        let res = with_headers!(req, headers(key, meta, source.attrs()))
             .checksum_crc32_c(crc_header(crc))
             .set_if_none_match((mode == WriteMode::CreateNew).then(|| "*".to_string()))
             .body(body.into())
@@ -144,7 +184,9 @@ impl S3Location {
         meta: &PosixMeta,
         mode: WriteMode,
     ) -> Result<WriteOutcome> {
-        self.multipart(key, meta, source.len(), mode, |upload_id, number, range| {
+        let attrs = source.attrs().cloned();
+        let head = headers(key, meta, attrs.as_ref());
+        self.multipart(key, head, source.len(), mode, |upload_id, number, range| {
             let source = source.clone();
             async move {
                 let _permit = self.acquire_budget(range.end - range.start).await;
@@ -162,7 +204,7 @@ impl S3Location {
     async fn multipart<F, Fut>(
         &self,
         key: &str,
-        meta: &PosixMeta,
+        head: Headers,
         size: u64,
         mode: WriteMode,
         send_part: F,
@@ -179,7 +221,7 @@ impl S3Location {
             &full_key,
             before,
         );
-        let upload_id = match self.create(key, meta, &mut intent).await {
+        let upload_id = match self.create(key, head, &mut intent).await {
             Ok(id) => id,
             Err(e) => {
                 intent.settle(true);
@@ -206,15 +248,14 @@ impl S3Location {
 
     /// CreateMultipartUpload, its outcome recorded in `intent`: the id, and
     /// whether the create may have started uploads whose id we never learnt.
-    async fn create(&self, key: &str, meta: &PosixMeta, intent: &mut Intent) -> Result<String> {
+    async fn create(&self, key: &str, head: Headers, intent: &mut Intent) -> Result<String> {
         let exchange = Exchange::default();
-        let send = self
+        let req = self
             .client
             .create_multipart_upload()
             .bucket(&self.cfg.bucket)
-            .key(self.full_key(key))
-            .set_metadata(Some(meta.to_user_metadata()))
-            .set_content_type(content_type_for(key))
+            .key(self.full_key(key));
+        let send = with_headers!(req, head)
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .customize()
             .interceptor(exchange.clone())
@@ -351,16 +392,10 @@ impl S3Location {
         }
         let source = encode_copy_source(&src.cfg.bucket, &src.full_key(src_key));
         let res = if info.size > self.copy_threshold {
-            // Unlike CopyObject, a multipart copy does not carry the user
-            // metadata over: read it from the source when the caller has not.
-            let full;
-            let info = if info.meta == PosixMeta::default() {
-                full = src.stat(src_key).await?.unwrap_or_else(|| info.clone());
-                &full
-            } else {
-                info
-            };
-            self.copy_multipart(&source, info, key).await
+            // Unlike CopyObject, a multipart copy carries no metadata over:
+            // the source's HEAD gives it (system metadata, user metadata).
+            let full = src.stat(src_key).await?.unwrap_or_else(|| info.clone());
+            self.copy_multipart(&source, &full, key).await
         } else {
             self.copy_single(&source, info, key).await
         };
@@ -469,7 +504,7 @@ impl S3Location {
     ) -> Result<WriteOutcome> {
         self.multipart(
             key,
-            &info.meta,
+            headers(key, &info.meta, Some(&info.attrs)),
             info.size,
             WriteMode::Replace,
             |upload_id, number, r| async move {
