@@ -158,6 +158,11 @@ pub struct SyncArgs {
     /// tests to exercise the part-size growth without huge objects.
     #[arg(long, hide = true)]
     pub max_parts: Option<u64>,
+    /// S3 → S3: copy each object's tags (`preserve`, as DataSync's
+    /// ObjectTags; needs s3:GetObjectTagging on the source and
+    /// s3:PutObjectTagging on the destination) or write none (`none`).
+    #[arg(long, value_enum, default_value = "preserve")]
+    pub object_tags: crate::location::s3::ObjectTags,
     /// Keep SRC and DST equal in both directions (sides A and B): what
     /// changed on one side is copied to the other, deletions propagate
     /// where the other side is unchanged, conflicts are kept. The state
@@ -258,6 +263,7 @@ async fn open(
         multipart_copy_threshold: args.multipart_copy_threshold,
         list_mode: args.list_mode,
         max_parts: args.max_parts,
+        object_tags: args.object_tags,
     };
     spec.open(&side, tuning, journal, is_src)
         .await

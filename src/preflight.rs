@@ -132,7 +132,8 @@ pub async fn check_s3(loc: &S3Location, write_probe: bool) -> Vec<Item> {
     }
     let (list, sample) = list(loc).await;
     items.push(list);
-    items.push(read_sample(loc, sample).await);
+    items.push(read_sample(loc, sample.clone()).await);
+    items.push(read_tags(loc, sample).await);
     if write_probe {
         items.extend(probe(loc).await);
         items.push(list_uploads(loc).await);
@@ -295,6 +296,61 @@ async fn read_sample(loc: &S3Location, sample: Option<(String, i64)>) -> Item {
     }
 }
 
+/// What a tagging call's outcome says: not needed with `object_tags =
+/// none`, so a refusal is a warning.
+fn tagging_item<E, R>(
+    what: &'static str,
+    done: String,
+    res: Result<(), SdkError<E, R>>,
+    bucket: &str,
+) -> Item
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HasStatus,
+{
+    match res {
+        Ok(()) => item(Mark::Pass, what, done, None),
+        Err(e) if e.code() == Some("NotImplemented") => item(
+            Mark::Skip,
+            what,
+            "the server does not implement object tagging".to_string(),
+            None,
+        ),
+        Err(e) => item(
+            Mark::Warn,
+            what,
+            describe(&e),
+            Some(fix_for(
+                &e,
+                format!("allow {what} on arn:aws:s3:::{bucket}/* (S3 → S3 copies carry tags), or set object_tags = \"none\" (--object-tags none)"),
+            )),
+        ),
+    }
+}
+
+/// GetObjectTagging of the sample key: copies with `object_tags =
+/// preserve` read the tags of tagged source objects.
+async fn read_tags(loc: &S3Location, sample: Option<(String, i64)>) -> Item {
+    let what = "s3:GetObjectTagging";
+    let Some((key, _)) = sample else {
+        return item(Mark::Skip, what, "no object to read the tags of", None);
+    };
+    let res = loc
+        .client()
+        .get_object_tagging()
+        .bucket(&loc.config().bucket)
+        .key(&key)
+        .send()
+        .await
+        .map(|_| ());
+    tagging_item(
+        what,
+        format!("read the tags of `{key}`"),
+        res,
+        &loc.config().bucket,
+    )
+}
+
 async fn probe(loc: &S3Location) -> Vec<Item> {
     let cfg = loc.config();
     let key = format!(
@@ -321,6 +377,31 @@ async fn probe(loc: &S3Location) -> Vec<Item> {
             )),
         )];
     }
+    let tagging = aws_sdk_s3::types::Tagging::builder()
+        .tag_set(
+            aws_sdk_s3::types::Tag::builder()
+                .key("syncmount-probe")
+                .value("1")
+                .build()
+                .expect("key and value are set"),
+        )
+        .build()
+        .expect("the tag set is set");
+    let tag = loc
+        .client()
+        .put_object_tagging()
+        .bucket(&cfg.bucket)
+        .key(&key)
+        .tagging(tagging)
+        .send()
+        .await
+        .map(|_| ());
+    let tag = tagging_item(
+        "s3:PutObjectTagging",
+        "tagged the probe".to_string(),
+        tag,
+        &cfg.bucket,
+    );
     let del = loc
         .client()
         .delete_object()
@@ -330,6 +411,7 @@ async fn probe(loc: &S3Location) -> Vec<Item> {
         .await;
     vec![
         item(Mark::Pass, "s3:PutObject", format!("wrote probe `{key}`"), None),
+        tag,
         match del {
             Ok(_) => item(Mark::Pass, "s3:DeleteObject", "removed the probe", None),
             Err(e) => item(

@@ -776,6 +776,122 @@ async fn location_check_of_a_fully_allowed_user_passes_every_item() {
     assert_eq!(iam.keys(&bucket).await, vec!["p/sample.txt"]);
 }
 
+/// The tagging actions `object_tags = preserve` (the default) needs:
+/// without them `location check` warns naming each and the way out
+/// (`object_tags = "none"`); with them both pass. A streamed copy of a
+/// tagged object by a user without s3:GetObjectTagging fails naming it,
+/// and `--object-tags none` copies it.
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_tagging_permissions_are_named_by_location_check_and_by_the_copy() {
+    let _lock = common::moto_iam_lock().await;
+    let iam = Iam::start().await;
+    let bucket = iam.bucket("tags").await;
+    let dst = iam.bucket("tags-dst").await;
+    iam.root
+        .client()
+        .await
+        .put_object()
+        .bucket(&bucket)
+        .key("p/sample.txt")
+        .tagging("k=v")
+        .body(b"sample".to_vec().into())
+        .send()
+        .await
+        .expect("a tagged object");
+    let bucket_actions = [
+        "s3:ListBucket",
+        "s3:GetBucketLocation",
+        "s3:HeadBucket",
+        "s3:GetBucketVersioning",
+        "s3:GetBucketOwnershipControls",
+        "s3:ListBucketMultipartUploads",
+    ];
+    let object_actions = [
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:AbortMultipartUpload",
+    ];
+    let without = iam
+        .user(
+            "no-tagging",
+            Some(json!([
+                on_bucket(&bucket, &bucket_actions),
+                on_objects(&bucket, &object_actions),
+                on_bucket(&dst, &bucket_actions),
+                on_objects(&dst, &object_actions),
+            ])),
+        )
+        .await;
+    let mut all = object_actions.to_vec();
+    all.extend(["s3:GetObjectTagging", "s3:PutObjectTagging"]);
+    let with = iam
+        .user(
+            "tagging",
+            Some(json!([
+                on_bucket(&bucket, &bucket_actions),
+                on_objects(&bucket, &all),
+            ])),
+        )
+        .await;
+    iam.enforce();
+
+    let url = format!("s3://{bucket}/p");
+    let out = location_check(&without.server, &url, &["--write-probe"]);
+    let got = items(&out.stdout);
+    for what in ["s3:GetObjectTagging", "s3:PutObjectTagging"] {
+        let i = item(&got, what);
+        assert_eq!(i.sign, "!", "{what}: {got:#?}");
+        let fix = i.fix.clone().unwrap_or_default();
+        assert!(
+            fix.contains(&format!("allow {what} on {}", objects_arn(&bucket)))
+                && fix.contains("object_tags = \"none\""),
+            "{what}: {i:?}"
+        );
+    }
+    let out = location_check(&with.server, &url, &["--write-probe"]);
+    let got = items(&out.stdout);
+    for what in ["s3:GetObjectTagging", "s3:PutObjectTagging"] {
+        assert_eq!(item(&got, what).sign, "✓", "{what}: {got:#?}");
+    }
+    // The probe was written and removed.
+    assert_eq!(iam.keys(&bucket).await, vec!["p/sample.txt"]);
+
+    // Streamed (another name of the server: no CopyObject), the tags are
+    // read with GetObjectTagging, which this user may not call.
+    let state = common::tempdir();
+    let other = without.server.endpoint.replace("127.0.0.1", "localhost");
+    let sync = |extra: &[&str]| {
+        let mut cmd = common::syncmount_for(&without.server);
+        cmd.args([
+            "sync",
+            &url,
+            &format!("s3://{dst}/q"),
+            "--src-endpoint-url",
+            &without.server.endpoint,
+            "--dst-endpoint-url",
+            &other,
+            "--json",
+            "--state-dir",
+        ])
+        .arg(state.path())
+        .args(extra);
+        common::run(cmd)
+    };
+    let out = sync(&[]);
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    let summary = common::parse_summary(&out);
+    let failed = failed_objects(&summary);
+    assert!(
+        failed.len() == 1 && failed[0].1.contains("s3:GetObjectTagging"),
+        "{summary}"
+    );
+    assert_eq!(iam.keys(&dst).await, Vec::<String>::new());
+    let out = sync(&["--object-tags", "none"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(iam.keys(&dst).await, vec!["q/sample.txt"]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn location_check_with_a_role_the_user_may_not_assume_fails_credentials_and_role() {
     let _lock = common::moto_iam_lock().await;

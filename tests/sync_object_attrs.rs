@@ -1,8 +1,9 @@
 //! S3 → S3 copies keep an object's system metadata (Content-Type,
 //! Cache-Control, Content-Encoding, Content-Disposition, Content-Language,
-//! Expires) and other tools' user metadata on every path: a server-side
-//! CopyObject, a part copy (UploadPartCopy), and a copy streamed through
-//! this process (single PUT and multipart upload).
+//! Expires), other tools' user metadata and its tags on every path: a
+//! server-side CopyObject, a part copy (UploadPartCopy), and a copy
+//! streamed through this process (single PUT and multipart upload);
+//! `--object-tags none` writes no tags.
 
 mod common;
 
@@ -38,6 +39,7 @@ async fn put_with_attrs(server: &S3Server, bucket: &str, key: &str, body: Vec<u8
         .content_language(ATTRS[4].1)
         .expires(expires)
         .metadata("team", "blue")
+        .tagging("project=apollo&owner=ops%20team")
         .body(body.into())
         .send()
         .await
@@ -75,6 +77,33 @@ async fn attrs(server: &S3Server, bucket: &str, key: &str) -> Vec<(String, Optio
         h.metadata().and_then(|m| m.get("team")).cloned(),
     ));
     out
+}
+
+/// The tags of `key`, sorted.
+async fn tags(server: &S3Server, bucket: &str, key: &str) -> Vec<(String, String)> {
+    let out = server
+        .client()
+        .await
+        .get_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("tags of {key}: {e:?}"));
+    let mut t: Vec<(String, String)> = out
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
+    t.sort();
+    t
+}
+
+fn want_tags() -> Vec<(String, String)> {
+    vec![
+        ("owner".into(), "ops team".into()),
+        ("project".into(), "apollo".into()),
+    ]
 }
 
 fn want() -> Vec<(String, Option<String>)> {
@@ -137,6 +166,7 @@ async fn server_side_copies_and_part_copies_keep_system_and_user_metadata() {
     );
     for key in ["small.txt", "big.bin"] {
         assert_eq!(attrs(&server, &dst, key).await, want(), "{key}");
+        assert_eq!(tags(&server, &dst, key).await, want_tags(), "{key}");
     }
 }
 
@@ -155,5 +185,29 @@ async fn streamed_copies_keep_system_and_user_metadata() {
     );
     for key in ["small.txt", "big.bin"] {
         assert_eq!(attrs(&server, &dst, key).await, want(), "{key}");
+        assert_eq!(tags(&server, &dst, key).await, want_tags(), "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn object_tags_none_writes_no_tags_on_any_path() {
+    let server = common::moto();
+    let endpoint = server.endpoint.clone();
+    let other = server.endpoint.replace("127.0.0.1", "localhost");
+    for (how, dst_endpoint, extra) in [
+        (
+            "server-side",
+            endpoint.as_str(),
+            vec!["--multipart-copy-threshold", FIVE_MIB],
+        ),
+        ("streamed", other.as_str(), vec![]),
+    ] {
+        let mut args = extra.clone();
+        args.extend(["--object-tags", "none"]);
+        let (dst, _) = copy_both(&server, dst_endpoint, &args).await;
+        for key in ["small.txt", "big.bin"] {
+            assert_eq!(tags(&server, &dst, key).await, vec![], "{how}: {key}");
+            assert_eq!(attrs(&server, &dst, key).await, want(), "{how}: {key}");
+        }
     }
 }

@@ -30,6 +30,7 @@ pub struct S3Tuning {
     pub list_mode: ListMode,
     /// Most parts per upload (tests only; S3's limit otherwise).
     pub max_parts: Option<u64>,
+    pub object_tags: crate::location::s3::ObjectTags,
 }
 
 impl LocationKind {
@@ -97,6 +98,7 @@ impl LocationKind {
                 cfg.multipart_copy_threshold = tuning.multipart_copy_threshold;
                 cfg.list_mode = tuning.list_mode;
                 cfg.max_parts = tuning.max_parts;
+                cfg.object_tags = tuning.object_tags;
                 Ok(Arc::new(S3Location::connect(cfg, Some(journal)).await?))
             }
         }

@@ -31,6 +31,7 @@ pub const OPTION_KEYS: &[&str] = &[
     "multipart_threshold",
     "multipart_copy_threshold",
     "list_mode",
+    "object_tags",
     "queueing",
     "lock",
     "conflict_policy",
@@ -124,6 +125,9 @@ pub struct TaskOptionsConfig {
     pub multipart_copy_threshold: Option<u64>,
     #[serde(default, deserialize_with = "value_enum")]
     pub list_mode: Option<ListMode>,
+    /// S3 → S3: `preserve` (default) copies objects' tags, `none` does not.
+    #[serde(default, deserialize_with = "value_enum")]
+    pub object_tags: Option<crate::location::s3::ObjectTags>,
     /// Wait behind an overlapping execution (default) instead of failing.
     pub queueing: Option<bool>,
     pub lock: Option<LockKind>,
@@ -174,6 +178,7 @@ impl TaskOptionsConfig {
             multipart_threshold,
             multipart_copy_threshold,
             list_mode,
+            object_tags,
             queueing,
             lock,
             conflict_policy,
@@ -220,6 +225,7 @@ impl TaskOptionsConfig {
             multipart_copy_threshold: self.multipart_copy_threshold,
             list_mode: self.list_mode.unwrap_or_default(),
             max_parts: None,
+            object_tags: self.object_tags.unwrap_or_default(),
         }
     }
 

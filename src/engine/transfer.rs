@@ -262,6 +262,7 @@ impl Transfer {
             Arc::new(WithAttrs {
                 inner: source,
                 attrs: info.attrs,
+                origin: Some((self.src.clone(), src.key.clone())),
             })
         };
         let out = self

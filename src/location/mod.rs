@@ -157,6 +157,9 @@ pub struct ObjectAttrs {
     pub expires: Option<String>,
     /// `x-amz-meta-*` keys (lower-case, without the prefix).
     pub user: std::collections::BTreeMap<String, String>,
+    /// How many tags the object has (the tags themselves are asked for
+    /// only when a copy needs them: [`ByteSource::tags`]).
+    pub tag_count: u32,
 }
 
 /// A CRC32C checksum, either of the whole object or S3's composite form
@@ -310,12 +313,18 @@ pub trait ByteSource: Send + Sync {
     fn attrs(&self) -> Option<&ObjectAttrs> {
         None
     }
+    /// The tags of the object it reads (asked for when `attrs` counts some).
+    async fn tags(&self) -> Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A source that carries the attributes of the object it reads.
 pub struct WithAttrs {
     pub inner: Arc<dyn ByteSource>,
     pub attrs: ObjectAttrs,
+    /// Where the object is, to ask for its tags.
+    pub origin: Option<(Arc<dyn Location>, String)>,
 }
 
 #[async_trait]
@@ -331,6 +340,12 @@ impl ByteSource for WithAttrs {
     }
     fn attrs(&self) -> Option<&ObjectAttrs> {
         Some(&self.attrs)
+    }
+    async fn tags(&self) -> Result<Vec<(String, String)>> {
+        match &self.origin {
+            Some((loc, key)) => loc.tags(key).await,
+            None => Ok(Vec::new()),
+        }
     }
 }
 
@@ -442,6 +457,11 @@ pub trait Location: Send + Sync + std::fmt::Debug {
     }
 
     async fn delete(&self, key: &str) -> Result<()>;
+
+    /// The tags of `key` (S3 object tagging; none elsewhere).
+    async fn tags(&self, _key: &str) -> Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
 
     /// The checksum of what is stored at `key` now, as the store keeps it
     /// (S3: its own CRC32C, composite for multipart; local: computed by

@@ -74,6 +74,20 @@ pub struct S3Config {
     /// Most parts in one upload (S3's limit, [`MAX_PARTS`]; lowered only
     /// by tests, so a many-part upload needs no 80 GiB object).
     pub max_parts: Option<u64>,
+    /// Whether objects written here from another S3 object get its tags.
+    pub object_tags: ObjectTags,
+}
+
+/// DataSync's `ObjectTags`: whether S3 → S3 copies carry the source
+/// object's tags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObjectTags {
+    /// Copy them (needs `s3:GetObjectTagging` on the source objects and
+    /// `s3:PutObjectTagging` on the destination objects).
+    #[default]
+    Preserve,
+    /// Written objects get no tags.
+    None,
 }
 
 /// How a bucket is listed.
@@ -122,6 +136,7 @@ pub struct S3Location {
     pub(super) max_parts: u64,
     pub(super) threshold: u64,
     pub(super) copy_threshold: u64,
+    pub(super) preserve_tags: bool,
     /// Limits part payload in flight (permits are KiB).
     pub(super) budget: Arc<Semaphore>,
     /// Where in-flight multipart uploads are journalled, so a crashed run's
@@ -149,6 +164,7 @@ macro_rules! attrs_of {
             content_disposition: $out.content_disposition().map(str::to_string),
             content_language: $out.content_language().map(str::to_string),
             expires: $out.expires_string().map(str::to_string),
+            tag_count: $out.tag_count().unwrap_or(0).max(0) as u32,
             user: $out
                 .metadata()
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -220,6 +236,7 @@ impl S3Location {
             part_size,
             max_parts: cfg.max_parts.unwrap_or(MAX_PARTS).max(1),
             threshold,
+            preserve_tags: cfg.object_tags == ObjectTags::Preserve,
             copy_threshold: cfg
                 .multipart_copy_threshold
                 .unwrap_or(MAX_SINGLE_COPY)
@@ -489,8 +506,9 @@ pub(crate) fn iam_action(op: &str) -> &'static str {
         "AbortMultipartUpload" => "s3:AbortMultipartUpload",
         "ListMultipartUploads" => "s3:ListBucketMultipartUploads",
         "DeleteObject" => "s3:DeleteObject",
+        "GetObjectTagging" => "s3:GetObjectTagging",
         "CopyObject" | "UploadPartCopy" => {
-            "s3:GetObject on the source and s3:PutObject on the destination"
+            "s3:GetObject on the source and s3:PutObject on the destination (with tags: s3:GetObjectTagging and s3:PutObjectTagging; --object-tags none needs neither)"
         }
         _ => "s3:PutObject",
     }
@@ -673,6 +691,22 @@ impl Location for S3Location {
             return Ok(None);
         };
         self.server_side_copy(src, src_key, info, key).await
+    }
+
+    async fn tags(&self, key: &str) -> Result<Vec<(String, String)>> {
+        let out = self
+            .client
+            .get_object_tagging()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.err("GetObjectTagging", key, e))?;
+        Ok(out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

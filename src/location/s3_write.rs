@@ -55,9 +55,15 @@ struct Headers {
     user: std::collections::HashMap<String, String>,
     attrs: ObjectAttrs,
     expires: Option<aws_smithy_types::DateTime>,
+    tagging: Option<String>,
 }
 
-fn headers(key: &str, meta: &PosixMeta, from: Option<&ObjectAttrs>) -> Headers {
+fn headers(
+    key: &str,
+    meta: &PosixMeta,
+    from: Option<&ObjectAttrs>,
+    tags: &[(String, String)],
+) -> Headers {
     let mut attrs = from.cloned().unwrap_or_default();
     let mut user: std::collections::HashMap<String, String> =
         std::mem::take(&mut attrs.user).into_iter().collect();
@@ -72,6 +78,7 @@ fn headers(key: &str, meta: &PosixMeta, from: Option<&ObjectAttrs>) -> Headers {
         user,
         attrs,
         expires,
+        tagging: tagging(tags),
     }
 }
 
@@ -86,6 +93,7 @@ macro_rules! with_headers {
             .set_content_disposition(h.attrs.content_disposition)
             .set_content_language(h.attrs.content_language)
             .set_expires(h.expires)
+            .set_tagging(h.tagging)
     }};
 }
 
@@ -95,9 +103,14 @@ fn crc_header(crc: u32) -> String {
 
 /// Percent-encodes a copy source (`bucket/key`), keeping `/` as is.
 fn encode_copy_source(bucket: &str, key: &str) -> String {
-    let mut out = format!("{bucket}/");
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+    format!("{bucket}/{}", percent_encode(key, b"-_.~/"))
+}
+
+/// `text` with every byte but ASCII letters, digits and `keep` as `%XX`.
+fn percent_encode(text: &str, keep: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || keep.contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -106,7 +119,32 @@ fn encode_copy_source(bucket: &str, key: &str) -> String {
     out
 }
 
+/// Tags as the `x-amz-tagging` header wants them (`k1=v1&k2=v2`, each part
+/// URL-encoded); none for no tags.
+fn tagging(tags: &[(String, String)]) -> Option<String> {
+    let pairs: Vec<String> = tags
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                percent_encode(k, b"-_.~"),
+                percent_encode(v, b"-_.~")
+            )
+        })
+        .collect();
+    (!pairs.is_empty()).then(|| pairs.join("&"))
+}
+
 impl S3Location {
+    /// The tags a write from `source` carries: the source object's when
+    /// `object_tags = preserve` and it has some.
+    async fn tags_of(&self, source: &dyn ByteSource) -> Result<Vec<(String, String)>> {
+        match source.attrs() {
+            Some(a) if self.preserve_tags && a.tag_count > 0 => source.tags().await,
+            _ => Ok(Vec::new()),
+        }
+    }
+
     pub(super) async fn write_object(
         &self,
         key: &str,
@@ -160,7 +198,8 @@ impl S3Location {
             .put_object()
             .bucket(&self.cfg.bucket)
             .key(self.full_key(key));
-        let res = with_headers!(req, headers(key, meta, source.attrs()))
+        let tags = self.tags_of(source).await?;
+        let res = with_headers!(req, headers(key, meta, source.attrs(), &tags))
             .checksum_crc32_c(crc_header(crc))
             .set_if_none_match((mode == WriteMode::CreateNew).then(|| "*".to_string()))
             .body(body.into())
@@ -184,8 +223,8 @@ impl S3Location {
         meta: &PosixMeta,
         mode: WriteMode,
     ) -> Result<WriteOutcome> {
-        let attrs = source.attrs().cloned();
-        let head = headers(key, meta, attrs.as_ref());
+        let tags = self.tags_of(source.as_ref()).await?;
+        let head = headers(key, meta, source.attrs(), &tags);
         self.multipart(key, head, source.len(), mode, |upload_id, number, range| {
             let source = source.clone();
             async move {
@@ -393,9 +432,15 @@ impl S3Location {
         let source = encode_copy_source(&src.cfg.bucket, &src.full_key(src_key));
         let res = if info.size > self.copy_threshold {
             // Unlike CopyObject, a multipart copy carries no metadata over:
-            // the source's HEAD gives it (system metadata, user metadata).
+            // the source's HEAD gives it (system metadata, user metadata),
+            // GetObjectTagging its tags.
             let full = src.stat(src_key).await?.unwrap_or_else(|| info.clone());
-            self.copy_multipart(&source, &full, key).await
+            let tags = if self.preserve_tags && full.attrs.tag_count > 0 {
+                src.tags(src_key).await?
+            } else {
+                Vec::new()
+            };
+            self.copy_multipart(&source, &full, &tags, key).await
         } else {
             self.copy_single(&source, info, key).await
         };
@@ -434,7 +479,13 @@ impl S3Location {
         let source = encode_copy_source(&self.cfg.bucket, &self.full_key(key));
         if info.size > self.copy_threshold {
             info.meta = merged;
-            self.copy_multipart(&source, &info, key).await?;
+            // Its own tags stay, whatever `object_tags` says.
+            let tags = if info.attrs.tag_count > 0 {
+                self.tags(key).await?
+            } else {
+                Vec::new()
+            };
+            self.copy_multipart(&source, &info, &tags, key).await?;
             return Ok(());
         }
         self.client
@@ -468,10 +519,13 @@ impl S3Location {
             // No checksum algorithm asked: S3 then keeps the source's checksum
             // (and moto would store a wrong value if one were asked).
             .metadata_directive(MetadataDirective::Copy)
-            // Tags are not carried by streamed copies either (not yet
-            // supported); copying them here would also need tagging
-            // permissions the minimal policies do not grant.
-            .tagging_directive(TaggingDirective::Replace)
+            // Tags come along unless `object_tags = none` (COPY needs
+            // s3:GetObjectTagging and s3:PutObjectTagging).
+            .tagging_directive(if self.preserve_tags {
+                TaggingDirective::Copy
+            } else {
+                TaggingDirective::Replace
+            })
             .send()
             .await
             .map_err(|e| self.err("CopyObject", key, e))?;
@@ -500,11 +554,12 @@ impl S3Location {
         &self,
         source: &str,
         info: &ObjectInfo,
+        tags: &[(String, String)],
         key: &str,
     ) -> Result<WriteOutcome> {
         self.multipart(
             key,
-            headers(key, &info.meta, Some(&info.attrs)),
+            headers(key, &info.meta, Some(&info.attrs), tags),
             info.size,
             WriteMode::Replace,
             |upload_id, number, r| async move {

@@ -13,10 +13,12 @@
 //! | AbortMultipartUpload (failed uploads, a crashed run's journalled uploads) | `s3:AbortMultipartUpload` | destination objects |
 //! | ListMultipartUploads of one key (before creating an upload of it; after a crash or a lost answer, to find the upload whose id was never learnt) | `s3:ListBucketMultipartUploads` | destination bucket |
 //! | DeleteObject (`--preserve-deleted-files remove`, the `location check --write-probe` key) | `s3:DeleteObject` | destination objects |
+//! | GetObjectTagging, the read side of CopyObject with tags (`object_tags = preserve`, the default) | `s3:GetObjectTagging` | source objects |
+//! | PutObject/CreateMultipartUpload/CopyObject with tags | `s3:PutObjectTagging` | destination objects |
 //!
-//! Left out on purpose: `s3:ListMultipartUploadParts`, the tagging and
-//! version actions (not used yet), `iam:PassRole` (nobody hands the role to
-//! a service). `s3:DeleteObject` is granted on the
+//! Left out on purpose: `s3:ListMultipartUploadParts`, the version actions
+//! (not used), `iam:PassRole` (nobody hands the role to a service). The
+//! tagging actions can be dropped by hand with `object_tags = "none"`. `s3:DeleteObject` is granted on the
 //! destination even though only `--preserve-deleted-files remove` uses it;
 //! drop it by hand for a copy-only destination. `location check` also asks
 //! GetBucketOwnershipControls and GetBucketVersioning; without those
@@ -76,12 +78,13 @@ const DESTINATION_BUCKET_ACTIONS: [&str; 3] = [
     "s3:ListBucket",
     "s3:ListBucketMultipartUploads",
 ];
-const SOURCE_OBJECT_ACTIONS: [&str; 1] = ["s3:GetObject"];
-const DESTINATION_OBJECT_ACTIONS: [&str; 4] = [
+const SOURCE_OBJECT_ACTIONS: [&str; 2] = ["s3:GetObject", "s3:GetObjectTagging"];
+const DESTINATION_OBJECT_ACTIONS: [&str; 5] = [
     "s3:AbortMultipartUpload",
     "s3:DeleteObject",
     "s3:GetObject",
     "s3:PutObject",
+    "s3:PutObjectTagging",
 ];
 
 // ---------------------------------------------------------------------------

@@ -143,11 +143,12 @@ const DST_BUCKET: [&str; 3] = [
     "s3:ListBucket",
     "s3:ListBucketMultipartUploads",
 ];
-const WRITE: [&str; 4] = [
+const WRITE: [&str; 5] = [
     "s3:AbortMultipartUpload",
     "s3:DeleteObject",
     "s3:GetObject",
     "s3:PutObject",
+    "s3:PutObjectTagging",
 ];
 
 fn input<'a>() -> TransferRoleInput<'a> {
@@ -178,7 +179,11 @@ fn source_user_with_a_bucket_lists_and_reads_it_and_nothing_more() {
         sorted(vec![
             allow(&["sts:AssumeRole"], &[ROLE]),
             allow(&BUCKET, &["arn:aws:s3:::src-bucket"]).when("111111111111"),
-            allow(&["s3:GetObject"], &["arn:aws:s3:::src-bucket/*"]).when("111111111111"),
+            allow(
+                &["s3:GetObject", "s3:GetObjectTagging"],
+                &["arn:aws:s3:::src-bucket/*"]
+            )
+            .when("111111111111"),
         ])
     );
 }
@@ -218,7 +223,11 @@ fn transfer_role_with_a_source_bucket_reads_it_in_the_source_account() {
         grants(&pretty(&p.inline)),
         sorted(vec![
             allow(&BUCKET, &["arn:aws:s3:::src-bucket"]).when("111111111111"),
-            allow(&["s3:GetObject"], &["arn:aws:s3:::src-bucket/*"]).when("111111111111"),
+            allow(
+                &["s3:GetObject", "s3:GetObjectTagging"],
+                &["arn:aws:s3:::src-bucket/*"]
+            )
+            .when("111111111111"),
             allow(&DST_BUCKET, &["arn:aws:s3:::dst-bucket"]).when("222222222222"),
             allow(&WRITE, &["arn:aws:s3:::dst-bucket/*"]).when("222222222222"),
         ])
@@ -236,7 +245,10 @@ fn transfer_role_source_statements_have_no_condition_when_the_source_account_is_
     .unwrap();
     let g = grants(&pretty(&p.inline));
     assert!(g.contains(&allow(&BUCKET, &["arn:aws:s3:::src-bucket"])));
-    assert!(g.contains(&allow(&["s3:GetObject"], &["arn:aws:s3:::src-bucket/*"])));
+    assert!(g.contains(&allow(
+        &["s3:GetObject", "s3:GetObjectTagging"],
+        &["arn:aws:s3:::src-bucket/*"]
+    )));
     assert_eq!(
         grants(&pretty(&p.trust)),
         vec![allow(&["sts:AssumeRole"], &[]).by(json!({"AWS": USER}))]
