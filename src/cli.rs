@@ -25,6 +25,7 @@ use crate::engine::run::{ExecutionRequest, TaskOptions, DEFAULT_CONCURRENCY};
 use crate::engine::three_way::{ConflictPolicy, MaxDelete, TwoWayOptions};
 use crate::engine::transfer::VerifyMode;
 use crate::location::s3::{ListMode, S3Location};
+use crate::location::s3_settings::Sse;
 use crate::location::Location;
 use crate::task::guard::{self, Claim};
 
@@ -186,6 +187,22 @@ pub struct SyncArgs {
     /// UploadPartCopy (default and maximum 5 GiB, CopyObject's limit).
     #[arg(long)]
     pub multipart_copy_threshold: Option<u64>,
+    /// Storage class of the objects written to S3 (the destination; both
+    /// sides of a two-way sync): STANDARD_IA, GLACIER, DEEP_ARCHIVE, …
+    /// (the bucket's default when unset).
+    #[arg(long, value_parser = crate::location::s3_settings::storage_class)]
+    pub storage_class: Option<String>,
+    /// Server-side encryption of the objects written to S3 (as
+    /// --storage-class): aes256 (SSE-S3) or aws:kms (SSE-KMS).
+    #[arg(long, value_enum)]
+    pub sse: Option<Sse>,
+    /// The KMS key of --sse aws:kms (the account's default key when unset).
+    #[arg(long)]
+    pub sse_kms_key_id: Option<String>,
+    /// Send `x-amz-request-payer: requester` to both sides (buckets that
+    /// bill the reader).
+    #[arg(long)]
+    pub requester_pays: bool,
 }
 
 /// S3 connection settings that apply to both sides.
@@ -220,6 +237,13 @@ pub struct PerSideArgs {
     /// Role to assume for the destination.
     #[arg(long)]
     pub dst_role_arn: Option<String>,
+    /// The account that must own the source bucket (12 digits), sent as
+    /// x-amz-expected-bucket-owner on every request to it.
+    #[arg(long, value_parser = crate::location::s3_settings::account_id)]
+    pub src_expected_bucket_owner: Option<String>,
+    /// The account that must own the destination bucket.
+    #[arg(long, value_parser = crate::location::s3_settings::account_id)]
+    pub dst_expected_bucket_owner: Option<String>,
 }
 
 /// An error that is the user's to fix (exit code 2).
@@ -274,18 +298,31 @@ fn sides(args: &SyncArgs) -> (Side, Side) {
     let b = &args.both;
     let s = &args.sides;
     let pick = |one: &Option<String>, all: &Option<String>| one.clone().or_else(|| all.clone());
+    // How written objects are stored: at the destination, or on both
+    // sides of a two-way sync.
+    let stored = |written: bool| S3Overrides {
+        storage_class: args.storage_class.clone().filter(|_| written),
+        sse: args.sse.filter(|_| written),
+        sse_kms_key_id: args.sse_kms_key_id.clone().filter(|_| written),
+        requester_pays: args.requester_pays.then_some(true),
+        ..Default::default()
+    };
     (
         Side {
             region: pick(&s.src_region, &b.region),
             endpoint_url: pick(&s.src_endpoint_url, &b.endpoint_url),
             profile: pick(&s.src_profile, &b.profile),
             role_arn: s.src_role_arn.clone(),
+            expected_bucket_owner: s.src_expected_bucket_owner.clone(),
+            ..stored(args.two_way)
         },
         Side {
             region: pick(&s.dst_region, &b.region),
             endpoint_url: pick(&s.dst_endpoint_url, &b.endpoint_url),
             profile: pick(&s.dst_profile, &b.profile),
             role_arn: s.dst_role_arn.clone(),
+            expected_bucket_owner: s.dst_expected_bucket_owner.clone(),
+            ..stored(true)
         },
     )
 }
@@ -327,6 +364,7 @@ pub async fn mount(
         endpoint_url: args.conn.endpoint_url.clone(),
         profile: args.conn.profile.clone(),
         role_arn: args.role_arn.clone(),
+        ..Default::default()
     };
     // A mounted directory must exist, as a sync source must.
     let loc = spec

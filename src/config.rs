@@ -54,10 +54,20 @@ pub struct LocationConfig {
     pub endpoint_url: Option<String>,
     pub profile: Option<String>,
     pub role_arn: Option<String>,
+    /// S3: storage class of the objects written (`STANDARD_IA`, …).
+    pub storage_class: Option<String>,
+    /// S3: `aes256` or `aws:kms`.
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    pub requester_pays: Option<bool>,
+    /// S3: the account that must own the bucket (12 digits).
+    pub expected_bucket_owner: Option<String>,
     pub path: Option<PathBuf>,
 }
 
 /// What a location (named, or written as a URL or path) denotes.
+// A handful exist at a time (one per configured location): boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LocationKind {
     S3(crate::location::s3::S3Config),
@@ -167,7 +177,9 @@ impl LocationConfig {
     pub fn kind(&self) -> Result<LocationKind, String> {
         match (&self.bucket, &self.path) {
             (Some(bucket), None) => {
+                use crate::location::s3_settings as settings;
                 let prefix = self.prefix.as_deref().unwrap_or("").trim_matches('/');
+                let named = |e: String| format!("location `{}`: {e}", self.name);
                 Ok(LocationKind::S3(crate::location::s3::S3Config {
                     bucket: bucket.clone(),
                     prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}/") },
@@ -175,14 +187,19 @@ impl LocationConfig {
                     endpoint_url: self.endpoint_url.clone(),
                     profile: self.profile.clone(),
                     role_arn: self.role_arn.clone(),
+                    storage_class: self.storage_class.as_deref().map(settings::storage_class).transpose().map_err(named)?,
+                    sse: self.sse.as_deref().map(settings::Sse::parse).transpose().map_err(named)?,
+                    sse_kms_key_id: self.sse_kms_key_id.clone(),
+                    requester_pays: self.requester_pays.unwrap_or(false),
+                    expected_bucket_owner: self.expected_bucket_owner.as_deref().map(settings::account_id).transpose().map_err(named)?,
                     ..Default::default()
                 }))
             }
             (None, Some(path)) => {
-                let s3_only = [&self.prefix, &self.region, &self.endpoint_url, &self.profile, &self.role_arn];
-                if s3_only.iter().any(|v| v.is_some()) {
+                let s3_only = [&self.prefix, &self.region, &self.endpoint_url, &self.profile, &self.role_arn, &self.storage_class, &self.sse, &self.sse_kms_key_id, &self.expected_bucket_owner];
+                if s3_only.iter().any(|v| v.is_some()) || self.requester_pays.is_some() {
                     return Err(format!(
-                        "location `{}` has a path, so it is local: prefix, region, endpoint_url, profile and role_arn apply only to S3 locations (with a bucket)",
+                        "location `{}` has a path, so it is local: prefix, region, endpoint_url, profile, role_arn, storage_class, sse, sse_kms_key_id, requester_pays and expected_bucket_owner apply only to S3 locations (with a bucket)",
                         self.name
                     ));
                 }

@@ -19,6 +19,11 @@ pub struct S3Overrides {
     pub endpoint_url: Option<String>,
     pub profile: Option<String>,
     pub role_arn: Option<String>,
+    pub storage_class: Option<String>,
+    pub sse: Option<crate::location::s3_settings::Sse>,
+    pub sse_kms_key_id: Option<String>,
+    pub requester_pays: Option<bool>,
+    pub expected_bucket_owner: Option<String>,
 }
 
 /// S3 transfer tuning of one execution.
@@ -93,6 +98,14 @@ impl LocationKind {
                 cfg.endpoint_url = side.endpoint_url.clone().or(cfg.endpoint_url);
                 cfg.profile = side.profile.clone().or(cfg.profile);
                 cfg.role_arn = side.role_arn.clone().or(cfg.role_arn);
+                cfg.storage_class = side.storage_class.clone().or(cfg.storage_class);
+                cfg.sse = side.sse.or(cfg.sse);
+                cfg.sse_kms_key_id = side.sse_kms_key_id.clone().or(cfg.sse_kms_key_id);
+                cfg.requester_pays = side.requester_pays.unwrap_or(cfg.requester_pays);
+                cfg.expected_bucket_owner = side
+                    .expected_bucket_owner
+                    .clone()
+                    .or(cfg.expected_bucket_owner);
                 cfg.part_size = tuning.part_size;
                 cfg.multipart_threshold = tuning.multipart_threshold;
                 cfg.multipart_copy_threshold = tuning.multipart_copy_threshold;

@@ -61,6 +61,11 @@ pub const LOCATION_KEYS: &[&str] = &[
     "endpoint_url",
     "profile",
     "role_arn",
+    "storage_class",
+    "sse",
+    "sse_kms_key_id",
+    "requester_pays",
+    "expected_bucket_owner",
     "path",
 ];
 

@@ -13,6 +13,7 @@ pub mod local;
 pub mod meta;
 pub mod s3;
 mod s3_list;
+pub mod s3_settings;
 mod s3_write;
 mod walk;
 
@@ -475,6 +476,12 @@ pub trait Location: Send + Sync + std::fmt::Debug {
     /// More to say about an error of this location, for the user: who we
     /// are and what command shows the fix, for permission errors.
     async fn explain(&self, _err: &LocationError) -> Option<String> {
+        None
+    }
+
+    /// The storage class written objects get when they cannot be read
+    /// back without a restore (S3 `GLACIER`, `DEEP_ARCHIVE`).
+    fn archive_class(&self) -> Option<String> {
         None
     }
 

@@ -76,6 +76,16 @@ pub struct S3Config {
     pub max_parts: Option<u64>,
     /// Whether objects written here from another S3 object get its tags.
     pub object_tags: ObjectTags,
+    /// Storage class of the objects written here, in S3's spelling
+    /// (checked by [`super::s3_settings::storage_class`]); the bucket's
+    /// default when unset.
+    pub storage_class: Option<String>,
+    pub sse: Option<super::s3_settings::Sse>,
+    pub sse_kms_key_id: Option<String>,
+    /// Send `x-amz-request-payer: requester` (the bucket bills the reader).
+    pub requester_pays: bool,
+    /// The account that must own the bucket, sent on every request.
+    pub expected_bucket_owner: Option<String>,
 }
 
 /// DataSync's `ObjectTags`: whether S3 → S3 copies carry the source
@@ -224,6 +234,12 @@ impl S3Location {
             || std::env::var_os("AWS_ENDPOINT_URL").is_some()
             || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
         builder = builder.force_path_style(path_style);
+        if cfg.expected_bucket_owner.is_some() || cfg.requester_pays {
+            builder = builder.interceptor(super::s3_settings::BucketHeaders {
+                expected_owner: cfg.expected_bucket_owner.clone(),
+                requester_pays: cfg.requester_pays,
+            });
+        }
         let part_size = cfg
             .part_size
             .unwrap_or(DEFAULT_PART_SIZE)
@@ -761,6 +777,13 @@ impl Location for S3Location {
             format!("`{check}` shows what is missing; `syncmount policy …` prints the policies")
         };
         Some(format!("principal {who}; {fix}"))
+    }
+
+    fn archive_class(&self) -> Option<String> {
+        self.cfg
+            .storage_class
+            .clone()
+            .filter(|c| super::s3_settings::is_archive(c))
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

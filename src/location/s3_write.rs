@@ -13,7 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, MetadataDirective, TaggingDirective,
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, MetadataDirective,
+    ServerSideEncryption, StorageClass, TaggingDirective,
 };
 use bytes::Bytes;
 use futures::stream::{StreamExt, TryStreamExt};
@@ -56,6 +57,17 @@ struct Headers {
     attrs: ObjectAttrs,
     expires: Option<aws_smithy_types::DateTime>,
     tagging: Option<String>,
+    stored: Stored,
+}
+
+/// How an object is stored: its storage class and encryption (the
+/// location's settings for new objects; an object's own when it is
+/// rewritten in place).
+#[derive(Clone, Debug, Default)]
+struct Stored {
+    class: Option<StorageClass>,
+    sse: Option<ServerSideEncryption>,
+    kms_key: Option<String>,
 }
 
 fn headers(
@@ -71,15 +83,19 @@ fn headers(
     if attrs.content_type.is_none() {
         attrs.content_type = content_type_for(key);
     }
-    let expires = attrs.expires.as_deref().and_then(|e| {
-        aws_smithy_types::DateTime::from_str(e, aws_smithy_types::date_time::Format::HttpDate).ok()
-    });
+    let expires = attrs.expires.as_deref().and_then(http_date);
     Headers {
         user,
         attrs,
         expires,
         tagging: tagging(tags),
+        stored: Stored::default(),
     }
+}
+
+/// An `Expires` header's date.
+fn http_date(s: &str) -> Option<aws_smithy_types::DateTime> {
+    aws_smithy_types::DateTime::from_str(s, aws_smithy_types::date_time::Format::HttpDate).ok()
 }
 
 /// Sets [`Headers`] on a PutObject or CreateMultipartUpload request.
@@ -94,6 +110,9 @@ macro_rules! with_headers {
             .set_content_language(h.attrs.content_language)
             .set_expires(h.expires)
             .set_tagging(h.tagging)
+            .set_storage_class(h.stored.class)
+            .set_server_side_encryption(h.stored.sse)
+            .set_ssekms_key_id(h.stored.kms_key)
     }};
 }
 
@@ -136,6 +155,29 @@ fn tagging(tags: &[(String, String)]) -> Option<String> {
 }
 
 impl S3Location {
+    /// How new objects are stored here (`storage_class`, `sse`).
+    fn stored_new(&self) -> Stored {
+        Stored {
+            class: self.cfg.storage_class.as_deref().map(StorageClass::from),
+            sse: self.cfg.sse.map(|s| s.header()),
+            kms_key: self.cfg.sse_kms_key_id.clone(),
+        }
+    }
+
+    /// `headers` for a new object of this location.
+    fn new_headers(
+        &self,
+        key: &str,
+        meta: &PosixMeta,
+        from: Option<&ObjectAttrs>,
+        tags: &[(String, String)],
+    ) -> Headers {
+        Headers {
+            stored: self.stored_new(),
+            ..headers(key, meta, from, tags)
+        }
+    }
+
     /// The tags a write from `source` carries: the source object's when
     /// `object_tags = preserve` and it has some.
     async fn tags_of(&self, source: &dyn ByteSource) -> Result<Vec<(String, String)>> {
@@ -199,7 +241,7 @@ impl S3Location {
             .bucket(&self.cfg.bucket)
             .key(self.full_key(key));
         let tags = self.tags_of(source).await?;
-        let res = with_headers!(req, headers(key, meta, source.attrs(), &tags))
+        let res = with_headers!(req, self.new_headers(key, meta, source.attrs(), &tags))
             .checksum_crc32_c(crc_header(crc))
             .set_if_none_match((mode == WriteMode::CreateNew).then(|| "*".to_string()))
             .body(body.into())
@@ -224,7 +266,7 @@ impl S3Location {
         mode: WriteMode,
     ) -> Result<WriteOutcome> {
         let tags = self.tags_of(source.as_ref()).await?;
-        let head = headers(key, meta, source.attrs(), &tags);
+        let head = self.new_headers(key, meta, source.attrs(), &tags);
         self.multipart(key, head, source.len(), mode, |upload_id, number, range| {
             let source = source.clone();
             async move {
@@ -440,7 +482,8 @@ impl S3Location {
             } else {
                 Vec::new()
             };
-            self.copy_multipart(&source, &full, &tags, key).await
+            let head = self.new_headers(key, &full.meta, Some(&full.attrs), &tags);
+            self.copy_multipart(&source, &full, head, key).await
         } else {
             self.copy_single(&source, info, key).await
         };
@@ -477,6 +520,12 @@ impl S3Location {
         let mut user = head.metadata().cloned().unwrap_or_default();
         user.extend(merged.to_user_metadata());
         let source = encode_copy_source(&self.cfg.bucket, &self.full_key(key));
+        // A copy onto itself would otherwise take the bucket's defaults.
+        let own = Stored {
+            class: head.storage_class().cloned(),
+            sse: head.server_side_encryption().cloned(),
+            kms_key: head.ssekms_key_id().map(str::to_string),
+        };
         if info.size > self.copy_threshold {
             info.meta = merged;
             // Its own tags stay, whatever `object_tags` says.
@@ -485,7 +534,11 @@ impl S3Location {
             } else {
                 Vec::new()
             };
-            self.copy_multipart(&source, &info, &tags, key).await?;
+            let head = Headers {
+                stored: own.clone(),
+                ..headers(key, &info.meta, Some(&info.attrs), &tags)
+            };
+            self.copy_multipart(&source, &info, head, key).await?;
             return Ok(());
         }
         self.client
@@ -497,6 +550,14 @@ impl S3Location {
             .metadata_directive(MetadataDirective::Replace)
             .set_metadata(Some(user))
             .set_content_type(head.content_type().map(str::to_string))
+            .set_cache_control(head.cache_control().map(str::to_string))
+            .set_content_encoding(head.content_encoding().map(str::to_string))
+            .set_content_disposition(head.content_disposition().map(str::to_string))
+            .set_content_language(head.content_language().map(str::to_string))
+            .set_expires(head.expires_string().and_then(http_date))
+            .set_storage_class(own.class)
+            .set_server_side_encryption(own.sse)
+            .set_ssekms_key_id(own.kms_key)
             .send()
             .await
             .map(|_| ())
@@ -509,6 +570,7 @@ impl S3Location {
         info: &ObjectInfo,
         key: &str,
     ) -> Result<WriteOutcome> {
+        let stored = self.stored_new();
         let out = self
             .client
             .copy_object()
@@ -519,6 +581,9 @@ impl S3Location {
             // No checksum algorithm asked: S3 then keeps the source's checksum
             // (and moto would store a wrong value if one were asked).
             .metadata_directive(MetadataDirective::Copy)
+            .set_storage_class(stored.class)
+            .set_server_side_encryption(stored.sse)
+            .set_ssekms_key_id(stored.kms_key)
             // Tags come along unless `object_tags = none` (COPY needs
             // s3:GetObjectTagging and s3:PutObjectTagging).
             .tagging_directive(if self.preserve_tags {
@@ -554,12 +619,12 @@ impl S3Location {
         &self,
         source: &str,
         info: &ObjectInfo,
-        tags: &[(String, String)],
+        head: Headers,
         key: &str,
     ) -> Result<WriteOutcome> {
         self.multipart(
             key,
-            headers(key, &info.meta, Some(&info.attrs), tags),
+            head,
             info.size,
             WriteMode::Replace,
             |upload_id, number, r| async move {

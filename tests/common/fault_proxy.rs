@@ -113,6 +113,8 @@ pub struct ProxyCounters {
     pub matching: AtomicU64,
     /// `METHOD TARGET -> outcome`, in arrival order (for failure messages).
     log: Mutex<Vec<String>>,
+    /// Every request head as it arrived (request line and headers).
+    heads: Mutex<Vec<String>>,
 }
 
 impl ProxyCounters {
@@ -137,6 +139,11 @@ impl ProxyCounters {
     pub fn internal_errors(&self) -> u64 {
         self.internal_errors.load(Ordering::SeqCst)
     }
+    /// Every request head seen, in arrival order.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
     /// Every request seen, as `METHOD TARGET -> outcome`.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
@@ -301,6 +308,9 @@ async fn serve(
     let method = parts.next().unwrap_or_default().to_string();
     let target = parts.next().unwrap_or_default().to_string();
 
+    if let Ok(mut h) = counters.heads.lock() {
+        h.push(head.clone());
+    }
     let n = counters.requests.fetch_add(1, Ordering::SeqCst);
     if let Some(watched) = plan.watched() {
         if target.contains(watched) {
