@@ -67,6 +67,9 @@ pub enum CopyReason {
     MtimeDiffers,
     ChecksumDiffers,
     TransferModeAll,
+    /// Same content; the mode (or, as root, the owner) differs: only the
+    /// metadata is rewritten.
+    MetadataDiffers,
 }
 
 /// Why a key is left alone.
@@ -202,7 +205,12 @@ fn compare(s: &Entry, d: &Entry, opts: &DiffOptions) -> Action {
     let src_mtime = s.meta.and_then(|m| m.mtime_ns);
     let dst_mtime = d.meta.and_then(|m| m.mtime_ns);
     match same_mtime(src_mtime, dst_mtime) {
-        Some(true) => skip(&s.key, SkipReason::Unchanged),
+        Some(true) => match (s.meta, d.meta) {
+            (Some(a), Some(b)) if meta_differs(&a, &b) => {
+                copy(s, Some(d), CopyReason::MetadataDiffers)
+            }
+            _ => skip(&s.key, SkipReason::Unchanged),
+        },
         Some(false) => copy(s, Some(d), CopyReason::MtimeDiffers),
         // An object uploaded before the file was last modified is stale
         // whatever its stored metadata says: no need to look. Listings give
@@ -221,26 +229,40 @@ fn compare(s: &Entry, d: &Entry, opts: &DiffOptions) -> Action {
     }
 }
 
+/// Whether stored metadata other than the mtime differs where both sides
+/// know it: the permission bits, and (when running as root, who alone may
+/// give a file away) the owner and group.
+pub fn meta_differs(a: &PosixMeta, b: &PosixMeta) -> bool {
+    let differ = |x: Option<u32>, y: Option<u32>| matches!((x, y), (Some(x), Some(y)) if x != y);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    differ(a.mode.map(|m| m & 0o7777), b.mode.map(|m| m & 0o7777))
+        || (root && (differ(a.uid, b.uid) || differ(a.gid, b.gid)))
+}
+
 /// Settles a [`Action::Check`] once both sides' stored metadata is known.
 /// Returns the copy reason, or `None` when unchanged.
 pub fn decide_with_info(src: &ObjectInfo, dst: &ObjectInfo) -> Option<CopyReason> {
     if src.size != dst.size {
         return Some(CopyReason::SizeDiffers);
     }
-    match (src.checksum, dst.checksum) {
+    let same_content = match (src.checksum, dst.checksum) {
         (Some(a @ Checksum::Crc32c(_)), Some(b @ Checksum::Crc32c(_))) => {
-            return (a != b).then_some(CopyReason::ChecksumDiffers);
+            if a != b {
+                return Some(CopyReason::ChecksumDiffers);
+            }
+            true
         }
         // Composites depend on the part size: equal ones prove equal
         // content, different ones prove nothing; the mtime decides.
-        (Some(a), Some(b)) if a == b => return None,
-        _ => {}
-    }
+        (Some(a), Some(b)) if a == b => true,
+        _ => false,
+    };
     let mtime = |i: &ObjectInfo| i.meta.mtime_ns.or(i.modified.map(to_ns));
-    match same_mtime(mtime(src), mtime(dst)) {
-        Some(true) => None,
-        _ => Some(CopyReason::MtimeDiffers),
+    if !same_content && same_mtime(mtime(src), mtime(dst)) != Some(true) {
+        return Some(CopyReason::MtimeDiffers);
     }
+    meta_differs(&src.meta, &dst.meta).then_some(CopyReason::MetadataDiffers)
 }
 
 /// POSIX metadata to write with a copy: the source's, as far as known.

@@ -20,17 +20,38 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::location::Entry;
 
-/// A side's identity as a listing shows it: the ETag, else the file's mtime,
-/// else LastModified (some servers list no ETags); always with the size.
+/// A side's identity as a listing shows it: the ETag, else the file's mtime
+/// and permission bits (a chmod is a change), else LastModified (some
+/// servers list no ETags); always with the size.
 pub fn fingerprint(e: &Entry) -> Option<String> {
     if let Some(etag) = &e.etag {
         return Some(format!("etag:{etag}:{}", e.size));
     }
-    if let Some(ns) = e.meta.and_then(|m| m.mtime_ns) {
-        return Some(format!("mtime:{ns}:{}", e.size));
+    if let Some(m) = e.meta {
+        if let Some(ns) = m.mtime_ns {
+            return Some(match m.mode {
+                Some(mode) => format!("mtime:{ns}:{}:{:o}", e.size, mode & 0o7777),
+                None => format!("mtime:{ns}:{}", e.size),
+            });
+        }
     }
     let t = crate::location::meta::system_time_to_ns(e.modified?);
     Some(format!("modified:{t}:{}", e.size))
+}
+
+/// A source's fingerprint: as [`fingerprint`], with LastModified beside an
+/// ETag, because rewriting an object's metadata in place keeps a single-part
+/// ETag (a destination's written objects are fingerprinted without it: a
+/// PUT's answer does not tell it).
+pub fn source_fingerprint(e: &Entry) -> Option<String> {
+    let fp = fingerprint(e)?;
+    match (&e.etag, e.modified) {
+        (Some(_), Some(t)) => Some(format!(
+            "{fp}:{}",
+            crate::location::meta::system_time_to_ns(t).div_euclid(1_000_000_000)
+        )),
+        _ => Some(fp),
+    }
 }
 
 #[derive(Debug)]
@@ -98,7 +119,7 @@ impl PairCache {
 
     /// True when both sides still show the fingerprints recorded as equal.
     pub fn unchanged(&self, src: &Entry, dst: &Entry) -> bool {
-        let (Some(s), Some(d)) = (fingerprint(src), fingerprint(dst)) else {
+        let (Some(s), Some(d)) = (source_fingerprint(src), fingerprint(dst)) else {
             return false;
         };
         let Ok(conn) = self.conn.lock() else {

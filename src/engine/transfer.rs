@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::diff::{decide_with_info, meta_to_write, Action, CopyReason, SkipReason};
 use super::report::{Counters, ObjectRecord, Report};
-use super::state::{fingerprint, PairCache};
+use super::state::{fingerprint, source_fingerprint, PairCache};
 use super::throttle::{MeteredSource, Throttle};
 use crate::location::{
     ByteSource, Checksum, Entry, Location, LocationError, LocationSource, ObjectAttrs, ObjectInfo,
@@ -85,11 +85,6 @@ impl Transfer {
         }
     }
 
-    fn planned(&self, src: &Entry) {
-        Counters::add(&self.counters.estimated_files, 1);
-        Counters::add(&self.counters.estimated_bytes, src.size);
-    }
-
     async fn delete(&self, dst: &Entry) {
         let mut r = record(&dst.key, "delete", "ok");
         r.reason = Some("not at source".into());
@@ -124,7 +119,7 @@ impl Transfer {
             Ok((si, di)) => match decide_with_info(&si, &di) {
                 None => {
                     if let Some(c) = &self.cache {
-                        c.record(&src.key, fingerprint(&src), fingerprint(&dst));
+                        c.record(&src.key, source_fingerprint(&src), fingerprint(&dst));
                     }
                     self.skip_unchanged(&src.key);
                 }
@@ -139,6 +134,44 @@ impl Transfer {
         }
     }
 
+    /// Same content, other metadata: the destination's metadata is
+    /// rewritten (a chmod/chown/utimens locally, a copy onto itself on S3),
+    /// counted as transferred with 0 bytes.
+    async fn rewrite_meta(&self, src: &Entry, info: Option<ObjectInfo>, mut r: ObjectRecord) {
+        let info = match info {
+            Some(i) => Ok(Some(i)),
+            None if src.meta.is_some() => Ok(None),
+            None => info_of(self.src.as_ref(), src).await.map(Some),
+        };
+        let meta = match info {
+            Ok(i) => meta_to_write(src, i.as_ref()),
+            Err(e) => {
+                self.fail(&mut r, &e).await;
+                return self.report.record(r);
+            }
+        };
+        match with_retries(|| self.dst.set_meta(&src.key, &meta)).await {
+            Ok(()) => {
+                Counters::add(&self.counters.files_transferred, 1);
+                if let Some(c) = &self.cache {
+                    // What the rewrite left is seen by the next listing.
+                    c.forget(&src.key);
+                }
+            }
+            Err(e) => {
+                self.fail(&mut r, &e).await;
+            }
+        }
+        self.report.record(r);
+    }
+
+    /// Marks `r` failed with `e`, counted.
+    async fn fail(&self, r: &mut ObjectRecord, e: &LocationError) {
+        Counters::add(&self.counters.files_failed, 1);
+        r.result = "failed";
+        r.error = Some(self.explain(e).await);
+    }
+
     fn skip_unchanged(&self, key: &str) {
         Counters::add(&self.counters.files_skipped, 1);
         let mut r = record(key, "skip", "skipped");
@@ -147,15 +180,22 @@ impl Transfer {
     }
 
     async fn copy(&self, src: &Entry, info: Option<ObjectInfo>, reason: CopyReason) {
-        self.planned(src);
+        let only_meta = reason == CopyReason::MetadataDiffers;
+        Counters::add(&self.counters.estimated_files, 1);
+        if !only_meta {
+            Counters::add(&self.counters.estimated_bytes, src.size);
+        }
         let action = if src.is_dir_marker() { "mkdir" } else { "copy" };
         let mut r = record(&src.key, action, "ok");
         r.reason = Some(format!("{reason:?}"));
-        r.bytes = src.size;
+        r.bytes = if only_meta { 0 } else { src.size };
         if self.dry_run {
             r.result = "dry-run";
             self.report.record(r);
             return;
+        }
+        if only_meta {
+            return self.rewrite_meta(src, info, r).await;
         }
         match self.copy_to(src, info, &src.key).await {
             Ok((out, verified)) => {
@@ -169,15 +209,13 @@ impl Transfer {
                 if let Some(c) = &self.cache {
                     c.record(
                         &src.key,
-                        fingerprint(src),
+                        source_fingerprint(src),
                         fingerprint(&out.as_listed(&src.key)),
                     );
                 }
             }
             Err(e) => {
-                Counters::add(&self.counters.files_failed, 1);
-                r.result = "failed";
-                r.error = Some(self.explain(&e).await);
+                self.fail(&mut r, &e).await;
             }
         }
         self.report.record(r);
@@ -216,6 +254,7 @@ impl Transfer {
                 reported: None,
                 etag: None,
                 mtime_ns: None,
+                mode: None,
             });
         }
         let listed = ObjectInfo {

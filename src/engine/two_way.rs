@@ -609,7 +609,9 @@ impl Pair {
             (ia.checksum, ib.checksum),
             (Some(Checksum::Crc32c(_)), Some(Checksum::Crc32c(_)))
         );
-        match decide_with_info(ia, ib) {
+        // Content only: metadata differences are the merge's business.
+        let content = decide_with_info(ia, ib).filter(|r| *r != CopyReason::MetadataDiffers);
+        match content {
             None if by_checksum || !strict => return true,
             None | Some(CopyReason::MtimeDiffers) => {}
             Some(_) => return false,

@@ -609,6 +609,8 @@ impl LocalLocation {
             reported: None,
             etag: None,
             mtime_ns: meta.mtime_ns,
+            // As `apply_meta` set it.
+            mode: Some(0o100000 | meta.mode.map_or(DEFAULT_FILE_MODE, |m| m & 0o7777)),
         })
     }
 }

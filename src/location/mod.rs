@@ -223,8 +223,10 @@ pub struct WriteOutcome {
     pub reported: Option<Checksum>,
     /// How a listing will show the new object: its ETag (S3) ...
     pub etag: Option<String>,
-    /// ... or its mtime (local files), when known.
+    /// ... or its mtime (local files), when known ...
     pub mtime_ns: Option<i128>,
+    /// ... with its permission bits (local files).
+    pub mode: Option<u32>,
 }
 
 impl WriteOutcome {
@@ -237,6 +239,7 @@ impl WriteOutcome {
             etag: self.etag.clone(),
             meta: self.mtime_ns.map(|ns| PosixMeta {
                 mtime_ns: Some(ns),
+                mode: self.mode,
                 ..Default::default()
             }),
         }

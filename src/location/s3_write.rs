@@ -255,6 +255,7 @@ impl S3Location {
             reported: res.checksum_crc32_c().and_then(Checksum::from_header),
             etag: res.e_tag().map(str::to_string),
             mtime_ns: None,
+            mode: None,
         })
     }
 
@@ -441,6 +442,7 @@ impl S3Location {
             reported: res.checksum_crc32_c().and_then(Checksum::from_header),
             etag: res.e_tag().map(str::to_string),
             mtime_ns: None,
+            mode: None,
         })
     }
 
@@ -612,6 +614,7 @@ impl S3Location {
                 .and_then(|r| r.e_tag())
                 .map(str::to_string),
             mtime_ns: None,
+            mode: None,
         })
     }
 
