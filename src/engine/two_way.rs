@@ -636,10 +636,19 @@ impl Pair {
             Side::B => (b, ib, a, ia),
         };
         let key = &we.key;
-        let kept =
-            (self.policy == ConflictPolicy::KeepBoth).then(|| conflict_name(key, l, mtime_of(&li)));
+        // keep-both: the name the losing version is kept under, and the
+        // sides that still need it written there.
+        let kept = match self.policy {
+            ConflictPolicy::KeepBoth => match self.conflict_copy_name(key, l, &li).await {
+                Ok(k) => Some(k),
+                Err(why) => {
+                    return self.failed(key, "conflict", "changed on both sides".into(), why)
+                }
+            },
+            _ => None,
+        };
         let reason = match &kept {
-            Some(name) => format!(
+            Some((name, _)) => format!(
                 "changed on both sides: {}'s version keeps the name, {}'s is kept on both sides as `{name}`",
                 side_name(w),
                 side_name(l)
@@ -660,27 +669,11 @@ impl Pair {
         if !self.unchanged_since_listed(l, key, Some(le)).await {
             return self.left_for_next_run(key, l, "conflict");
         }
-        if let Some(name) = &kept {
-            let mut write = Vec::new();
-            for to in [l, w] {
-                match self.under_name(to, name, (l, key, &li)).await {
-                    // Written by a resolution a killed run began.
-                    Held::This => {}
-                    Held::Nothing => write.push(to),
-                    Held::Other => {
-                        let why = format!(
-                            "{} holds another version under the conflict name `{name}`; it is not overwritten: rename or remove it",
-                            side_name(to)
-                        );
-                        return self.failed(key, "conflict", reason, why);
-                    }
-                    Held::Unknown(why) => return self.failed(key, "conflict", reason, why),
-                }
-            }
+        if let Some((name, write)) = &kept {
             crate::lock(&self.conflict_names).insert(name.clone());
             // The losing version first goes to its conflict name on both
             // sides; only then is its name overwritten.
-            for to in write {
+            for &to in write {
                 match self
                     .transfer(l, to)
                     .copy_to(le, Some(li.clone()), name)
@@ -706,6 +699,45 @@ impl Pair {
                 self.failed(key, "conflict", reason, why);
             }
         }
+    }
+
+    /// The name the losing version `li` of `key` (on side `l`) is kept under
+    /// on both sides: [`conflict_name`] of its own mtime or, where a side
+    /// holds another version under that name (an earlier conflict's copy:
+    /// S3 times are whole seconds), the first later millisecond whose name
+    /// is free on both sides or holds this version (written by a resolution
+    /// a killed run began); with the sides that still need it written.
+    async fn conflict_copy_name(
+        &self,
+        key: &str,
+        l: Side,
+        li: &ObjectInfo,
+    ) -> Result<(String, Vec<Side>), String> {
+        let t = mtime_of(li);
+        let tries = if t.is_some() { CONFLICT_NAME_TRIES } else { 1 };
+        for bump in 0..tries {
+            let name = conflict_name(key, l, t.map(|t| t + i128::from(bump) * 1_000_000));
+            let mut write = Vec::new();
+            let mut taken = false;
+            for to in [l, l.other()] {
+                match self.under_name(to, &name, (l, key, li)).await {
+                    Held::This => {}
+                    Held::Nothing => write.push(to),
+                    Held::Other => {
+                        taken = true;
+                        break;
+                    }
+                    Held::Unknown(why) => return Err(why),
+                }
+            }
+            if !taken {
+                return Ok((name, write));
+            }
+        }
+        Err(format!(
+            "the conflict names of `{key}` from `{}` on are all taken by other versions",
+            conflict_name(key, l, t)
+        ))
     }
 
     /// What `side` holds under `name`, against the version `of` (side, key,
@@ -851,6 +883,10 @@ enum Step {
     Nothing,
     End,
 }
+
+/// How many later milliseconds a conflict copy's name may move to when its
+/// own is taken by another version.
+const CONFLICT_NAME_TRIES: u32 = 100;
 
 /// How many keys `Merge::resolving` holds before the finished ones are
 /// dropped.
