@@ -143,6 +143,46 @@ async fn requester_pays_and_the_expected_owner_go_with_every_request() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_server_side_copy_names_the_expected_owner_of_its_source_bucket() {
+    let server = common::moto();
+    let (src, dst) = (
+        server.new_bucket("owner-src").await,
+        server.new_bucket("owner-dst").await,
+    );
+    server.put(&src, "a.txt", b"a").await;
+    let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
+    let via = server.through(&proxy);
+    let state = common::tempdir();
+    let summary = sync_ok(
+        &via,
+        state.path(),
+        &[
+            &via.url(&src, ""),
+            &via.url(&dst, ""),
+            "--src-expected-bucket-owner",
+            "123456789012",
+            "--dst-expected-bucket-owner",
+            "123456789012",
+        ],
+    );
+    assert_eq!(counter(&summary, "FilesTransferred"), 1, "{summary}");
+    let copies: Vec<String> = proxy
+        .counters
+        .heads()
+        .into_iter()
+        .filter(|h| h.to_ascii_lowercase().contains("\r\nx-amz-copy-source:"))
+        .collect();
+    assert_eq!(copies.len(), 1, "one CopyObject: {copies:#?}");
+    let lower = copies[0].to_ascii_lowercase();
+    assert!(
+        lower.contains("\r\nx-amz-source-expected-bucket-owner: 123456789012\r\n")
+            && lower.contains("\r\nx-amz-expected-bucket-owner: 123456789012\r\n"),
+        "{}",
+        copies[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn point_in_time_verification_into_an_archive_class_is_refused_before_anything_is_written() {
     let server = common::moto();
     let bucket = server.new_bucket("glacier").await;

@@ -121,6 +121,22 @@ fn crc_header(crc: u32) -> String {
 }
 
 /// Percent-encodes a copy source (`bucket/key`), keeping `/` as is.
+/// The source of a server-side copy: its `x-amz-copy-source`, and the
+/// account that must own its bucket (`x-amz-source-expected-bucket-owner`).
+struct CopySource {
+    path: String,
+    owner: Option<String>,
+}
+
+impl CopySource {
+    fn of(loc: &S3Location, key: &str) -> CopySource {
+        CopySource {
+            path: encode_copy_source(&loc.cfg.bucket, &loc.full_key(key)),
+            owner: loc.cfg.expected_bucket_owner.clone(),
+        }
+    }
+}
+
 fn encode_copy_source(bucket: &str, key: &str) -> String {
     format!("{bucket}/{}", percent_encode(key, b"-_.~/"))
 }
@@ -473,7 +489,7 @@ impl S3Location {
         {
             return Ok(None);
         }
-        let source = encode_copy_source(&src.cfg.bucket, &src.full_key(src_key));
+        let source = CopySource::of(src, src_key);
         let res = if info.size > self.copy_threshold {
             // Unlike CopyObject, a multipart copy carries no metadata over:
             // the source's HEAD gives it (system metadata, user metadata),
@@ -521,7 +537,7 @@ impl S3Location {
         // Other tools' metadata stays; ours is written anew in every form.
         let mut user = head.metadata().cloned().unwrap_or_default();
         user.extend(merged.to_user_metadata());
-        let source = encode_copy_source(&self.cfg.bucket, &self.full_key(key));
+        let source = CopySource::of(self, key);
         // A copy onto itself would otherwise take the bucket's defaults.
         let own = Stored {
             class: head.storage_class().cloned(),
@@ -547,7 +563,8 @@ impl S3Location {
             .copy_object()
             .bucket(&self.cfg.bucket)
             .key(self.full_key(key))
-            .copy_source(source)
+            .copy_source(&source.path)
+            .set_expected_source_bucket_owner(source.owner.clone())
             .set_copy_source_if_match(info.etag.clone())
             .metadata_directive(MetadataDirective::Replace)
             .set_metadata(Some(user))
@@ -568,7 +585,7 @@ impl S3Location {
 
     async fn copy_single(
         &self,
-        source: &str,
+        source: &CopySource,
         info: &ObjectInfo,
         key: &str,
     ) -> Result<WriteOutcome> {
@@ -578,7 +595,8 @@ impl S3Location {
             .copy_object()
             .bucket(&self.cfg.bucket)
             .key(self.full_key(key))
-            .copy_source(source)
+            .copy_source(&source.path)
+            .set_expected_source_bucket_owner(source.owner.clone())
             .set_copy_source_if_match(info.etag.clone())
             // No checksum algorithm asked: S3 then keeps the source's checksum
             // (and moto would store a wrong value if one were asked).
@@ -620,7 +638,7 @@ impl S3Location {
 
     async fn copy_multipart(
         &self,
-        source: &str,
+        source: &CopySource,
         info: &ObjectInfo,
         head: Headers,
         key: &str,
@@ -638,7 +656,8 @@ impl S3Location {
                     .key(self.full_key(key))
                     .upload_id(upload_id)
                     .part_number(number)
-                    .copy_source(source)
+                    .copy_source(&source.path)
+                    .set_expected_source_bucket_owner(source.owner.clone())
                     .copy_source_range(format!("bytes={}-{}", r.start, r.end - 1))
                     .set_copy_source_if_match(info.etag.clone())
                     .send()
