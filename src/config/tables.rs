@@ -16,7 +16,14 @@ use crate::engine::transfer::VerifyMode;
 use crate::location::s3::ListMode;
 
 /// Keys of a `[[task]]` besides its options.
-pub const TASK_KEYS: &[&str] = &["name", "source", "destination", "schedule", "direction"];
+pub const TASK_KEYS: &[&str] = &[
+    "name",
+    "source",
+    "destination",
+    "schedule",
+    "direction",
+    "on_end",
+];
 /// Keys of a task's options (also what `--override` accepts).
 pub const OPTION_KEYS: &[&str] = &[
     "transfer_mode",
@@ -78,6 +85,9 @@ pub struct TaskConfig {
     pub destination: String,
     /// `rate(…)` or a cron expression (see task::schedule); none: only started by hand.
     pub schedule: Option<String>,
+    /// Commands run after each execution ended (`task::hooks`).
+    #[serde(default)]
+    pub on_end: Vec<String>,
     /// `one-way` (default: source → destination) or `two-way` (source and
     /// destination are sides A and B, kept equal in both directions).
     #[serde(default, deserialize_with = "value_enum")]

@@ -220,7 +220,33 @@ pub async fn run(
     }
     drop(held.local);
     super::liveness::remove(&ctx.state_dir, id);
+    on_end(ctx, &history, id).await;
     status
+}
+
+/// Runs the task's completion hooks with the recorded end.
+async fn on_end(ctx: &Context, history: &History, id: &str) {
+    let Ok(Some(rec)) = history.get(id) else {
+        return;
+    };
+    let Some(task) = ctx.config.task(&rec.task) else {
+        return;
+    };
+    if task.on_end.is_empty() {
+        return;
+    }
+    let record = serde_json::to_string_pretty(&rec).unwrap_or_default();
+    let status = serde_json::to_value(rec.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let ended = super::hooks::Ended {
+        task: &rec.task,
+        execution_id: id,
+        status: &status,
+        record: &record,
+    };
+    super::hooks::run_on_end(&task.on_end, &ended).await;
 }
 
 /// The guards an execution holds, released once its end is recorded.

@@ -1,11 +1,12 @@
 //! Tasks and their executions: guards that keep overlapping executions
 //! apart (`guard.rs`), the execution lifecycle (`execution.rs`), its record
 //! in SQLite (`history.rs`), who is still running (`liveness.rs`) and
-//! schedules (`schedule.rs`).
+//! schedules (`schedule.rs`), completion hooks (`hooks.rs`).
 
 pub mod execution;
 pub mod guard;
 pub mod history;
+pub mod hooks;
 pub mod liveness;
 pub mod plan;
 pub mod s3_lock;
