@@ -528,55 +528,48 @@ impl S3Location {
             .await
             .map_err(|e| self.err("HeadObject", key, e))?;
         let mut info = self.info_from_head(&head);
-        let merged = PosixMeta {
+        info.meta = PosixMeta {
             mtime_ns: meta.mtime_ns.or(info.meta.mtime_ns),
             mode: meta.mode.or(info.meta.mode),
             uid: meta.uid.or(info.meta.uid),
             gid: meta.gid.or(info.meta.gid),
         };
-        // Other tools' metadata stays; ours is written anew in every form.
-        let mut user = head.metadata().cloned().unwrap_or_default();
-        user.extend(merged.to_user_metadata());
         let source = CopySource::of(self, key);
-        // A copy onto itself would otherwise take the bucket's defaults.
-        let own = Stored {
-            class: head.storage_class().cloned(),
-            sse: head.server_side_encryption().cloned(),
-            kms_key: head.ssekms_key_id().map(str::to_string),
+        let in_parts = info.size > self.copy_threshold;
+        // Its own tags stay, whatever `object_tags` says: CopyObject keeps
+        // them, a part copy must be given them.
+        let tags = if in_parts && info.attrs.tag_count > 0 {
+            self.tags(key).await?
+        } else {
+            Vec::new()
         };
-        if info.size > self.copy_threshold {
-            info.meta = merged;
-            // Its own tags stay, whatever `object_tags` says.
-            let tags = if info.attrs.tag_count > 0 {
-                self.tags(key).await?
-            } else {
-                Vec::new()
-            };
-            let head = Headers {
-                stored: own.clone(),
-                ..headers(key, &info.meta, Some(&info.attrs), &tags)
-            };
-            self.copy_multipart(&source, &info, head, key).await?;
-            return Ok(());
+        // Its headers and other tools' metadata stay, ours is written anew;
+        // its class and encryption are named, as a copy onto itself would
+        // otherwise take the bucket's defaults.
+        let h = Headers {
+            stored: Stored {
+                class: head.storage_class().cloned(),
+                sse: head.server_side_encryption().cloned(),
+                kms_key: head.ssekms_key_id().map(str::to_string),
+            },
+            ..headers(key, &info.meta, Some(&info.attrs), &tags)
+        };
+        if in_parts {
+            return self
+                .copy_multipart(&source, &info, h, key)
+                .await
+                .map(|_| ());
         }
-        self.client
+        let req = self
+            .client
             .copy_object()
             .bucket(&self.cfg.bucket)
             .key(self.full_key(key))
             .copy_source(&source.path)
             .set_expected_source_bucket_owner(source.owner.clone())
             .set_copy_source_if_match(info.etag.clone())
-            .metadata_directive(MetadataDirective::Replace)
-            .set_metadata(Some(user))
-            .set_content_type(head.content_type().map(str::to_string))
-            .set_cache_control(head.cache_control().map(str::to_string))
-            .set_content_encoding(head.content_encoding().map(str::to_string))
-            .set_content_disposition(head.content_disposition().map(str::to_string))
-            .set_content_language(head.content_language().map(str::to_string))
-            .set_expires(head.expires_string().and_then(http_date))
-            .set_storage_class(own.class)
-            .set_server_side_encryption(own.sse)
-            .set_ssekms_key_id(own.kms_key)
+            .metadata_directive(MetadataDirective::Replace);
+        with_headers!(req, h)
             .send()
             .await
             .map(|_| ())
