@@ -1411,6 +1411,25 @@ fn local_and_moto_runs_killed_at_random_points_then_one_clean_run_lose_nothing()
 // Minimal cases of what the model found
 // ---------------------------------------------------------------------------
 
+/// A chmod of `k` on the `local` side is the next run's one copy (counted
+/// in `counter`) and its mode lands in the S3 object's metadata.
+fn chmod_reaches_s3(pair: &Pair, local: &Side, counter: &str, ctx: &str) {
+    local.chmod("k", 0o600);
+    let (s, report) = pair.sync(ctx);
+    assert_eq!(
+        common::counter(&s, counter),
+        1,
+        "{ctx}: the chmod was not copied to S3: {s}\n{report:?}"
+    );
+    let (server, bucket) = pair.s3().expect("an S3 side");
+    let meta = rt().block_on(server.head_metadata(bucket, "m/k"));
+    assert_eq!(
+        meta.get("file-permissions").map(String::as_str),
+        Some("0100600"),
+        "{ctx}: the S3 object's metadata: {meta:?}"
+    );
+}
+
 /// A chmod is a change like any other ("metadata-only changes too",
 /// src/engine/three_way.rs). At e74aa40 a key first written to S3 by a plain
 /// PUT was recorded in the base without a mode; a later chmod of its local
@@ -1427,20 +1446,7 @@ fn a_local_chmod_of_a_key_that_came_from_s3_without_a_mode_reaches_s3() {
     s3.write("k", b"written by a plain PUT", 0, false);
     let (s, _) = pair.sync(ctx);
     assert_eq!(common::counter(&s, "FilesTransferredBToA"), 1, "{s}");
-    local.chmod("k", 0o600);
-    let (s, report) = pair.sync(ctx);
-    assert_eq!(
-        common::counter(&s, "FilesTransferredAToB"),
-        1,
-        "{ctx}: the chmod was not copied to S3: {s}\n{report:?}"
-    );
-    let (server, bucket) = pair.s3().expect("an S3 side");
-    let meta = rt().block_on(server.head_metadata(bucket, "m/k"));
-    assert_eq!(
-        meta.get("file-permissions").map(String::as_str),
-        Some("0100600"),
-        "{ctx}: the S3 object's metadata: {meta:?}"
-    );
+    chmod_reaches_s3(&pair, local, "FilesTransferredAToB", ctx);
 }
 
 /// An S3 object rewritten by another writer with the same size, in the same
@@ -1608,20 +1614,7 @@ fn a_local_chmod_of_a_key_both_sides_wrote_equal_reaches_s3() {
     local.write("k", b"the same bytes", t, false);
     let (s, _) = pair.sync(ctx);
     assert_eq!(common::counter(&s, "FilesTransferred"), 0, "{ctx}: {s}");
-    local.chmod("k", 0o600);
-    let (s, report) = pair.sync(ctx);
-    assert_eq!(
-        common::counter(&s, "FilesTransferredBToA"),
-        1,
-        "{ctx}: the chmod was not copied to S3: {s}\n{report:?}"
-    );
-    let (server, bucket) = pair.s3().expect("an S3 side");
-    let meta = rt().block_on(server.head_metadata(bucket, "m/k"));
-    assert_eq!(
-        meta.get("file-permissions").map(String::as_str),
-        Some("0100600"),
-        "{ctx}: the S3 object's metadata: {meta:?}"
-    );
+    chmod_reaches_s3(&pair, local, "FilesTransferredBToA", ctx);
 }
 
 /// Both sides changed a key they agreed on to different bytes of the same
