@@ -12,7 +12,9 @@
 #          user would (cp, tar, find, du and python3 are already there);
 #        - moto server (Python, from PyPI) in a venv: STS, several accounts,
 #          tagging, hostile keys;
-#        - s3s-fs (Rust, from crates.io): the most faithful S3 data path here.
+#        - s3s-fs (Rust, from crates.io): the most faithful S3 data path here;
+#        - prometheus_client (Python, from PyPI, same venv): its parser checks
+#          the metrics exposition.
 #   2. starts both servers on free loopback ports, with their data and logs in a
 #      temporary directory that is removed on exit (the servers are stopped too);
 #   3. exports their addresses and credentials as SYNCMOUNT_TEST_* variables,
@@ -37,6 +39,7 @@ sm_install_tool systemd-analyze systemd
 sm_install_tool rsync
 sm_install_moto
 sm_install_s3s_fs
+sm_install_prometheus_parser
 
 # --- 2. Start the servers ----------------------------------------------------
 read -r MOTO_PORT S3S_PORT MOTO_IAM_PORT < <(sm_free_ports 3)
@@ -53,6 +56,7 @@ export SYNCMOUNT_TEST_MOTO_IAM_URL="http://127.0.0.1:$MOTO_IAM_PORT"
 export SYNCMOUNT_TEST_S3S_URL="http://127.0.0.1:$S3S_PORT"
 export SYNCMOUNT_TEST_S3S_ACCESS_KEY="$S3S_ACCESS_KEY"
 export SYNCMOUNT_TEST_S3S_SECRET_KEY="$S3S_SECRET_KEY"
+export SYNCMOUNT_TEST_PYTHON="$SM_VENV/bin/python"
 
 status=0
 if [ $# -gt 0 ]; then

@@ -373,7 +373,14 @@ pub async fn mount(
         .map_err(|e| UsageError(e.to_string()))?;
     command::check_location(&loc).await?;
     let opts = args.options(&state_dir);
-    crate::mount::serve(loc, &args.mountpoint, &opts).await
+    let metrics = crate::metrics::serve(args.metrics_addr)
+        .await
+        .map_err(|e| UsageError(e.to_string()))?;
+    let code = crate::mount::serve(loc, &args.mountpoint, &opts).await;
+    if let Some(m) = metrics {
+        m.abort();
+    }
+    code
 }
 
 /// `syncmount location check`: prints the checklist; exit 1 on any failed item.

@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod location;
+pub mod metrics;
 pub mod mount;
 pub mod policy;
 pub mod preflight;

@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::mount::{as_nobody, is_mounted};
+use common::mount::{as_nobody, is_mounted, wait_until, Daemon};
 use common::tasks::{status, TaskEnv};
 
 fn config(s: &common::S3Server, bucket: &str, mount_dir: &str) -> String {
@@ -36,76 +35,6 @@ metadata_ttl = "1h"
 "#,
         ep = s.endpoint
     )
-}
-
-/// The daemon's process and the directory its mounts live under (a failed
-/// test kills it, and a killed FUSE server leaves its mounts behind).
-struct Daemon(Child, std::path::PathBuf);
-
-impl Daemon {
-    fn start(env: &TaskEnv, mountpoint: &std::path::Path) -> Daemon {
-        common::mount::require_fuse();
-        let child = env
-            .cmd(&["daemon"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the daemon");
-        let d = Daemon(child, env.root().to_path_buf());
-        wait_until(
-            || is_mounted(mountpoint),
-            "the daemon to mount its [[mount]]",
-        );
-        d
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill has no memory-safety preconditions.
-        assert_eq!(unsafe { libc::kill(self.0.id() as i32, sig) }, 0);
-    }
-
-    fn stop(mut self) -> i32 {
-        self.signal(libc::SIGTERM);
-        let start = Instant::now();
-        loop {
-            if let Some(st) = self.0.try_wait().expect("wait") {
-                return st.code().unwrap_or(-1);
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the daemon did not stop"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        for point in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
-            if std::path::Path::new(point).starts_with(&self.1) {
-                let _ = std::process::Command::new("fusermount3")
-                    .args(["-u", "-z", point])
-                    .status();
-            }
-        }
-    }
-}
-
-fn wait_until(cond: impl Fn() -> bool, what: &str) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 async fn env_with_bucket(tag: &str, mount_dir: &str) -> (common::S3Server, String, TaskEnv) {

@@ -79,6 +79,19 @@ sm_install_moto() {
     [ -x "$SM_MOTO_SERVER" ] || die "moto server: $SM_MOTO_SERVER missing after pip install"
 }
 
+# Python's prometheus_client, whose parser the metrics test reads the
+# exposition with (a parser that is not ours).
+sm_install_prometheus_parser() {
+    sm_make_venv
+    if "$SM_VENV/bin/python" -c 'import prometheus_client' 2>/dev/null; then
+        log "prometheus_client: already installed in $SM_VENV"
+        return 0
+    fi
+    log "prometheus_client: installing from PyPI into $SM_VENV"
+    "$SM_VENV/bin/pip" install --quiet --disable-pip-version-check 'prometheus-client>=0.17,<1'
+    "$SM_VENV/bin/python" -c 'import prometheus_client' || die "prometheus_client missing after pip install"
+}
+
 sm_install_s3s_fs() {
     if [ -x "$SM_S3S_FS" ]; then
         log "s3s-fs: already installed at $SM_S3S_FS"

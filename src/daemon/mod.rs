@@ -50,6 +50,11 @@ pub struct DaemonArgs {
     /// are cancelled.
     #[arg(long, default_value_t = DEFAULT_GRACE_SECONDS)]
     pub grace_seconds: u64,
+    /// Serve Prometheus metrics (executions, files and bytes per task,
+    /// mounts' caches, S3 requests) at http://ADDR/metrics, e.g.
+    /// 127.0.0.1:9464. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Long enough for most small executions to end on their own; short
@@ -108,6 +113,9 @@ pub async fn run(
     if let Some(p) = &args.pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))?;
     }
+    let metrics = crate::metrics::serve(args.metrics_addr)
+        .await
+        .map_err(|e| UsageError(e.to_string()))?;
     let history = Arc::new(History::open(&state_dir)?);
     liveness::reap(&state_dir, &history)?;
     let mounts = FuseMounts::new(state_dir.clone());
@@ -141,6 +149,9 @@ pub async fn run(
     acceptor.abort();
     let _ = std::fs::remove_file(&sock);
     d.shutdown(Duration::from_secs(args.grace_seconds)).await;
+    if let Some(m) = metrics {
+        m.abort();
+    }
     if let Some(p) = &args.pid_file {
         let _ = std::fs::remove_file(p);
     }
@@ -412,8 +423,11 @@ async fn daemonize(
         .arg("--pid-file")
         .arg(&pid_file)
         .arg("--grace-seconds")
-        .arg(args.grace_seconds.to_string())
-        .stdin(std::process::Stdio::null())
+        .arg(args.grace_seconds.to_string());
+    if let Some(a) = args.metrics_addr {
+        cmd.arg("--metrics-addr").arg(a.to_string());
+    }
+    cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log);
     // SAFETY: setsid is async-signal-safe.

@@ -233,7 +233,9 @@ impl S3Location {
         let path_style = cfg.endpoint_url.is_some()
             || std::env::var_os("AWS_ENDPOINT_URL").is_some()
             || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-        builder = builder.force_path_style(path_style);
+        builder = builder
+            .force_path_style(path_style)
+            .interceptor(super::s3_settings::RequestMetrics);
         if cfg.expected_bucket_owner.is_some() || cfg.requester_pays {
             builder = builder.interceptor(super::s3_settings::BucketHeaders {
                 expected_owner: cfg.expected_bucket_owner.clone(),

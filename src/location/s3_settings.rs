@@ -6,8 +6,11 @@
 
 use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeTransmitInterceptorContextMut, FinalizerInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
@@ -98,6 +101,29 @@ impl Intercept for BucketHeaders {
         if self.requester_pays {
             headers.insert("x-amz-request-payer", "requester");
         }
+        Ok(())
+    }
+}
+
+/// Counts every attempt of every request of a location's client in the
+/// process's metrics, by operation and HTTP status.
+#[derive(Debug)]
+pub struct RequestMetrics;
+
+impl Intercept for RequestMetrics {
+    fn name(&self) -> &'static str {
+        "syncmount-request-metrics"
+    }
+
+    fn read_after_attempt(
+        &self,
+        ctx: &FinalizerInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let operation = cfg.load::<Metadata>().map_or("unknown", |m| m.name());
+        let status = ctx.response().map(|r| r.status().as_u16());
+        crate::metrics::global().s3_attempt(operation, status);
         Ok(())
     }
 }

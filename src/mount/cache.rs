@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::location::{Location, LocationError, Result};
+use crate::metrics::MountMetrics;
 
 use super::prefetch::BLOCK;
 
@@ -74,9 +75,17 @@ struct BlockId {
     index: u64,
 }
 
+/// Who asks for a block: a reader, or read-ahead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    Read,
+    Ahead,
+}
+
 pub struct BlockCache {
     memory: moka::future::Cache<BlockId, Bytes>,
     disk: Option<DiskCache>,
+    metrics: MountMetrics,
 }
 
 impl BlockCache {
@@ -97,12 +106,22 @@ impl BlockCache {
                 .support_invalidation_closures()
                 .build(),
             disk,
+            metrics: MountMetrics::default(),
         })
+    }
+
+    /// Counts hits, misses and fetched bytes into `metrics`.
+    pub fn with_metrics(mut self, metrics: MountMetrics) -> BlockCache {
+        self.metrics = metrics;
+        self
     }
 
     /// Block `index` of `key` at `version` (the ETag, or size and mtime for
     /// stores without ETags; `size` is the object's size), from memory, disk
-    /// or one ranged GET (pinned with `if_match` where the store can).
+    /// or one ranged GET (pinned with `if_match` where the store can). A
+    /// block asked for by read-ahead ([`Want::Ahead`]) and already there is
+    /// not counted as a hit: nobody read it yet.
+    #[allow(clippy::too_many_arguments)]
     pub async fn block(
         &self,
         loc: &Arc<dyn Location>,
@@ -111,7 +130,9 @@ impl BlockCache {
         if_match: Option<&str>,
         size: u64,
         index: u64,
+        want: Want,
     ) -> Result<Bytes> {
+        let demand = want == Want::Read;
         let id = BlockId {
             key: Arc::from(key),
             version: Arc::from(version),
@@ -121,9 +142,14 @@ impl BlockCache {
         let range = start..(start + BLOCK).min(size);
         let fetch = async {
             if let Some(b) = self.disk.as_ref().and_then(|d| d.get(&id)) {
+                if demand {
+                    self.metrics.disk_hits.inc();
+                }
                 return Ok(b);
             }
+            self.metrics.misses.inc();
             let b = loc.read_range(key, range, if_match).await?;
+            self.metrics.fetched.inc_by(b.len() as u64);
             if let Some(d) = &self.disk {
                 d.put(&id, &b);
             }
@@ -139,7 +165,11 @@ impl BlockCache {
             .try_get_with(id.clone(), fetch)
             .await
             .map_err(|e: Arc<LocationError>| clone_error(&e));
-        if inserted.load(std::sync::atomic::Ordering::Relaxed) {
+        if !inserted.load(std::sync::atomic::Ordering::Relaxed) {
+            if demand {
+                self.metrics.memory_hits.inc();
+            }
+        } else {
             // moka evicts in batches, late: without this the memory tier
             // holds well over --cache-size until its next housekeeping.
             self.memory.run_pending_tasks().await;
@@ -343,7 +373,7 @@ mod tests {
         for _ in 0..2 {
             for i in 0..3 {
                 cache
-                    .block(&loc, "k", "v1", None, size, i)
+                    .block(&loc, "k", "v1", None, size, i, Want::Read)
                     .await
                     .expect("a block");
             }
@@ -354,12 +384,12 @@ mod tests {
             "three GETs fill it"
         );
         cache
-            .block(&loc, "k", "v1", None, size, 3)
+            .block(&loc, "k", "v1", None, size, 3, Want::Read)
             .await
             .expect("block 3");
         cache.memory.run_pending_tasks().await;
         cache
-            .block(&loc, "k", "v1", None, size, 3)
+            .block(&loc, "k", "v1", None, size, 3, Want::Read)
             .await
             .expect("block 3 again");
         assert_eq!(

@@ -89,6 +89,10 @@ pub struct MountArgs {
     /// Where the detached mount logs (default: STATE_DIR/logs/mount-<mountpoint>.log).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// Serve Prometheus metrics (cache hits and misses, bytes fetched, open
+    /// files, upload failures, S3 requests) at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Parses `MountArgs` alone, for their clap defaults.

@@ -43,6 +43,8 @@ pub struct Core {
     pub settings: MountSettings,
     pub meta: MetaCache,
     pub blocks: Arc<BlockCache>,
+    /// This mount's counters in the process's metrics.
+    pub metrics: MountMetrics,
     /// Files open for writing, by key.
     staged: Mutex<HashMap<String, Arc<Staged>>>,
     /// Directories made through this mount: they exist even where the store
@@ -58,6 +60,7 @@ pub struct Core {
 }
 
 use crate::lock;
+use crate::metrics::MountMetrics;
 
 /// The path form of a key (no trailing slash), as caches index it.
 fn path_of(key: &str) -> &str {
@@ -65,13 +68,19 @@ fn path_of(key: &str) -> &str {
 }
 
 impl Core {
-    pub fn new(loc: Arc<dyn Location>, settings: MountSettings, blocks: BlockCache) -> Core {
+    pub fn new(
+        loc: Arc<dyn Location>,
+        settings: MountSettings,
+        blocks: BlockCache,
+        metrics: MountMetrics,
+    ) -> Core {
         let ttl = settings.metadata_ttl.max(Duration::from_millis(1));
         Core {
             loc,
             meta: MetaCache::new(settings.metadata_ttl),
             settings,
-            blocks: Arc::new(blocks),
+            blocks: Arc::new(blocks.with_metrics(metrics.clone())),
+            metrics,
             staged: Mutex::new(HashMap::new()),
             made_dirs: Mutex::new(HashSet::new()),
             known: moka::sync::Cache::builder()
@@ -315,6 +324,9 @@ impl Core {
     pub async fn commit(&self, staged: &Staged) -> FsResult<()> {
         let key = staged.key();
         let res = staged.upload(&self.loc).await;
+        if res.is_err() {
+            self.metrics.upload_failures.inc();
+        }
         self.invalidate(&key);
         res.map_err(FsError::from)
     }

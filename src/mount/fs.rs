@@ -18,7 +18,7 @@ use fuser::{
 
 use crate::location::{DirItem, Entry, LocationError, PosixMeta};
 
-use super::cache::Attr;
+use super::cache::{Attr, Want};
 use super::core::Core;
 use super::error::{FsError, FsResult};
 use super::inode::{child_key, InodeTable, ROOT};
@@ -152,6 +152,9 @@ impl MountFs {
     }
 
     fn add_handle(&self, h: Handle) -> FileHandle {
+        if !matches!(h, Handle::Dir(_)) {
+            self.core.metrics.handles.inc();
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles).insert(fh, h);
         FileHandle(fh)
@@ -188,7 +191,15 @@ impl MountFs {
             self.rt.spawn(async move {
                 let _ = core
                     .blocks
-                    .block(&core.loc, &key, &version, if_match.as_deref(), len, index)
+                    .block(
+                        &core.loc,
+                        &key,
+                        &version,
+                        if_match.as_deref(),
+                        len,
+                        index,
+                        Want::Ahead,
+                    )
                     .await;
             });
         }
@@ -201,6 +212,7 @@ impl MountFs {
                 h.if_match.as_deref(),
                 h.size,
                 i,
+                Want::Read,
             )
         })))?;
         let end = (offset + u64::from(size)).min(h.size);
@@ -791,6 +803,9 @@ impl Filesystem for MountFs {
         reply: ReplyEmpty,
     ) {
         let h = lock(&self.handles).remove(&fh.0);
+        if matches!(h, Some(Handle::Read(_) | Handle::Write(_))) {
+            self.core.metrics.handles.dec();
+        }
         if let Some(Handle::Write(s)) = h {
             if let Err(e) = self.run(self.core.release(&s)) {
                 // Nobody is left to tell: the error was returned by the

@@ -298,7 +298,13 @@ pub fn mount(
             message: e.to_string(),
         }
     })?;
-    let core = Arc::new(core::Core::new(loc.clone(), opts.settings.clone(), blocks));
+    let metrics = crate::metrics::global().mount(&mountpoint.display().to_string());
+    let core = Arc::new(core::Core::new(
+        loc.clone(),
+        opts.settings.clone(),
+        blocks,
+        metrics,
+    ));
     let fs = fs::MountFs::new(core.clone(), tokio::runtime::Handle::current());
     let inodes = fs.inodes();
     let mut options = vec![

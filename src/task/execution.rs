@@ -224,11 +224,13 @@ pub async fn run(
     status
 }
 
-/// Runs the task's completion hooks with the recorded end.
+/// Counts the recorded end in the metrics and runs the task's completion
+/// hooks with it.
 async fn on_end(ctx: &Context, history: &History, id: &str) {
     let Ok(Some(rec)) = history.get(id) else {
         return;
     };
+    count_end(&rec);
     let Some(task) = ctx.config.task(&rec.task) else {
         return;
     };
@@ -247,6 +249,30 @@ async fn on_end(ctx: &Context, history: &History, id: &str) {
         record: &record,
     };
     super::hooks::run_on_end(&task.on_end, &ended).await;
+}
+
+fn count_end(rec: &super::history::ExecutionRecord) {
+    let c = &rec.counters;
+    let status = rec.status.to_string();
+    let ended_ms = rec.timestamps.ended_ms.unwrap_or_else(epoch_ms);
+    crate::metrics::global().execution_ended(&crate::metrics::Ended {
+        task: &rec.task,
+        status: &status,
+        files: &[
+            ("transferred", c.files_transferred),
+            ("verified", c.files_verified),
+            ("deleted", c.files_deleted),
+            ("failed", c.files_failed),
+            ("conflicted", c.files_conflicted),
+            ("skipped", c.files_skipped),
+        ],
+        bytes: &[
+            ("transferred", c.bytes_transferred),
+            ("written", c.bytes_written),
+        ],
+        duration: Duration::from_millis(rec.phases.total_ms),
+        ended_s: ended_ms as f64 / 1000.0,
+    });
 }
 
 /// The guards an execution holds, released once its end is recorded.
@@ -331,6 +357,7 @@ async fn run_inner(
     }
     let launched = Instant::now();
     let _ = history.enter(id, Status::Launching);
+    crate::metrics::global().task_status(&rec.task, &Status::Launching.to_string());
     let mut options = plan.options.engine();
     if plan.task.is_two_way() {
         options.two_way = Some(plan.options.two_way());
@@ -355,6 +382,7 @@ async fn run_inner(
         .map_err(|e| Stop::error("LocationError", e.to_string()))?;
     let hook_history = history.clone();
     let hook_id = id.to_string();
+    let hook_task = rec.task.clone();
     let req = ExecutionRequest {
         id: id.to_string(),
         options,
@@ -367,6 +395,7 @@ async fn run_inner(
         state_dir: Some(ctx.state_dir.clone()),
         started_ms: epoch_ms(),
         on_phase: Some(Arc::new(move |s| {
+            crate::metrics::global().task_status(&hook_task, &s.to_string());
             if let Err(e) = hook_history.enter(&hook_id, s) {
                 tracing::warn!(execution_id = %hook_id, error = %e, "cannot record the phase");
             }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::tasks::TaskEnv;
 use super::{syncmount, S3Server};
 
 /// How long a mount may take to come up (the S3 client's first request included).
@@ -292,4 +293,81 @@ except OSError as e:
 /// The body an [`OpenWriter`] writes.
 pub fn writer_body(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i % 251) as u8).collect()
+}
+
+/// The daemon's process and the directory its mounts live under (a failed
+/// test kills it, and a killed FUSE server leaves its mounts behind).
+pub struct Daemon(Child, std::path::PathBuf);
+
+impl Daemon {
+    pub fn start(env: &TaskEnv, mountpoint: &std::path::Path) -> Daemon {
+        Daemon::start_with(env, &[], mountpoint)
+    }
+
+    /// `syncmount daemon ARGS…`, returned once `mountpoint` is mounted.
+    pub fn start_with(env: &TaskEnv, args: &[&str], mountpoint: &std::path::Path) -> Daemon {
+        require_fuse();
+        let mut argv = vec!["daemon"];
+        argv.extend_from_slice(args);
+        let child = env
+            .cmd(&argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the daemon");
+        let d = Daemon(child, env.root().to_path_buf());
+        wait_until(
+            || is_mounted(mountpoint),
+            "the daemon to mount its [[mount]]",
+        );
+        d
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(self.0.id() as i32, sig) }, 0);
+    }
+
+    pub fn stop(mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.0.try_wait().expect("wait") {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the daemon did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        for point in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+            if std::path::Path::new(point).starts_with(&self.1) {
+                let _ = std::process::Command::new("fusermount3")
+                    .args(["-u", "-z", point])
+                    .status();
+            }
+        }
+    }
+}
+
+pub fn wait_until(cond: impl Fn() -> bool, what: &str) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
