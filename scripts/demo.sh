@@ -16,6 +16,9 @@
 # Every step is checked: the demo exits non-zero if one does not happen.
 #
 #   bash scripts/demo.sh
+#
+# The test suite runs it too (tests/demo.rs), with SYNCMOUNT_BIN set to the
+# binary it built.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
@@ -27,8 +30,14 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "Installing the local S3 server and FUSE, building syncmount"
 sm_install_moto
 sm_install_fuse
-cargo build --quiet --bin syncmount
-SM="$REPO_ROOT/target/debug/syncmount"
+# SYNCMOUNT_BIN: an already built binary (the test suite's tests/demo.rs).
+if [ -n "${SYNCMOUNT_BIN:-}" ]; then
+    SM="$SYNCMOUNT_BIN"
+else
+    cargo build --quiet --bin syncmount
+    SM="$(cd "${CARGO_TARGET_DIR:-$REPO_ROOT/target}" && pwd)/debug/syncmount"
+fi
+[ -x "$SM" ] || die "no syncmount binary at $SM"
 
 read -r PORT < <(sm_free_ports 1)
 sm_work_dir demo WORK
