@@ -322,16 +322,9 @@ async fn ls_l_in_a_mount_shows_the_mode_mtime_and_owner_that_sync_stored() {
     let m = mount(Some(&server), &server.url(&bucket, "t"), &[]);
 
     // `ls -ln` with full times (readdirplus) reads the same in both places.
-    let ls = |dir: &Path| -> Vec<String> {
-        sh(&format!("ls -ln --time-style=+%s.%N '{}'", dir.display()))
-            .lines()
-            .filter(|l| !l.starts_with("total"))
-            .map(str::to_string)
-            .collect()
-    };
     assert_eq!(
-        ls(&m.dir),
-        ls(&tree),
+        ls_ln(&m.dir),
+        ls_ln(&tree),
         "ls -ln of the mount vs of the source"
     );
 
@@ -355,6 +348,89 @@ async fn ls_l_in_a_mount_shows_the_mode_mtime_and_owner_that_sync_stored() {
             "{name}: (mode, mtime, ns, uid, gid, size) in the mount vs the source"
         );
     }
+    assert_eq!(m.unmount(), Some(0));
+}
+
+/// `ls -ln` of `dir` with full times, without the "total" line.
+fn ls_ln(dir: &Path) -> Vec<String> {
+    sh(&format!("ls -ln --time-style=+%s.%N '{}'", dir.display()))
+        .lines()
+        .filter(|l| !l.starts_with("total"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Issue 12: the state directory remembers each object version's POSIX
+/// metadata (by ETag and LastModified), so `ls -l` of a fresh mount sends
+/// no HEAD for objects `sync` wrote there or an earlier mount looked at;
+/// an object changed behind its back costs exactly one.
+#[tokio::test(flavor = "multi_thread")]
+async fn ls_l_of_a_fresh_mount_heads_only_objects_whose_metadata_the_state_dir_does_not_know() {
+    // moto lists ETags (s3s-fs does not, so there every object costs its HEAD).
+    let server = common::moto();
+    let bucket = server.new_bucket("mount-known").await;
+    let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
+    let via = server.through(&proxy);
+    let url = via.url(&bucket, "t");
+    let src = common::tempdir();
+    let tree = src.path().join("t");
+    let n = 24;
+    for i in 0..n {
+        let name = format!("f{i:02}");
+        write_files(&tree, &[(name.as_str(), random_bytes(100 + i))]);
+        chmod(&tree.join(&name), [0o600, 0o640, 0o755, 0o444][i % 4]);
+        set_mtime(
+            &tree.join(&name),
+            at(1_600_000_000 + i as u64 * 7, 123_000 * i as u32),
+        );
+    }
+    let state = common::tempdir();
+    sync_ok(&via, &state.path().join("state"), &[&path_str(&tree), &url]);
+    let heads = || proxy.counters.count("HEAD", &[]);
+
+    let before = heads();
+    let m = common::mount::mount_in(Some(&via), &url, Some(state.path()), &[]);
+    assert_eq!(
+        ls_ln(&m.dir),
+        ls_ln(&tree),
+        "ls -ln of the mount vs the source"
+    );
+    assert_eq!(
+        heads() - before,
+        0,
+        "HEADs for objects sync wrote: {:#?}",
+        proxy.counters.log()
+    );
+    assert_eq!(m.unmount(), Some(0));
+
+    // Rewritten behind syncmount's back (no POSIX metadata): one HEAD.
+    server.put(&bucket, "t/f03", b"changed elsewhere").await;
+    let before = heads();
+    let m = common::mount::mount_in(Some(&via), &url, Some(state.path()), &[]);
+    let shown = ls_ln(&m.dir);
+    assert_eq!(heads() - before, 1, "one HEAD for the changed object");
+    let f03 = shown
+        .iter()
+        .find(|l| l.ends_with(" f03"))
+        .expect("f03 listed");
+    assert!(
+        f03.starts_with("-rw-r--r-- ") && f03.contains(" 17 "),
+        "{f03}"
+    );
+    assert_eq!(shown.len(), n);
+    assert_eq!(m.unmount(), Some(0));
+
+    // A state directory that knows nothing: one HEAD per object, once.
+    let fresh = common::tempdir();
+    let before = heads();
+    let m = common::mount::mount_in(Some(&via), &url, Some(fresh.path()), &[]);
+    assert_eq!(ls_ln(&m.dir), shown);
+    assert_eq!(heads() - before, n, "one HEAD per object");
+    assert_eq!(m.unmount(), Some(0));
+    let before = heads();
+    let m = common::mount::mount_in(Some(&via), &url, Some(fresh.path()), &[]);
+    assert_eq!(ls_ln(&m.dir), shown);
+    assert_eq!(heads() - before, 0, "a second fresh mount remembers");
     assert_eq!(m.unmount(), Some(0));
 }
 

@@ -9,6 +9,7 @@
 //! in the store, once.
 
 pub mod key;
+pub mod known_meta;
 pub mod local;
 pub mod meta;
 pub mod s3;

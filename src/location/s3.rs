@@ -162,6 +162,10 @@ pub struct S3Location {
     sdk: aws_config::SdkConfig,
     /// Who we are (STS GetCallerIdentity), asked once when first needed.
     principal: tokio::sync::OnceCell<Option<String>>,
+    /// The POSIX metadata of object versions seen or written before, kept
+    /// in the state directory (the journal's parent) so that a listing for
+    /// a mount needs no HEAD per object.
+    known: Option<super::known_meta::KnownMeta>,
 }
 
 /// The [`super::ObjectAttrs`] of a HeadObject or GetObject answer.
@@ -260,6 +264,14 @@ impl S3Location {
                 .unwrap_or(MAX_SINGLE_COPY)
                 .min(MAX_SINGLE_COPY),
             budget: Arc::new(Semaphore::new(budget_kib(part_size))),
+            known: journal_dir.as_deref().and_then(|j| {
+                let store = format!(
+                    "{}|{}",
+                    cfg.endpoint_url.as_deref().unwrap_or("aws"),
+                    cfg.bucket
+                );
+                super::known_meta::KnownMeta::open(j.parent()?, &store)
+            }),
             journal_dir,
             copy_refused: AtomicBool::new(false),
             uploads_unlisted: AtomicBool::new(false),
@@ -599,7 +611,13 @@ impl Location for S3Location {
             .send()
             .await;
         match res {
-            Ok(h) => Ok(Some(self.info_from_head(&h))),
+            Ok(h) => {
+                let info = self.info_from_head(&h);
+                if let (Some(k), Some(etag)) = (&self.known, &info.etag) {
+                    k.remember(&self.full_key(key), etag, info.modified, &info.meta);
+                }
+                Ok(Some(info))
+            }
             Err(e) => match self.err("HeadObject", key, e) {
                 LocationError::NotFound { .. } => Ok(None),
                 other => Err(other),
@@ -644,11 +662,45 @@ impl Location for S3Location {
         meta: &PosixMeta,
         mode: WriteMode,
     ) -> Result<WriteOutcome> {
-        self.write_object(key, source, meta, mode).await
+        let out = self.write_object(key, source, meta, mode).await;
+        if let Some(k) = &self.known {
+            match out.as_ref().ok().and_then(|o| o.etag.as_deref()) {
+                Some(etag) => k.remember(&self.full_key(key), etag, None, meta),
+                None => k.forget(&self.full_key(key)),
+            }
+        }
+        out
     }
 
     async fn list_dir(&self, dir: &str, token: Option<String>) -> Result<super::DirPage> {
-        self.dir_page(dir, token).await
+        let mut page = self.dir_page(dir, token).await?;
+        if let Some(k) = &self.known {
+            let mut files: Vec<&mut Entry> = page
+                .items
+                .iter_mut()
+                .filter_map(|i| match i {
+                    super::DirItem::File(e) if e.meta.is_none() && e.etag.is_some() => Some(e),
+                    _ => None,
+                })
+                .collect();
+            let full: Vec<String> = files.iter().map(|e| self.full_key(&e.key)).collect();
+            let listed: Vec<_> = files
+                .iter()
+                .zip(&full)
+                .map(|(e, f)| {
+                    (
+                        f.as_str(),
+                        e.etag.as_deref().unwrap_or_default(),
+                        e.modified,
+                    )
+                })
+                .collect();
+            let recalled = k.recall(&listed);
+            for (e, meta) in files.iter_mut().zip(recalled) {
+                e.meta = meta;
+            }
+        }
+        Ok(page)
     }
 
     async fn stat_dir(&self, dir: &str) -> Result<Option<ObjectInfo>> {
@@ -677,6 +729,10 @@ impl Location for S3Location {
     }
 
     async fn set_meta(&self, key: &str, meta: &PosixMeta) -> Result<()> {
+        if let Some(k) = &self.known {
+            // The ETag may stay: the next listing's LastModified decides.
+            k.forget(&self.full_key(key));
+        }
         if key.ends_with('/') {
             // A marker is empty: writing it again with the new metadata is
             // the whole change (and creates it when the directory had none).
@@ -708,6 +764,9 @@ impl Location for S3Location {
         let Some(src) = src.as_any().downcast_ref::<S3Location>() else {
             return Ok(None);
         };
+        if let Some(k) = &self.known {
+            k.forget(&self.full_key(key));
+        }
         self.server_side_copy(src, src_key, info, key).await
     }
 
@@ -728,6 +787,9 @@ impl Location for S3Location {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
+        if let Some(k) = &self.known {
+            k.forget(&self.full_key(key));
+        }
         self.client
             .delete_object()
             .bucket(&self.cfg.bucket)

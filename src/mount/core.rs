@@ -692,7 +692,11 @@ impl Core {
                     return self.attr_of(false, e.size, e.modified, &none, e.etag.clone());
                 }
                 if let Some(m) = &e.meta {
-                    return self.attr_of(false, e.size, e.modified, m, e.etag.clone());
+                    // Local listings carry it; S3 ones where the state
+                    // directory remembers this version's metadata.
+                    let a = self.attr_of(false, e.size, e.modified, m, e.etag.clone());
+                    self.meta.put(&e.key, Some(a.clone()));
+                    return a;
                 }
                 if let Some(Some(a)) = self.meta.get(&e.key) {
                     return a;

@@ -51,12 +51,24 @@ pub fn is_mounted(path: &Path) -> bool {
 /// `syncmount mount LOCATION MNT --foreground ARGS…` for `server` (or a local
 /// location when `None`), waiting until it is mounted.
 pub fn mount(server: Option<&S3Server>, location: &str, args: &[&str]) -> Mount {
+    mount_in(server, location, None, args)
+}
+
+/// [`mount`] with its state directory at `STATE_ROOT/state` (shared with
+/// other commands of the test) instead of a temporary one.
+pub fn mount_in(
+    server: Option<&S3Server>,
+    location: &str,
+    state_root: Option<&Path>,
+    args: &[&str],
+) -> Mount {
     require_fuse();
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().join("mnt");
     std::fs::create_dir(&dir).expect("mountpoint");
     let log = tmp.path().join("mount.log");
-    let mut cmd = mount_cmd(server, location, &dir, tmp.path(), args);
+    let state = state_root.unwrap_or(tmp.path());
+    let mut cmd = mount_cmd(server, location, &dir, state, args);
     cmd.arg("--foreground");
     let out = std::fs::File::create(&log).expect("log file");
     cmd.stdin(Stdio::null())

@@ -1,0 +1,252 @@
+//! What POSIX metadata each S3 object version carries, remembered in the
+//! state directory (`known-meta.db`) so that listing a mounted directory
+//! with `ls -l` needs no HEAD per object.
+//!
+//! A row holds, per object (endpoint, bucket and full key), the version it
+//! describes — ETag and LastModified — and the metadata stored with it.
+//! Rows come from what an S3 location learns anyway: every HEAD (`stat`)
+//! and every write of its own (which knows what it stored and the ETag it
+//! got back; the LastModified of such a row is learnt from the first
+//! listing that shows the same ETag). A listed object whose ETag and
+//! LastModified match a row gets the row's metadata; anything else (an
+//! unknown object, or one rewritten since, even with the same bytes: a
+//! metadata rewrite keeps a single-part ETag but changes LastModified)
+//! costs one HEAD, as before. Deletes and metadata rewrites forget the row.
+//!
+//! Servers that list no ETags (s3s-fs) get nothing from it: every listed
+//! object costs its HEAD there, as before.
+//!
+//! Limit: LastModified has whole seconds, so another client rewriting only
+//! an object's metadata within the second of the version remembered here
+//! goes unseen until the object changes again (as in the pair cache).
+//!
+//! It is a cache: a store that cannot be opened or read only costs HEADs.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::meta::PosixMeta;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS known_meta (
+    store TEXT NOT NULL,
+    key TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    modified_ms INTEGER,
+    mode INTEGER,
+    uid INTEGER,
+    gid INTEGER,
+    mtime_ns TEXT,
+    PRIMARY KEY (store, key)
+) WITHOUT ROWID;
+";
+
+#[derive(Debug)]
+pub struct KnownMeta {
+    conn: Mutex<Connection>,
+    /// Endpoint and bucket: the rows of this location.
+    store: String,
+}
+
+/// An ETag without the quotes some servers leave out of their listings.
+fn bare(etag: &str) -> &str {
+    etag.trim_matches('"')
+}
+
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis()
+        .try_into()
+        .unwrap_or(i64::MAX)
+}
+
+impl KnownMeta {
+    /// The store in `state_dir` for the bucket `store` names; `None` (and a
+    /// log line) when it cannot be opened.
+    pub fn open(state_dir: &Path, store: &str) -> Option<KnownMeta> {
+        let path = state_dir.join("known-meta.db");
+        let open = || -> rusqlite::Result<Connection> {
+            let conn = Connection::open(&path)?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        };
+        if let Err(e) = std::fs::create_dir_all(state_dir) {
+            tracing::warn!(dir = %state_dir.display(), error = %e, "no remembered metadata: cannot make the state directory");
+            return None;
+        }
+        match open() {
+            Ok(conn) => Some(KnownMeta {
+                conn: Mutex::new(conn),
+                store: store.to_string(),
+            }),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "no remembered metadata: the store cannot be opened");
+                None
+            }
+        }
+    }
+
+    fn with<T>(&self, what: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Option<T> {
+        let conn = crate::lock(&self.conn);
+        match f(&conn) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::debug!(error = %e, "remembered metadata: {what} failed");
+                None
+            }
+        }
+    }
+
+    /// `key` (the full key) is at version `etag` (and `modified`, when
+    /// known) with `meta`.
+    pub fn remember(&self, key: &str, etag: &str, modified: Option<SystemTime>, meta: &PosixMeta) {
+        self.with("remember", |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO known_meta VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    self.store,
+                    key,
+                    bare(etag),
+                    modified.map(ms),
+                    meta.mode,
+                    meta.uid,
+                    meta.gid,
+                    meta.mtime_ns.map(|n| n.to_string()),
+                ],
+            )
+        });
+    }
+
+    /// Nothing is known of `key` any more.
+    pub fn forget(&self, key: &str) {
+        self.with("forget", |c| {
+            c.execute(
+                "DELETE FROM known_meta WHERE store = ?1 AND key = ?2",
+                params![self.store, key],
+            )
+        });
+    }
+
+    /// The metadata of each listed `(full key, etag, modified)`, where a
+    /// row describes that very version; one transaction for the page.
+    pub fn recall(&self, listed: &[(&str, &str, Option<SystemTime>)]) -> Vec<Option<PosixMeta>> {
+        self.with("recall", |c| {
+            let tx = c.unchecked_transaction()?;
+            let mut out = Vec::with_capacity(listed.len());
+            {
+                let mut get = tx.prepare_cached(
+                    "SELECT etag, modified_ms, mode, uid, gid, mtime_ns FROM known_meta WHERE store = ?1 AND key = ?2",
+                )?;
+                let mut adopt = tx.prepare_cached(
+                    "UPDATE known_meta SET modified_ms = ?3 WHERE store = ?1 AND key = ?2 AND modified_ms IS NULL",
+                )?;
+                for (key, etag, modified) in listed {
+                    let row = get
+                        .query_row(params![self.store, key], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, Option<i64>>(1)?,
+                                PosixMeta {
+                                    mode: r.get(2)?,
+                                    uid: r.get(3)?,
+                                    gid: r.get(4)?,
+                                    mtime_ns: r
+                                        .get::<_, Option<String>>(5)?
+                                        .and_then(|s| s.parse().ok()),
+                                },
+                            ))
+                        })
+                        .optional()?;
+                    let listed_ms = modified.map(ms);
+                    out.push(match row {
+                        // Whole seconds: HEAD's Last-Modified has no more,
+                        // some servers' listings do.
+                        Some((e, Some(m), meta))
+                            if e == bare(etag) && Some(m / 1000) == listed_ms.map(|l| l / 1000) =>
+                        {
+                            Some(meta)
+                        }
+                        Some((e, None, meta)) if e == bare(etag) => {
+                            // Written here: the first listing of that ETag
+                            // tells its LastModified.
+                            if let Some(m) = listed_ms {
+                                adopt.execute(params![self.store, key, m])?;
+                            }
+                            Some(meta)
+                        }
+                        _ => None,
+                    });
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+        .unwrap_or_else(|| vec![None; listed.len()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(mode: u32) -> PosixMeta {
+        PosixMeta {
+            mtime_ns: Some(1_700_000_000_123_456_789),
+            mode: Some(mode),
+            uid: Some(1000),
+            gid: Some(100),
+        }
+    }
+
+    #[test]
+    fn only_the_remembered_version_is_recalled_and_a_write_learns_its_time_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let k = KnownMeta::open(dir.path(), "ep|bucket").expect("open");
+        let t1 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let t2 = t1 + Duration::from_secs(1);
+        k.remember("p/a", "\"e1\"", Some(t1), &meta(0o100600));
+        k.remember("p/b", "\"e2\"", None, &meta(0o100755));
+        let got = k.recall(&[
+            ("p/a", "e1", Some(t1)),
+            ("p/a", "\"e1\"", Some(t2)),
+            ("p/a", "\"other\"", Some(t1)),
+            ("p/c", "\"e1\"", Some(t1)),
+            ("p/b", "\"e2\"", Some(t2)),
+        ]);
+        assert_eq!(got[0], Some(meta(0o100600)));
+        let listed_ms = t1 + Duration::from_millis(250);
+        assert_eq!(
+            k.recall(&[("p/a", "e1", Some(listed_ms))]),
+            vec![Some(meta(0o100600))],
+            "a listing with milliseconds"
+        );
+        assert_eq!(got[1], None, "rewritten since (same ETag, new time)");
+        assert_eq!(got[2], None, "another ETag");
+        assert_eq!(got[3], None, "never seen");
+        assert_eq!(got[4], Some(meta(0o100755)), "written here");
+        // The written row took the first listing's time: a later time is a rewrite.
+        assert_eq!(k.recall(&[("p/b", "\"e2\"", Some(t1))]), vec![None]);
+        assert_eq!(
+            k.recall(&[("p/b", "\"e2\"", Some(t2))]),
+            vec![Some(meta(0o100755))]
+        );
+        // Durable, per bucket, and forgotten on delete.
+        drop(k);
+        let again = KnownMeta::open(dir.path(), "ep|bucket").expect("reopen");
+        assert_eq!(
+            again.recall(&[("p/a", "\"e1\"", Some(t1))]),
+            vec![Some(meta(0o100600))]
+        );
+        let other = KnownMeta::open(dir.path(), "ep|other").expect("other bucket");
+        assert_eq!(other.recall(&[("p/a", "\"e1\"", Some(t1))]), vec![None]);
+        again.forget("p/a");
+        assert_eq!(again.recall(&[("p/a", "\"e1\"", Some(t1))]), vec![None]);
+    }
+}
