@@ -44,6 +44,7 @@ fn a_entry(i: u64, now: bool) -> Entry {
             mode: Some(0o100644),
             uid: Some(1000),
             gid: Some(1000),
+            rdev: None,
         }),
     }
 }

@@ -70,6 +70,9 @@ pub enum CopyReason {
     /// Same content; the mode (or, as root, the owner) differs: only the
     /// metadata is rewritten.
     MetadataDiffers,
+    /// One side is a symbolic link, special file or device number the
+    /// other is not: copied whole (a metadata rewrite cannot change it).
+    TypeDiffers,
 }
 
 /// Why a key is left alone.
@@ -197,6 +200,11 @@ fn compare(s: &Entry, d: &Entry, opts: &DiffOptions) -> Action {
     if s.size != d.size {
         return copy(s, Some(d), CopyReason::SizeDiffers);
     }
+    if let (Some(a), Some(b)) = (&s.meta, &d.meta) {
+        if type_differs(a, b) {
+            return copy(s, Some(d), CopyReason::TypeDiffers);
+        }
+    }
     if let (Some(a), Some(b)) = (&s.etag, &d.etag) {
         if a == b {
             return skip(&s.key, SkipReason::Unchanged);
@@ -240,11 +248,24 @@ pub fn meta_differs(a: &PosixMeta, b: &PosixMeta) -> bool {
         || (root && (differ(a.uid, b.uid) || differ(a.gid, b.gid)))
 }
 
+/// Whether both sides' modes are known and say different file types (a
+/// link and a file of the same size and time), or two devices have other
+/// numbers.
+pub fn type_differs(a: &PosixMeta, b: &PosixMeta) -> bool {
+    match (a.mode, b.mode) {
+        (Some(_), Some(_)) => a.kind() != b.kind() || (a.kind().is_special() && a.rdev != b.rdev),
+        _ => false,
+    }
+}
+
 /// Settles a [`Action::Check`] once both sides' stored metadata is known.
 /// Returns the copy reason, or `None` when unchanged.
 pub fn decide_with_info(src: &ObjectInfo, dst: &ObjectInfo) -> Option<CopyReason> {
     if src.size != dst.size {
         return Some(CopyReason::SizeDiffers);
+    }
+    if type_differs(&src.meta, &dst.meta) {
+        return Some(CopyReason::TypeDiffers);
     }
     let same_content = match (src.checksum, dst.checksum) {
         (Some(a @ Checksum::Crc32c(_)), Some(b @ Checksum::Crc32c(_))) => {
@@ -315,7 +336,7 @@ pub fn diff<'a>(
         }
         loop {
             match next_action(&mut s, &mut d, &opts).await {
-                Step::Emit(a) => return Some((Ok(a), (s, d, opts, false))),
+                Step::Emit(a) => return Some((Ok(*a), (s, d, opts, false))),
                 Step::Fatal(e) => return Some((Err(e), (s, d, opts, true))),
                 Step::Nothing => continue,
                 Step::End => return None,
@@ -326,7 +347,8 @@ pub fn diff<'a>(
 }
 
 enum Step {
-    Emit(Action),
+    /// Boxed: an action holds two entries, the other steps nothing.
+    Emit(Box<Action>),
     Fatal(LocationError),
     Nothing,
     End,
@@ -387,16 +409,16 @@ async fn next_action<'a>(s: &mut Listing<'a>, d: &mut Listing<'a>, opts: &DiffOp
             .and_then(per_key_error)
     });
     if let Some((_, why)) = refused {
-        return Step::Emit(skip(&key, SkipReason::Refused(why)));
+        return Step::Emit(Box::new(skip(&key, SkipReason::Refused(why))));
     }
     let (se, de) = (si.and_then(Result::ok), di.and_then(Result::ok));
     if se.is_some() {
         if let Some(why) = refusal(&key, opts.dst_keys_are_paths) {
-            return Step::Emit(skip(&key, SkipReason::Refused(why)));
+            return Step::Emit(Box::new(skip(&key, SkipReason::Refused(why))));
         }
     }
     match decide(se.as_ref(), de.as_ref(), opts) {
-        Some(a) => Step::Emit(a),
+        Some(a) => Step::Emit(Box::new(a)),
         None => Step::Nothing,
     }
 }

@@ -27,6 +27,10 @@ pub struct Counters {
     pub files_transferred_b_to_a: AtomicU64,
     pub files_deleted_a: AtomicU64,
     pub files_deleted_b: AtomicU64,
+    /// Of the files transferred: symbolic links, and FIFOs, sockets and
+    /// devices (recreated locally with mknod).
+    pub symlinks_transferred: AtomicU64,
+    pub special_files_transferred: AtomicU64,
 }
 
 /// A snapshot of [`Counters`], serialized with DataSync's names.
@@ -52,6 +56,10 @@ pub struct CounterValues {
     pub files_deleted_a: u64,
     #[serde(default, rename = "FilesDeletedB")]
     pub files_deleted_b: u64,
+    #[serde(default)]
+    pub symlinks_transferred: u64,
+    #[serde(default)]
+    pub special_files_transferred: u64,
 }
 
 impl Counters {
@@ -76,6 +84,8 @@ impl Counters {
             files_transferred_b_to_a: g(&self.files_transferred_b_to_a),
             files_deleted_a: g(&self.files_deleted_a),
             files_deleted_b: g(&self.files_deleted_b),
+            symlinks_transferred: g(&self.symlinks_transferred),
+            special_files_transferred: g(&self.special_files_transferred),
         }
     }
 }
@@ -98,6 +108,10 @@ pub struct ObjectRecord {
     pub checksum: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub verified: bool,
+    /// What the key is when not a regular file (`symbolic link`, `FIFO`,
+    /// `socket`, `character device`, `block device`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
 }
 
 /// Writes report lines to a file, if one was asked for, and keeps the first

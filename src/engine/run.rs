@@ -509,6 +509,7 @@ pub(super) async fn verify_whole(
                     error: Some("source and destination differ after the transfer".into()),
                     checksum: None,
                     verified: false,
+                    kind: None,
                 });
             }
             (_, None) => {}

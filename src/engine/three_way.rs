@@ -390,6 +390,7 @@ pub(crate) mod tests {
                 mode: Some(0o100644),
                 uid: Some(0),
                 gid: Some(0),
+                rdev: None,
             }),
         }
     }
@@ -600,6 +601,7 @@ pub(crate) mod tests {
                 mode: Some(0o100644),
                 uid: Some(0),
                 gid: Some(0),
+                rdev: None,
             },
             ..Default::default()
         }

@@ -12,8 +12,8 @@ use super::report::{Counters, ObjectRecord, Report};
 use super::state::{fingerprint, source_fingerprint, PairCache};
 use super::throttle::{MeteredSource, Throttle};
 use crate::location::{
-    ByteSource, Checksum, Entry, Location, LocationError, LocationSource, ObjectAttrs, ObjectInfo,
-    WithAttrs, WriteMode, WriteOutcome,
+    ByteSource, Checksum, Entry, FileKind, Location, LocationError, LocationSource, ObjectAttrs,
+    ObjectInfo, WithAttrs, WriteMode, WriteOutcome,
 };
 
 /// Tries per object for transient failures, on top of the SDK's own retries
@@ -62,6 +62,7 @@ fn record(key: &str, action: &'static str, result: &'static str) -> ObjectRecord
         error: None,
         checksum: None,
         verified: false,
+        kind: None,
     }
 }
 
@@ -197,13 +198,14 @@ impl Transfer {
         if only_meta {
             return self.rewrite_meta(src, info, r).await;
         }
-        match self.copy_to(src, info, &src.key).await {
-            Ok((out, verified)) => {
+        match self.copy_kind_to(src, info, &src.key).await {
+            Ok((out, verified, kind)) => {
                 Counters::add(&self.counters.files_transferred, 1);
                 Counters::add(&self.counters.bytes_written, out.bytes);
                 if verified {
                     Counters::add(&self.counters.files_verified, 1);
                 }
+                self.count_kind(kind, &mut r);
                 r.checksum = out.stored.map(|c| c.to_string());
                 r.verified = verified;
                 if let Some(c) = &self.cache {
@@ -214,11 +216,32 @@ impl Transfer {
                     );
                 }
             }
+            // A device as non-root: reported and skipped, not failed.
+            Err(LocationError::Unsupported { message, .. }) => {
+                tracing::warn!(key = %src.key, "{message}");
+                Counters::add(&self.counters.files_skipped, 1);
+                r.action = "skip";
+                r.result = "skipped";
+                r.bytes = 0;
+                r.reason = Some(message);
+            }
             Err(e) => {
                 self.fail(&mut r, &e).await;
             }
         }
         self.report.record(r);
+    }
+
+    /// Counts a link or special file among the transferred, and names its
+    /// kind in its report line.
+    fn count_kind(&self, kind: FileKind, r: &mut ObjectRecord) {
+        let counter = match kind {
+            FileKind::Symlink => &self.counters.symlinks_transferred,
+            k if k.is_special() => &self.counters.special_files_transferred,
+            _ => return,
+        };
+        Counters::add(counter, 1);
+        r.kind = Some(kind.name());
     }
 
     /// Copies `src` to `dst_key` at the destination (retried on transient
@@ -229,8 +252,20 @@ impl Transfer {
         info: Option<ObjectInfo>,
         dst_key: &str,
     ) -> Result<(WriteOutcome, bool), LocationError> {
-        let out = with_retries(|| self.copy_once(src, info.clone(), dst_key)).await?;
-        self.verify_written(dst_key, out).await
+        let (out, verified, _) = self.copy_kind_to(src, info, dst_key).await?;
+        Ok((out, verified))
+    }
+
+    /// [`copy_to`](Self::copy_to), also saying what kind of file was copied.
+    async fn copy_kind_to(
+        &self,
+        src: &Entry,
+        info: Option<ObjectInfo>,
+        dst_key: &str,
+    ) -> Result<(WriteOutcome, bool, FileKind), LocationError> {
+        let (out, kind) = with_retries(|| self.copy_once(src, info.clone(), dst_key)).await?;
+        let (out, verified) = self.verify_written(dst_key, out).await?;
+        Ok((out, verified, kind))
     }
 
     async fn copy_once(
@@ -238,7 +273,7 @@ impl Transfer {
         src: &Entry,
         info: Option<ObjectInfo>,
         dst_key: &str,
-    ) -> Result<WriteOutcome, LocationError> {
+    ) -> Result<(WriteOutcome, FileKind), LocationError> {
         if src.is_dir_marker() {
             let info = match (&info, src.meta) {
                 (Some(_), _) | (None, Some(_)) => info,
@@ -247,7 +282,7 @@ impl Transfer {
             self.dst
                 .make_dir(dst_key, &meta_to_write(src, info.as_ref()))
                 .await?;
-            return Ok(WriteOutcome {
+            let out = WriteOutcome {
                 bytes: 0,
                 crc32c: None,
                 stored: None,
@@ -255,7 +290,8 @@ impl Transfer {
                 etag: None,
                 mtime_ns: None,
                 mode: None,
-            });
+            };
+            return Ok((out, FileKind::Dir));
         }
         let listed = ObjectInfo {
             size: src.size,
@@ -271,7 +307,13 @@ impl Transfer {
             .copy_from(self.src.as_ref(), &src.key, as_listed, dst_key)
             .await?
         {
-            return Ok(out);
+            // The copy keeps the object's metadata, whatever it says.
+            let kind = info
+                .as_ref()
+                .map(|i| i.meta)
+                .or(src.meta)
+                .unwrap_or_default();
+            return Ok((out, kind.kind()));
         }
         let (info, source) = match (info, src.meta) {
             (Some(i), _) => {
@@ -308,7 +350,7 @@ impl Transfer {
             .dst
             .write(dst_key, source, &meta, WriteMode::Replace)
             .await?;
-        Ok(out)
+        Ok((out, meta.kind()))
     }
 
     /// The error, with what its location can add (principal, fix command).

@@ -151,6 +151,7 @@ fn record(key: &str, action: &'static str, result: &'static str, reason: String)
         error: None,
         checksum: None,
         verified: false,
+        kind: None,
     }
 }
 

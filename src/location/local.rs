@@ -6,14 +6,15 @@
 //! written at their offsets under a process-wide byte budget. Temp files
 //! carry the writer's pid, so a later run can tell a dead writer's leftovers
 //! from a live writer's work in progress. Nothing is ever written through a
-//! symbolic link inside the root.
+//! symbolic link inside the root. Symbolic links and special files are keys
+//! too (`special.rs`): listed with `lstat`, a link's content is its target.
 
 use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +23,8 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 
 use super::key::{self, UnsafeReason};
+use super::meta::{FileKind, MAX_LINK_TARGET};
+use super::special;
 use super::{
     ByteSource, Checksum, Entry, Location, LocationError, ObjectInfo, PosixMeta, Result, WriteMode,
     WriteOutcome,
@@ -190,11 +193,17 @@ pub(super) fn pid_alive(pid: u32) -> bool {
 
 pub(crate) fn meta_of(m: &fs::Metadata) -> PosixMeta {
     let mtime_ns = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+    let rdev = matches!(
+        special::kind_of(m),
+        FileKind::CharDevice | FileKind::BlockDevice
+    )
+    .then(|| m.rdev());
     PosixMeta {
         mtime_ns: Some(mtime_ns),
         mode: Some(m.mode()),
         uid: Some(m.uid()),
         gid: Some(m.gid()),
+        rdev,
     }
 }
 
@@ -231,8 +240,8 @@ fn apply_meta(
 const DIR_PAGE: usize = 1000;
 
 /// One page of a local directory, in byte order of the keys (a directory
-/// sorts as `name/`), resuming after the key `token`. Our temp files, symbolic
-/// links and special files are left out, as the walk leaves them out.
+/// sorts as `name/`), resuming after the key `token`. Our temp files are left
+/// out; symbolic links and special files are listed as the walk lists them.
 fn list_dir_page(path: &Path, dir: &str, token: Option<String>) -> io::Result<super::DirPage> {
     let mut items = Vec::new();
     for ent in fs::read_dir(path)? {
@@ -245,17 +254,16 @@ fn list_dir_page(path: &Path, dir: &str, token: Option<String>) -> io::Result<su
         let ft = ent.file_type()?;
         let item = if ft.is_dir() {
             super::DirItem::Dir(format!("{dir}{name}/"))
-        } else if ft.is_file() {
+        } else {
+            // DirEntry::metadata is lstat's: a link is listed, not followed.
             let m = ent.metadata()?;
             super::DirItem::File(Entry {
                 key: format!("{dir}{name}"),
-                size: m.len(),
+                size: special::listed_size(&m),
                 modified: m.modified().ok(),
                 etag: None,
                 meta: Some(meta_of(&m)),
             })
-        } else {
-            continue;
         };
         if token.as_deref().is_some_and(|t| item.key() <= t) {
             continue;
@@ -342,11 +350,11 @@ impl Location for LocalLocation {
             }
             Err(e) => return Err(self.io_err("stat", key, e)),
         };
-        if m.is_dir() != key.ends_with('/') || !(m.is_dir() || m.is_file()) {
+        if m.is_dir() != key.ends_with('/') {
             return Ok(None);
         }
         Ok(Some(ObjectInfo {
-            size: if m.is_dir() { 0 } else { m.len() },
+            size: special::listed_size(&m),
             modified: m.modified().ok(),
             etag: None,
             meta: meta_of(&m),
@@ -363,7 +371,26 @@ impl Location for LocalLocation {
         let path = self.path_of(key)?;
         let len = (range.end - range.start) as usize;
         let res = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
-            let f = fs::File::open(&path)?;
+            let m = fs::symlink_metadata(&path)?;
+            let kind = special::kind_of(&m);
+            if kind != FileKind::File {
+                // A link's target or a special file's nothing: never opened.
+                let body = special::content(&path, kind)?;
+                let end = (range.end as usize).min(body.len());
+                let start = (range.start as usize).min(end);
+                if end - start != len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the link changed while it was read",
+                    ));
+                }
+                return Ok(body[start..end].to_vec());
+            }
+            // A link put in its place since is not followed.
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)?;
             let mut buf = vec![0u8; len];
             f.read_exact_at(&mut buf, range.start)?;
             Ok(buf)
@@ -395,7 +422,10 @@ impl Location for LocalLocation {
         }
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let tmp = dir.join(temp_name());
-        let result = self.write_temp(key, &tmp, source, meta).await;
+        let result = match meta.kind() {
+            FileKind::File | FileKind::Dir => self.write_temp(key, &tmp, source, meta).await,
+            kind => self.write_special(key, &tmp, kind, source, meta).await,
+        };
         let result = match result {
             Ok(out) => {
                 let renamed = match mode {
@@ -453,8 +483,13 @@ impl Location for LocalLocation {
             mode: meta.mode.or(Some(current.mode())),
             uid: meta.uid,
             gid: meta.gid,
+            rdev: None,
         };
-        apply_meta(&path, None, &merged, is_dir).map_err(|e| self.io_err("set metadata of", key, e))
+        let res = match special::kind_of(&current) {
+            FileKind::File | FileKind::Dir => apply_meta(&path, None, &merged, is_dir),
+            kind => special::apply_meta(&path, kind, &merged),
+        };
+        res.map_err(|e| self.io_err("set metadata of", key, e))
     }
 
     async fn rename_native(&self, from: &str, to: &str) -> Result<bool> {
@@ -616,6 +651,70 @@ impl LocalLocation {
 }
 
 impl LocalLocation {
+    /// Makes a symbolic link (its target read whole from `source`) or a
+    /// special file at `tmp`, with its metadata; the caller renames it into
+    /// place. Making a device as non-root is `Unsupported` (reported and
+    /// skipped, not failed).
+    async fn write_special(
+        &self,
+        key: &str,
+        tmp: &Path,
+        kind: FileKind,
+        source: Arc<dyn ByteSource>,
+        meta: &PosixMeta,
+    ) -> Result<WriteOutcome> {
+        let len = source.len();
+        let max = if kind == FileKind::Symlink {
+            MAX_LINK_TARGET
+        } else {
+            0
+        };
+        if len > max {
+            return Err(LocationError::Io {
+                location: self.describe(),
+                op: "write",
+                key: key.to_string(),
+                message: format!(
+                    "a {} of {len} bytes cannot be made (at most {max})",
+                    kind.name()
+                ),
+                transient: false,
+            });
+        }
+        let body = source.read_range(0..len).await?;
+        let crc = crc32c::crc32c(&body);
+        let (tmp_owned, meta_owned) = (tmp.to_path_buf(), *meta);
+        let made = tokio::task::spawn_blocking(move || {
+            special::make(&tmp_owned, kind, &body, &meta_owned)
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string()).into()));
+        match made {
+            Ok(()) => {}
+            Err(special::MakeError::NotPermitted(message)) => {
+                return Err(LocationError::Unsupported {
+                    location: self.describe(),
+                    key: key.to_string(),
+                    message,
+                })
+            }
+            Err(special::MakeError::Io(e)) => return Err(self.io_err("create", key, e)),
+        }
+        Ok(WriteOutcome {
+            bytes: len,
+            crc32c: Some(crc),
+            stored: Some(Checksum::Crc32c(crc)),
+            reported: None,
+            etag: None,
+            mtime_ns: meta.mtime_ns,
+            // Links are always 0777 on Linux.
+            mode: Some(match kind {
+                FileKind::Symlink => kind.type_bits() | 0o777,
+                _ => kind.type_bits() | meta.mode.map_or(0o644, |m| m & 0o7777),
+            }),
+        })
+    }
+
     /// Reads one range of the source and writes it at its offset; returns
     /// (offset, CRC32C, length). Holds its bytes of the write budget meanwhile.
     async fn write_chunk(
@@ -688,10 +787,16 @@ impl LocalLocation {
     /// CRC32C of a stored file (used by verification).
     pub async fn crc32c_of(&self, key: &str) -> Result<u32> {
         let path = self.path_of(key)?;
-        tokio::task::spawn_blocking(move || file_crc32c(&path))
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
-            .map_err(|e| self.io_err("read", key, e))
+        tokio::task::spawn_blocking(move || {
+            let kind = special::kind_of(&fs::symlink_metadata(&path)?);
+            match kind {
+                FileKind::File => file_crc32c(&path),
+                _ => special::content(&path, kind).map(|b| crc32c::crc32c(&b)),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
+        .map_err(|e| self.io_err("read", key, e))
     }
 }
 
@@ -737,6 +842,7 @@ mod tests {
             mode: Some(0o100600),
             uid: None,
             gid: None,
+            rdev: None,
         };
         let body = Bytes::from(vec![7u8; 20 * 1024 * 1024 + 3]);
         let out = loc

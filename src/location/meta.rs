@@ -6,6 +6,12 @@
 //! all three tools see the time, and never a bare `mode` (rclone writes it in
 //! octal, s3fs in decimal: the two clash). We read all three, `file-*` first,
 //! so data copied by those tools is recognised as unchanged.
+//!
+//! The file type travels in the mode's type bits (`S_IFMT`), as DataSync and
+//! s3fs store it: a symbolic link is an object whose body is the link's
+//! target with `S_IFLNK` in its mode; a FIFO, socket or device is an empty
+//! object with its type in the mode and, for a device, its number in `rdev`
+//! (s3fs's key, decimal `st_rdev`). [`FileKind`] names the types.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,16 +25,110 @@ pub struct PosixMeta {
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// Device number (`st_rdev`) of a character or block device.
+    pub rdev: Option<u64>,
 }
 
-const S_IFMT: u32 = 0o170000;
-const S_IFREG: u32 = 0o100000;
-const S_IFDIR: u32 = 0o040000;
-const S_IFLNK: u32 = 0o120000;
+pub const S_IFMT: u32 = 0o170000;
+pub const S_IFREG: u32 = 0o100000;
+pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFLNK: u32 = 0o120000;
+pub const S_IFIFO: u32 = 0o010000;
+pub const S_IFSOCK: u32 = 0o140000;
+pub const S_IFCHR: u32 = 0o020000;
+pub const S_IFBLK: u32 = 0o060000;
+
+/// Largest link target a store's object may hold to be a symbolic link
+/// (Linux's PATH_MAX, terminating NUL excluded).
+pub const MAX_LINK_TARGET: u64 = 4095;
+
+/// What a key holds, from its mode's type bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    File,
+    Dir,
+    /// The content is the link's target.
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl FileKind {
+    /// The kind a mode says; a mode without (known) type bits is a file.
+    pub fn of_mode(mode: u32) -> FileKind {
+        match mode & S_IFMT {
+            S_IFDIR => FileKind::Dir,
+            S_IFLNK => FileKind::Symlink,
+            S_IFIFO => FileKind::Fifo,
+            S_IFSOCK => FileKind::Socket,
+            S_IFCHR => FileKind::CharDevice,
+            S_IFBLK => FileKind::BlockDevice,
+            _ => FileKind::File,
+        }
+    }
+
+    /// FIFOs, sockets and devices: empty objects whose mode (and device
+    /// number) is all there is to copy.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            FileKind::Fifo | FileKind::Socket | FileKind::CharDevice | FileKind::BlockDevice
+        )
+    }
+
+    /// The type bits of a mode of this kind.
+    pub fn type_bits(self) -> u32 {
+        match self {
+            FileKind::File => S_IFREG,
+            FileKind::Dir => S_IFDIR,
+            FileKind::Symlink => S_IFLNK,
+            FileKind::Fifo => S_IFIFO,
+            FileKind::Socket => S_IFSOCK,
+            FileKind::CharDevice => S_IFCHR,
+            FileKind::BlockDevice => S_IFBLK,
+        }
+    }
+
+    /// How a report or message names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::File => "file",
+            FileKind::Dir => "directory",
+            FileKind::Symlink => "symbolic link",
+            FileKind::Fifo => "FIFO",
+            FileKind::Socket => "socket",
+            FileKind::CharDevice => "character device",
+            FileKind::BlockDevice => "block device",
+        }
+    }
+}
 
 impl PosixMeta {
     pub fn mtime(&self) -> Option<SystemTime> {
         self.mtime_ns.and_then(ns_to_system_time)
+    }
+
+    /// What the mode says the key holds (a file when it says nothing).
+    pub fn kind(&self) -> FileKind {
+        self.mode.map_or(FileKind::File, FileKind::of_mode)
+    }
+
+    /// `self` where it says something, else `current`; a mode without type
+    /// bits (a chmod) keeps the current type.
+    pub fn merged_over(&self, current: &PosixMeta) -> PosixMeta {
+        let mode = match (self.mode, current.mode) {
+            (Some(m), Some(c)) if m & S_IFMT == 0 => Some(c & S_IFMT | m & 0o7777),
+            (m, c) => m.or(c),
+        };
+        PosixMeta {
+            mtime_ns: self.mtime_ns.or(current.mtime_ns),
+            mode,
+            uid: self.uid.or(current.uid),
+            gid: self.gid.or(current.gid),
+            rdev: self.rdev.or(current.rdev),
+        }
     }
 
     /// The user-metadata map written with an object (keys without the `x-amz-meta-` prefix).
@@ -46,6 +146,9 @@ impl PosixMeta {
         }
         if let Some(gid) = self.gid {
             m.insert("file-group".into(), gid.to_string());
+        }
+        if let Some(rdev) = self.rdev {
+            m.insert("rdev".into(), rdev.to_string());
         }
         m
     }
@@ -71,6 +174,7 @@ impl PosixMeta {
             gid: get("file-group")
                 .or_else(|| get("gid"))
                 .and_then(|v| v.parse().ok()),
+            rdev: get("rdev").and_then(|v| v.parse().ok()),
         }
     }
 }
@@ -153,7 +257,13 @@ fn parse_seconds(v: &str) -> Option<i128> {
 /// `100664` read as decimal is over the limit, s3fs's `33188` is not.
 fn parse_bare_mode(v: &str) -> Option<u32> {
     const MAX_MODE: u32 = 0o177777;
-    let valid = |m: u32| m <= MAX_MODE && matches!(m & S_IFMT, S_IFREG | S_IFDIR | S_IFLNK);
+    let valid = |m: u32| {
+        m <= MAX_MODE
+            && matches!(
+                m & S_IFMT,
+                S_IFREG | S_IFDIR | S_IFLNK | S_IFIFO | S_IFSOCK | S_IFCHR | S_IFBLK
+            )
+    };
     if let Ok(d) = v.parse::<u32>() {
         if valid(d) {
             return Some(d);
@@ -180,6 +290,7 @@ mod tests {
             mode: Some(0o100640),
             uid: Some(1000),
             gid: Some(100),
+            rdev: None,
         };
         let um = m.to_user_metadata();
         assert_eq!(um["file-permissions"], "0100640");
@@ -242,6 +353,49 @@ mod tests {
             ("uid", "-1"),
         ]));
         assert_eq!(m, PosixMeta::default());
+    }
+
+    #[test]
+    fn s3fs_symlink_and_device_modes_are_read() {
+        // s3fs writes `mode` in decimal: 41471 = 0o120777, 8592 = 0o20620.
+        let link = PosixMeta::from_user_metadata(&map(&[("mode", "41471")]));
+        assert_eq!(link.kind(), FileKind::Symlink);
+        let dev = PosixMeta::from_user_metadata(&map(&[("mode", "8592"), ("rdev", "1025")]));
+        assert_eq!(dev.kind(), FileKind::CharDevice);
+        assert_eq!(dev.rdev, Some(1025));
+        let fifo = PosixMeta::from_user_metadata(&map(&[("file-permissions", "010644")]));
+        assert_eq!(fifo.kind(), FileKind::Fifo);
+    }
+
+    #[test]
+    fn a_device_number_round_trips_in_s3fs_key() {
+        let m = PosixMeta {
+            mode: Some(S_IFBLK | 0o660),
+            rdev: Some(2049),
+            ..Default::default()
+        };
+        let um = m.to_user_metadata();
+        assert_eq!(um["rdev"], "2049");
+        assert_eq!(um["file-permissions"], "060660");
+        assert_eq!(PosixMeta::from_user_metadata(&um), m);
+    }
+
+    #[test]
+    fn a_chmod_keeps_the_type_it_is_merged_over() {
+        let link = PosixMeta {
+            mode: Some(S_IFLNK | 0o777),
+            uid: Some(1),
+            ..Default::default()
+        };
+        let chown = PosixMeta {
+            mode: Some(0o644),
+            uid: Some(2),
+            ..Default::default()
+        };
+        let m = chown.merged_over(&link);
+        assert_eq!(m.mode, Some(S_IFLNK | 0o644));
+        assert_eq!(m.uid, Some(2));
+        assert_eq!(PosixMeta::default().kind(), FileKind::File);
     }
 
     #[test]

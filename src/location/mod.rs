@@ -16,6 +16,7 @@ pub mod s3;
 mod s3_list;
 pub mod s3_settings;
 mod s3_write;
+pub mod special;
 mod walk;
 
 use std::ops::Range;
@@ -26,7 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-pub use meta::PosixMeta;
+pub use meta::{FileKind, PosixMeta};
 
 /// Where a location's keys live, to tell whether two locations overlap.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -283,6 +284,14 @@ pub enum LocationError {
     },
     #[error("{location}: {message}")]
     Config { location: String, message: String },
+    /// This key cannot be written here by this user (a device as non-root):
+    /// reported and skipped, not an error of the execution.
+    #[error("{location}: `{key}`: {message}")]
+    Unsupported {
+        location: String,
+        key: String,
+        message: String,
+    },
 }
 
 impl LocationError {

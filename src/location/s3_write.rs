@@ -528,12 +528,8 @@ impl S3Location {
             .await
             .map_err(|e| self.err("HeadObject", key, e))?;
         let mut info = self.info_from_head(&head);
-        info.meta = PosixMeta {
-            mtime_ns: meta.mtime_ns.or(info.meta.mtime_ns),
-            mode: meta.mode.or(info.meta.mode),
-            uid: meta.uid.or(info.meta.uid),
-            gid: meta.gid.or(info.meta.gid),
-        };
+        // A chmod (no type bits) keeps a link's or a device's type.
+        info.meta = meta.merged_over(&info.meta);
         let source = CopySource::of(self, key);
         let in_parts = info.size > self.copy_threshold;
         // Its own tags stay, whatever `object_tags` says: CopyObject keeps

@@ -3,7 +3,8 @@
 //! directory compared as `name/`, then visited depth first from an explicit
 //! stack; entries go out through a bounded channel as they are found, so
 //! memory is bounded by the directories on the current path. Symlinks and
-//! special files are reported and skipped, our temp files left out (and
+//! special files are listed as keys (from `lstat`: a link is never followed,
+//! its size is its target's length), our temp files left out (and
 //! remembered when their writer is dead).
 //!
 //! [`LocalLocation::list`]: super::local::LocalLocation
@@ -71,28 +72,14 @@ impl Walker {
                 Err(e) => self.send(Err(self.err("list", &rel.to_string_lossy(), e))),
             };
         }
-        if ft.is_file() {
-            return self.send_entry(&rel, &child.meta, false);
-        }
-        let kind = if ft.is_symlink() {
-            "a symbolic link"
-        } else {
-            "not a regular file or directory"
-        };
-        self.send(Err(LocationError::Io {
-            location: self.location.clone(),
-            op: "skip",
-            key: rel.to_string_lossy().into_owned(),
-            message: format!("{kind}; skipped"),
-            transient: false,
-        }))
+        self.send_entry(&rel, &child.meta, false)
     }
 
     fn send_entry(&self, rel: &Path, m: &fs::Metadata, is_dir: bool) -> bool {
         let entry = key::relpath_to_key(rel, is_dir)
             .map(|key| Entry {
                 key,
-                size: if is_dir { 0 } else { m.len() },
+                size: super::special::listed_size(m),
                 modified: m.modified().ok(),
                 etag: None,
                 meta: Some(meta_of(m)),

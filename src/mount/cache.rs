@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use crate::location::{Location, LocationError, Result};
+use crate::location::{FileKind, Location, LocationError, Result};
 use crate::metrics::MountMetrics;
 
 use super::prefetch::BLOCK;
@@ -31,6 +31,10 @@ pub struct Attr {
     pub gid: u32,
     /// The version a reader is pinned to (S3); `None` for local files.
     pub etag: Option<String>,
+    /// What the stored mode's type bits say (a directory when `is_dir`).
+    pub kind: FileKind,
+    /// Device number of a character or block device.
+    pub rdev: u64,
 }
 
 /// Paths to what a lookup found: `None` is a negative entry.

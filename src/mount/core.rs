@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt};
 
-use crate::location::{key, move_key, DirItem, Location, ObjectInfo, PosixMeta};
+use crate::location::{key, move_key, DirItem, FileKind, Location, ObjectInfo, PosixMeta};
 
 use super::cache::{Attr, BlockCache, MetaCache};
 use super::error::{FsError, FsResult};
@@ -91,6 +91,17 @@ impl Core {
         }
     }
 
+    /// Refuses changes on a read-only mount.
+    pub(super) fn check_writable(&self) -> FsResult<()> {
+        self.writable()
+    }
+
+    /// `key` was just written as a new entry: caches forget what they knew.
+    pub(super) fn created(&self, key: &str) {
+        self.invalidate(key);
+        self.note(key, true);
+    }
+
     fn writable(&self) -> FsResult<()> {
         if self.settings.read_only {
             Err(FsError::ReadOnly)
@@ -127,6 +138,7 @@ impl Core {
             mode: Some(mode),
             uid: Some(uid),
             gid: Some(gid),
+            rdev: None,
         }
     }
 
@@ -152,6 +164,8 @@ impl Core {
             uid: meta.uid.unwrap_or(self.settings.uid),
             gid: meta.gid.unwrap_or(self.settings.gid),
             etag,
+            kind: if is_dir { FileKind::Dir } else { meta.kind() },
+            rdev: meta.rdev.unwrap_or(0),
         }
     }
 
@@ -290,6 +304,7 @@ impl Core {
             mode: Some(libc::S_IFREG | u32::from(attr.perm)),
             uid: Some(attr.uid),
             gid: Some(attr.gid),
+            rdev: None,
         };
         let staged = Arc::new(Staged::create(&self.settings.staging_dir, key, meta)?);
         if !truncate {
@@ -390,12 +405,17 @@ impl Core {
                 .or(Some(crate::location::meta::system_time_to_ns(
                     current.mtime,
                 ))),
+            // A link's or a device's type stays with its new mode and owner.
             mode: Some(
-                (if is_dir { libc::S_IFDIR } else { libc::S_IFREG })
-                    | change.mode.unwrap_or(u32::from(current.perm)) & 0o7777,
+                (if is_dir {
+                    libc::S_IFDIR
+                } else {
+                    current.kind.type_bits()
+                }) | change.mode.unwrap_or(u32::from(current.perm)) & 0o7777,
             ),
             uid: change.uid.or(Some(current.uid)),
             gid: change.gid.or(Some(current.gid)),
+            rdev: (current.rdev != 0).then_some(current.rdev),
         };
         let meta_changed = change.mode.is_some()
             || change.uid.is_some()

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -16,7 +18,7 @@ use fuser::{
     ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::location::{DirItem, Entry, LocationError, PosixMeta};
+use crate::location::{DirItem, Entry, FileKind, LocationError, PosixMeta};
 
 use super::cache::{Attr, Want};
 use super::core::Core;
@@ -128,13 +130,14 @@ impl MountFs {
             kind: if a.is_dir {
                 FileType::Directory
             } else {
-                FileType::RegularFile
+                file_type(a.kind)
             },
             perm: a.perm,
             nlink: if a.is_dir { 2 } else { 1 },
             uid: a.uid,
             gid: a.gid,
-            rdev: 0,
+            // The kernel's dev_t from the FUSE protocol's 32-bit form.
+            rdev: a.rdev as u32,
             blksize: BLOCK as u32,
             flags: 0,
         }
@@ -149,6 +152,26 @@ impl MountFs {
         };
         let ino = lock(&self.inodes).remember(&full, a.is_dir);
         self.file_attr(ino, a)
+    }
+
+    /// Makes `name` in `parent` with `make` (given its key) and answers
+    /// with the new entry, or the errno of `op`'s failure.
+    fn new_entry(
+        &self,
+        op: &str,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: ReplyEntry,
+        make: impl FnOnce(&str) -> FsResult<Attr>,
+    ) {
+        let res = self.child(parent, name).and_then(|key| {
+            let a = make(&key)?;
+            Ok(self.entry(&key, &a))
+        });
+        match res {
+            Ok(attr) => reply.entry(&self.ttl(), &attr, Generation(0)),
+            Err(e) => reply.error(self.fail(op, &name.to_string_lossy(), &e)),
+        }
     }
 
     fn add_handle(&self, h: Handle) -> FileHandle {
@@ -389,7 +412,7 @@ impl MountFs {
                 let kind = if is_dir {
                     FileType::Directory
                 } else {
-                    FileType::RegularFile
+                    file_type(attr.kind)
                 };
                 let child_ino = if plus {
                     lock(&self.inodes).remember(&key, is_dir)
@@ -423,6 +446,19 @@ impl DirHandle {
     }
 }
 
+/// The FUSE file type of a stored kind.
+fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
 /// The user `req` comes from, for the permission checks.
 fn caller(req: &Request) -> Caller {
     Caller {
@@ -451,6 +487,7 @@ fn meta_change(
         mode: mode.map(|m| m & 0o7777),
         uid,
         gid,
+        rdev: None,
     }
 }
 
@@ -548,15 +585,69 @@ impl Filesystem for MountFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let res = self.child(parent, name).and_then(|key| {
+        self.new_entry("mkdir", parent, name, reply, |key| {
             let meta = new_meta(&self.core, req, libc::S_IFDIR, mode, umask);
-            let a = self.run(self.core.mkdir(&format!("{key}/"), meta))?;
-            Ok(self.entry(&key, &a))
-        });
+            self.run(self.core.mkdir(&format!("{key}/"), meta))
+        })
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        self.new_entry("symlink", parent, link_name, reply, |key| {
+            // A link's own mode is always 0777; its target is data.
+            let meta = new_meta(&self.core, req, libc::S_IFLNK, 0o777, 0);
+            self.run(self.core.symlink(key, target.as_os_str().as_bytes(), meta))
+        })
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let res = self
+            .key_of(ino)
+            .and_then(|(key, _)| self.run(self.core.readlink(&key)));
         match res {
-            Ok(attr) => reply.entry(&self.ttl(), &attr, Generation(0)),
-            Err(e) => reply.error(self.fail("mkdir", &name.to_string_lossy(), &e)),
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(self.fail("readlink", "", &e)),
         }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        self.new_entry("mknod", parent, name, reply, |key| {
+            let kind = FileKind::of_mode(mode);
+            let mut meta = new_meta(&self.core, req, kind.type_bits(), mode, umask);
+            if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) {
+                meta.rdev = Some(u64::from(rdev));
+            }
+            self.run(self.core.mknod(key, meta))
+        })
+    }
+
+    /// Hard links: S3 has no way to give one object two names that change
+    /// together, so link(2) is refused with EPERM, link(2)'s errno for a
+    /// file system that does not support hard links (README, SEMANTICS.md).
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EPERM);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {

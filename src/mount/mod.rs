@@ -22,6 +22,7 @@ pub mod core;
 pub mod error;
 pub mod fs;
 pub mod inode;
+pub mod nodes;
 pub mod permission;
 pub mod prefetch;
 pub mod write;

@@ -158,12 +158,15 @@ mod tests {
             uid: 1000,
             gid: 50,
             etag: None,
+            kind: crate::location::FileKind::File,
+            rdev: 0,
         }
     }
 
     fn dir(perm: u16) -> Attr {
         Attr {
             is_dir: true,
+            kind: crate::location::FileKind::Dir,
             ..file(perm)
         }
     }

@@ -656,6 +656,13 @@ pub fn records_for<'a>(report: &'a [Value], key: &str) -> Vec<&'a Value> {
 // Local files
 // ---------------------------------------------------------------------------
 
+/// Fails loudly unless the tests run as root (`what` says what needs it).
+pub fn require_root(what: &str) {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(uid, 0, "{what} needs root: run the tests as root");
+}
+
 /// `p` as a `&str` argument (temporary paths are UTF-8).
 pub fn path_str(p: &Path) -> String {
     p.to_str().expect("temp paths are UTF-8").to_string()
