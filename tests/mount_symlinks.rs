@@ -58,6 +58,18 @@ fn assert_links(root: &Path) {
     assert!(p.file_type().is_fifo(), "{p:?}");
     assert_eq!(p.mode() & 0o7777, 0o640);
     assert_eq!(p.len(), 0);
+    // It is a working pipe (the kernel's, not the store's), and `find`
+    // sees the types too.
+    let piped = sh(&format!(
+        "cd '{}' && {{ cat p & echo through-the-fifo > p; wait; }}",
+        root.display()
+    ));
+    assert_eq!(piped, "through-the-fifo\n");
+    let found = sh(&format!(
+        "cd '{}' && find . -type l ! -name out | sort",
+        root.display()
+    ));
+    assert_eq!(found, "./dangling\n./l\n./up\n");
 }
 
 async fn links_through_a_mount_are_stored_and_shown_again(s: &S3Server) {

@@ -172,6 +172,22 @@ async fn links_round_trip_local_to_s3_to_local_as_links() {
     }
 }
 
+#[test]
+fn local_to_local_copies_links_as_links() {
+    let src = source_tree();
+    let parent = common::tempdir();
+    let dst = parent.path().join("dst");
+    let state = common::tempdir();
+    let args = [path_str(src.path()), path_str(&dst)];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let summary = sync_ok(None, state.path(), &args);
+    assert_eq!(counter(&summary, "SymlinksTransferred"), LINKS.len() as u64);
+    assert_links(&dst);
+    assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 1);
+    let again = sync_ok(None, state.path(), &args);
+    assert_eq!(counter(&again, "FilesTransferred"), 0, "{again}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_link_target_is_copied_and_a_link_replaces_a_file_of_the_same_size() {
     let s = common::moto();

@@ -399,14 +399,18 @@ impl MountFs {
                 }
                 let (name, is_dir, attr) = d.page[(index - d.base) as usize].clone();
                 let key = child_key(&dir_key, &name, is_dir);
+                // Without attributes (a plain readdir of a listing that has
+                // none) the entry's type is a file's or a directory's.
+                let unknown = || {
+                    self.core
+                        .attr_of(is_dir, 0, None, &PosixMeta::default(), None)
+                };
                 let attr = match attr {
                     Some(a) => a,
-                    None if !plus => self.core.root_attr(),
+                    None if !plus => unknown(),
                     None => match self.core.probe(key.trim_end_matches('/')).await {
                         Ok(Some(a)) => a,
-                        _ => self
-                            .core
-                            .attr_of(is_dir, 0, None, &PosixMeta::default(), None),
+                        _ => unknown(),
                     },
                 };
                 let kind = if is_dir {
