@@ -377,6 +377,54 @@ async fn as_another_user_a_device_is_reported_and_skipped() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn links_and_devices_stored_by_s3fs_come_down_as_such() {
+    common::require_root("making a device");
+    let s = common::moto();
+    let bucket = s.new_bucket("s3fs-links").await;
+    let client = s.client().await;
+    // s3fs's form: `mode` in decimal (41471 = 0o120777, 8624 = 0o20660).
+    for (key, body, mode, rdev) in [
+        ("link", &b"target/file"[..], "41471", None),
+        (
+            "dev",
+            &b""[..],
+            "8624",
+            Some(libc::makedev(4, 64).to_string()),
+        ),
+    ] {
+        let mut put = client
+            .put_object()
+            .bucket(&bucket)
+            .key(key)
+            .metadata("mode", mode)
+            .metadata("mtime", "1600000000")
+            .body(aws_sdk_s3::primitives::ByteStream::from(body.to_vec()));
+        if let Some(r) = rdev {
+            put = put.metadata("rdev", r);
+        }
+        put.send().await.unwrap();
+    }
+    let dst = common::tempdir();
+    let state = common::tempdir();
+    let down = sync_ok(
+        &s,
+        state.path(),
+        &[&s.url(&bucket, ""), &path_str(dst.path())],
+    );
+    assert_eq!(counter(&down, "SymlinksTransferred"), 1, "{down}");
+    assert_eq!(counter(&down, "SpecialFilesTransferred"), 1, "{down}");
+    assert_eq!(
+        std::fs::read_link(dst.path().join("link")).unwrap(),
+        PathBuf::from("target/file")
+    );
+    let dev = std::fs::symlink_metadata(dst.path().join("dev")).unwrap();
+    assert!(dev.file_type().is_char_device());
+    assert_eq!(dev.rdev(), libc::makedev(4, 64));
+    assert_eq!(dev.mode() & 0o7777, 0o660);
+    assert_eq!(dev.mtime(), 1_600_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn s3_to_s3_copies_links_as_objects_with_their_metadata() {
     let s = common::moto();
     let src = source_tree();
