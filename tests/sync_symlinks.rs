@@ -336,44 +336,50 @@ async fn as_another_user_a_device_is_reported_and_skipped() {
     let url = s.url(&bucket, "");
     sync_ok(&s, state.path(), &[&path_str(src.path()), &url]);
 
-    // A destination and state `nobody` may write to.
+    // A destination and state `nobody` may write to; one-way, then two-way.
     let work = common::tempdir();
     std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let dst = work.path().join("out");
-    let bin = env!("CARGO_BIN_EXE_syncmount");
-    let mut argv: Vec<String> = vec!["env".into()];
-    argv.extend(s.env().into_iter().map(|(k, v)| format!("{k}={v}")));
-    argv.extend(
-        [
-            bin,
-            "sync",
-            &url,
-            &path_str(&dst),
-            "--endpoint-url",
-            &s.endpoint,
-            "--state-dir",
-            &path_str(&work.path().join("state")),
-            "--json",
-        ]
-        .map(String::from),
-    );
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let out = common::mount::as_nobody(&argv);
-    let summary = common::parse_summary(&out);
-    assert_eq!(out.status, 0, "{summary}");
-    assert_eq!(counter(&summary, "FilesSkipped"), 1, "{summary}");
-    assert_eq!(counter(&summary, "SpecialFilesTransferred"), 2, "{summary}");
-    assert!(
-        out.stderr
-            .contains("a character device can be created only by root"),
-        "{}",
-        out.stderr
-    );
-    assert!(!dst.join("null").exists());
-    assert!(std::fs::symlink_metadata(dst.join("fifo"))
-        .unwrap()
-        .file_type()
-        .is_fifo());
+    for (name, extra) in [("one-way", None), ("two-way", Some("--two-way"))] {
+        let dst = work.path().join(name);
+        let bin = env!("CARGO_BIN_EXE_syncmount");
+        let mut argv: Vec<String> = vec!["env".into()];
+        argv.extend(s.env().into_iter().map(|(k, v)| format!("{k}={v}")));
+        argv.extend(
+            [
+                bin,
+                "sync",
+                &url,
+                &path_str(&dst),
+                "--endpoint-url",
+                &s.endpoint,
+                "--state-dir",
+                &path_str(&work.path().join("state")),
+                "--json",
+            ]
+            .map(String::from),
+        );
+        argv.extend(extra.map(String::from));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = common::mount::as_nobody(&argv);
+        let summary = common::parse_summary(&out);
+        assert_eq!(out.status, 0, "{name}: {summary}");
+        assert_eq!(counter(&summary, "FilesSkipped"), 1, "{name}: {summary}");
+        assert_eq!(counter(&summary, "FilesFailed"), 0, "{name}: {summary}");
+        assert!(
+            out.stderr
+                .contains("a character device can be created only by root"),
+            "{name}: {}",
+            out.stderr
+        );
+        assert!(!dst.join("null").exists(), "{name}");
+        assert!(
+            std::fs::symlink_metadata(dst.join("fifo"))
+                .unwrap()
+                .file_type()
+                .is_fifo(),
+            "{name}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -216,14 +216,8 @@ impl Transfer {
                     );
                 }
             }
-            // A device as non-root: reported and skipped, not failed.
             Err(LocationError::Unsupported { message, .. }) => {
-                tracing::warn!(key = %src.key, "{message}");
-                Counters::add(&self.counters.files_skipped, 1);
-                r.action = "skip";
-                r.result = "skipped";
-                r.bytes = 0;
-                r.reason = Some(message);
+                skipped_unsupported(&self.counters, &mut r, message)
             }
             Err(e) => {
                 self.fail(&mut r, &e).await;
@@ -443,6 +437,17 @@ impl Transfer {
             with_retries(|| info_of(self.dst.as_ref(), dst)),
         )
     }
+}
+
+/// A key its destination cannot hold for this user (a device as non-root):
+/// reported and skipped with the reason, not failed.
+pub fn skipped_unsupported(counters: &Counters, r: &mut ObjectRecord, message: String) {
+    tracing::warn!(key = %r.key, "{message}");
+    Counters::add(&counters.files_skipped, 1);
+    r.action = "skip";
+    r.result = "skipped";
+    r.bytes = 0;
+    r.reason = Some(message);
 }
 
 /// An error as text, followed by what the location it names can add.

@@ -389,6 +389,10 @@ impl Pair {
                 self.record_copied(from, entry, &meta, out.crc32c).await;
                 self.report.record(r);
             }
+            Err(LocationError::Unsupported { message, .. }) => {
+                super::transfer::skipped_unsupported(&self.counters, &mut r, message);
+                self.report.record(r);
+            }
             Err(e) => {
                 if !self
                     .unchanged_since_listed(from, &entry.key, Some(entry))

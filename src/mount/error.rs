@@ -59,6 +59,8 @@ impl FsError {
                 LocationError::NotFound { .. } => Errno::ENOENT,
                 LocationError::UnsafeKey { .. } => Errno::EINVAL,
                 LocationError::FileDirClash { .. } => Errno::EEXIST,
+                // A device made by a mount process that is not root.
+                LocationError::Unsupported { .. } => Errno::EPERM,
                 LocationError::Io { message, .. } if message.starts_with("AccessDenied") => {
                     Errno::EACCES
                 }
