@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS known_meta (
     uid INTEGER,
     gid INTEGER,
     mtime_ns TEXT,
+    rdev TEXT,
     PRIMARY KEY (store, key)
 ) WITHOUT ROWID;
 ";
@@ -109,7 +110,7 @@ impl KnownMeta {
     pub fn remember(&self, key: &str, etag: &str, modified: Option<SystemTime>, meta: &PosixMeta) {
         self.with("remember", |c| {
             c.execute(
-                "INSERT OR REPLACE INTO known_meta VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO known_meta VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     self.store,
                     key,
@@ -119,6 +120,7 @@ impl KnownMeta {
                     meta.uid,
                     meta.gid,
                     meta.mtime_ns.map(|n| n.to_string()),
+                    meta.rdev.map(|n| n.to_string()),
                 ],
             )
         });
@@ -142,7 +144,7 @@ impl KnownMeta {
             let mut out = Vec::with_capacity(listed.len());
             {
                 let mut get = tx.prepare_cached(
-                    "SELECT etag, modified_ms, mode, uid, gid, mtime_ns FROM known_meta WHERE store = ?1 AND key = ?2",
+                    "SELECT etag, modified_ms, mode, uid, gid, mtime_ns, rdev FROM known_meta WHERE store = ?1 AND key = ?2",
                 )?;
                 let mut adopt = tx.prepare_cached(
                     "UPDATE known_meta SET modified_ms = ?3 WHERE store = ?1 AND key = ?2 AND modified_ms IS NULL",
@@ -159,6 +161,9 @@ impl KnownMeta {
                                     gid: r.get(4)?,
                                     mtime_ns: r
                                         .get::<_, Option<String>>(5)?
+                                        .and_then(|s| s.parse().ok()),
+                                    rdev: r
+                                        .get::<_, Option<String>>(6)?
                                         .and_then(|s| s.parse().ok()),
                                 },
                             ))
@@ -202,6 +207,7 @@ mod tests {
             mode: Some(mode),
             uid: Some(1000),
             gid: Some(100),
+            rdev: (mode & 0o170000 == 0o020000).then_some(0x0103),
         }
     }
 
@@ -212,7 +218,7 @@ mod tests {
         let t1 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let t2 = t1 + Duration::from_secs(1);
         k.remember("p/a", "\"e1\"", Some(t1), &meta(0o100600));
-        k.remember("p/b", "\"e2\"", None, &meta(0o100755));
+        k.remember("p/b", "\"e2\"", None, &meta(0o020644));
         let got = k.recall(&[
             ("p/a", "e1", Some(t1)),
             ("p/a", "\"e1\"", Some(t2)),
@@ -230,12 +236,12 @@ mod tests {
         assert_eq!(got[1], None, "rewritten since (same ETag, new time)");
         assert_eq!(got[2], None, "another ETag");
         assert_eq!(got[3], None, "never seen");
-        assert_eq!(got[4], Some(meta(0o100755)), "written here");
+        assert_eq!(got[4], Some(meta(0o020644)), "written here");
         // The written row took the first listing's time: a later time is a rewrite.
         assert_eq!(k.recall(&[("p/b", "\"e2\"", Some(t1))]), vec![None]);
         assert_eq!(
             k.recall(&[("p/b", "\"e2\"", Some(t2))]),
-            vec![Some(meta(0o100755))]
+            vec![Some(meta(0o020644))]
         );
         // Durable, per bucket, and forgotten on delete.
         drop(k);
