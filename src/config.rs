@@ -30,7 +30,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use check::Problem;
-pub use tables::{LockConfig, LockKind, MountConfig, TaskConfig, TaskOptionsConfig};
+pub use tables::{
+    LockConfig, LockKind, LogLevel, MountConfig, RetentionConfig, TaskConfig, TaskOptionsConfig,
+};
 
 /// Where the config is read from when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/syncmount/syncmount.toml";
@@ -43,6 +45,8 @@ pub struct Config {
     pub mount: Vec<toml::Spanned<MountConfig>>,
     /// Where S3 locks live (`[lock]`).
     pub lock: Option<toml::Spanned<LockConfig>>,
+    /// How much execution history the daemon keeps (`[retention]`).
+    pub retention: RetentionConfig,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]

@@ -48,6 +48,20 @@ path = "relative/dir"
 file_mode = "999"
 "#;
 
+/// `stdout` is exactly these problems, each on its `FILE:LINE: ` line.
+fn assert_problems(stdout: &str, file: &str, expect: &[(usize, &str)]) {
+    for (line, what) in expect {
+        let prefix = format!("{file}:{line}: ");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(what)),
+            "no `{what}` on line {line}:\n{stdout}"
+        );
+    }
+    assert_eq!(stdout.lines().count(), expect.len(), "{stdout}");
+}
+
 #[test]
 fn config_check_reports_every_problem_with_its_line() {
     let env = TaskEnv::new(BROKEN);
@@ -70,17 +84,7 @@ fn config_check_reports_every_problem_with_its_line() {
         (38, "must be absolute"),
         (39, "999"),
     ];
-    for (line, what) in expect {
-        let prefix = format!("{file}:{line}: ");
-        assert!(
-            out.stdout
-                .lines()
-                .any(|l| l.starts_with(&prefix) && l.contains(what)),
-            "no `{what}` on line {line}:\n{}",
-            out.stdout
-        );
-    }
-    assert_eq!(out.stdout.lines().count(), expect.len(), "{}", out.stdout);
+    assert_problems(&out.stdout, &file, &expect);
     assert!(out.stderr.contains("problems in"), "{}", out.stderr);
 }
 
@@ -152,4 +156,57 @@ fn a_syntax_error_is_reported_with_its_line() {
     assert_eq!(out.status, 2);
     let file = env.config.display().to_string();
     assert!(out.stdout.contains(&format!("{file}:3:")), "{}", out.stdout);
+}
+
+#[test]
+fn schedule_log_and_retention_options_are_checked_naming_the_bad_value() {
+    let text = r#"[[task]]
+name = "t"
+source = "/srv/a"
+destination = "/srv/b"
+schedule = "rate(1 hour)"
+auto_disable_after = -1
+log_level = "loud"
+
+[[task]]
+name = "manual"
+source = "/srv/c"
+destination = "/srv/d"
+auto_disable_after = 2
+
+[retention]
+history_days = "a month"
+max_reports = 1.5
+keep = 3
+"#;
+    let env = TaskEnv::new(text);
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.status, 2, "{}\n{}", out.stdout, out.stderr);
+    let file = env.config.display().to_string();
+    let expect = [
+        (
+            6,
+            "auto_disable_after `-1`: expected a number of failed executions",
+        ),
+        (7, "`loud` is not one of: off, basic, transfer"),
+        (
+            13,
+            "task `manual`: auto_disable_after has no meaning without a schedule",
+        ),
+        (16, "history_days `\"a month\"`: expected a number of days"),
+        (
+            17,
+            "max_reports `1.5`: expected a number of reports per task",
+        ),
+        (
+            18,
+            "unknown key `keep` in [retention]; expected one of: history_days, max_reports",
+        ),
+    ];
+    assert_problems(&out.stdout, &file, &expect);
+
+    let good = "[[task]]\nname = \"t\"\nsource = \"/srv/a\"\ndestination = \"/srv/b\"\nschedule = \"rate(1 hour)\"\nauto_disable_after = 0\nlog_level = \"TRANSFER\"\n\n[retention]\nhistory_days = 7\nmax_reports = 0\n";
+    let env = TaskEnv::new(good);
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
 }

@@ -22,6 +22,7 @@ use crate::task::execution::{self, Context, TaskError};
 use crate::task::history::{ExecutionRecord, History};
 use crate::task::liveness::{self, RunnerLock};
 use crate::task::schedule::{utc, Schedule};
+use crate::task::schedule_state::DisabledBy;
 
 /// How often `--wait` looks at the history.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
@@ -38,6 +39,11 @@ pub enum TaskCommand {
     Describe(IdArgs),
     /// Cancel a queued or running execution (from any process).
     Cancel(IdArgs),
+    /// Stop a task's schedule from firing (a running daemon sees it at the
+    /// next due time); `task start` still runs it.
+    Disable(DisableArgs),
+    /// Let a disabled schedule fire again (also after the daemon disabled it).
+    Enable(NameArgs),
     /// Runs a recorded execution (what `start` launches in the background).
     #[command(hide = true)]
     RunExecution { id: String },
@@ -73,6 +79,19 @@ pub struct ExecutionsArgs {
     pub limit: usize,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DisableArgs {
+    pub name: String,
+    /// Why (shown by `task list`).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NameArgs {
+    pub name: String,
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +138,8 @@ pub async fn run(
         TaskCommand::Executions(a) => executions(&ctx, a),
         TaskCommand::Describe(a) => describe(&ctx, a),
         TaskCommand::Cancel(a) => cancel(&ctx, a),
+        TaskCommand::Disable(a) => set_schedule(&ctx, &a.name, Some(a.reason.as_deref())),
+        TaskCommand::Enable(a) => set_schedule(&ctx, &a.name, None),
         TaskCommand::RunExecution { id } => run_execution(&ctx, &id).await,
     }
 }
@@ -128,12 +149,20 @@ fn list(ctx: &Context, json: bool) -> anyhow::Result<i32> {
     let mut rows = Vec::new();
     for t in ctx.config.task.iter().map(|t| t.get_ref()) {
         let last = history.for_task(&t.name, 1)?.into_iter().next();
+        let state = history.schedule_state(&t.name)?;
+        let disabled = state.disabled();
         rows.push(json!({
             "Name": t.name,
             "Source": t.source,
             "Destination": t.destination,
             "Direction": if t.is_two_way() { "TWO_WAY" } else { "ONE_WAY" },
             "Schedule": t.schedule,
+            "ScheduleStatus": if disabled.is_some() { "DISABLED" } else { "ENABLED" },
+            "DisabledBy": disabled.map(|d| d.disabled_by),
+            "DisabledReason": disabled.and_then(|d| d.reason.clone()),
+            "DisabledMs": disabled.map(|d| d.disabled_ms),
+            "AutoDisableAfter": t.auto_disable_after(),
+            "LogLevel": t.options.log_level().as_str(),
             "Queueing": t.options.queueing(),
             "LastExecutionId": last.as_ref().map(|r| r.execution_id.clone()),
             "LastStatus": last.as_ref().map(|r| r.status),
@@ -145,16 +174,54 @@ fn list(ctx: &Context, json: bool) -> anyhow::Result<i32> {
         for (t, r) in ctx.config.task.iter().zip(&rows) {
             let t = t.get_ref();
             println!(
-                "{}  {} {} {}  schedule: {}  last: {} {}",
+                "{}  {} {} {}  schedule: {}{}  last: {} {}",
                 t.name,
                 t.source,
                 if t.is_two_way() { "⇄" } else { "→" },
                 t.destination,
                 t.schedule.as_deref().unwrap_or("none"),
+                disabled_note(r),
                 r["LastExecutionId"].as_str().unwrap_or("-"),
                 r["LastStatus"].as_str().unwrap_or(""),
             );
         }
+    }
+    Ok(0)
+}
+
+/// ` (DISABLED by USER at …: reason)` for a disabled schedule of `task list`.
+fn disabled_note(row: &serde_json::Value) -> String {
+    let Some(by) = row["DisabledBy"].as_str() else {
+        return String::new();
+    };
+    let at = row["DisabledMs"].as_u64().map(utc).unwrap_or_default();
+    match row["DisabledReason"].as_str() {
+        Some(why) => format!(" (DISABLED by {by} at {at}: {why})"),
+        None => format!(" (DISABLED by {by} at {at})"),
+    }
+}
+
+/// `task disable` (`reason` is Some) and `task enable`.
+fn set_schedule(ctx: &Context, name: &str, reason: Option<Option<&str>>) -> anyhow::Result<i32> {
+    let Some(task) = ctx.config.task(name) else {
+        return Err(UsageError(format!("no task named `{name}` in the config file")).into());
+    };
+    let history = History::open(&ctx.state_dir)?;
+    match reason {
+        Some(reason) => {
+            history.disable_schedule(name, DisabledBy::User, reason)?;
+            println!("schedule of task `{name}` disabled; `task start {name}` still runs it");
+        }
+        None => {
+            if history.enable_schedule(name)? {
+                println!("schedule of task `{name}` enabled");
+            } else {
+                println!("schedule of task `{name}` was not disabled");
+            }
+        }
+    }
+    if task.schedule.is_none() {
+        eprintln!("note: task `{name}` has no schedule in the config file");
     }
     Ok(0)
 }

@@ -14,8 +14,8 @@ use toml::Spanned;
 
 use super::spec::S3Overrides;
 use super::tables::{
-    LockConfig, LockKind, TaskConfig, TaskOptionsConfig, LOCATION_KEYS, LOCK_KEYS, MOUNT_KEYS,
-    OPTION_KEYS, TASK_KEYS,
+    LockConfig, LockKind, RetentionConfig, TaskConfig, TaskOptionsConfig, LOCATION_KEYS, LOCK_KEYS,
+    MOUNT_KEYS, OPTION_KEYS, RETENTION_KEYS, TASK_KEYS,
 };
 use super::{line_of, Config, LocationConfig, MountConfig};
 use crate::policy::validate::{parse_iam_arn, PrincipalKind};
@@ -26,6 +26,18 @@ use crate::task::schedule::Schedule;
 pub struct Problem {
     pub line: usize,
     pub message: String,
+}
+
+/// Tables that appear once (`[lock]`); the others are arrays (`[[task]]`).
+const SINGLE_TABLES: &[&str] = &["lock", "retention"];
+
+/// How a table is written: `[lock]`, `[[task]]`.
+fn label(kind: &str) -> String {
+    if SINGLE_TABLES.contains(&kind) {
+        format!("[{kind}]")
+    } else {
+        format!("[[{kind}]]")
+    }
 }
 
 /// The line of each key of one table.
@@ -86,7 +98,8 @@ impl Reader<'_> {
                     self.at(
                         k.span(),
                         format!(
-                            "unknown key `{name}` in [[{kind}]]; expected one of: {}",
+                            "unknown key `{name}` in {}; expected one of: {}",
+                            label(kind),
                             allowed.join(", ")
                         ),
                     );
@@ -95,6 +108,21 @@ impl Reader<'_> {
             out.push((Spanned::new(item.span(), DeValue::Table(kept)), lines));
         }
         out
+    }
+
+    /// A single `[kind]` table as a `T`, read as a one-element array of
+    /// tables (so unknown keys and bad values are reported the same way).
+    fn single<T: DeserializeOwned>(
+        &mut self,
+        kind: &str,
+        value: &Spanned<DeValue<'_>>,
+        allowed: &[&str],
+    ) -> Option<(Spanned<T>, KeyLines)> {
+        let mut one = toml::de::DeArray::new();
+        one.push(value.clone());
+        let wrapped = Spanned::new(value.span(), DeValue::Array(one));
+        let (t, lines) = self.tables(kind, &wrapped, allowed).into_iter().next()?;
+        Some((self.typed::<T>(&t, kind)?, lines))
     }
 
     /// The table as a `T`. A wrong value is reported and its key dropped,
@@ -112,7 +140,7 @@ impl Reader<'_> {
                 Err(e) => e,
             };
             let span = e.span().unwrap_or(value.span());
-            self.at(span.clone(), format!("[[{kind}]]: {}", e.message()));
+            self.at(span.clone(), format!("{}: {}", label(kind), e.message()));
             let DeValue::Table(table) = current.get_mut() else {
                 return None;
             };
@@ -176,21 +204,20 @@ pub fn read(text: &str) -> (Config, Vec<Problem>) {
                 }
             }
             "lock" => {
-                // A single table: read it as a one-element array of tables.
-                let mut one = toml::de::DeArray::new();
-                one.push(value.clone());
-                let wrapped = Spanned::new(value.span(), DeValue::Array(one));
-                for (t, lines) in r.tables("lock", &wrapped, LOCK_KEYS) {
-                    if let Some(l) = r.typed::<LockConfig>(&t, "lock") {
-                        config.lock = Some(l);
-                        lock_lines = lines;
-                    }
+                if let Some((l, lines)) = r.single::<LockConfig>("lock", value, LOCK_KEYS) {
+                    config.lock = Some(l);
+                    lock_lines = lines;
+                }
+            }
+            "retention" => {
+                if let Some((t, _)) = r.single::<RetentionConfig>("retention", value, RETENTION_KEYS) {
+                    config.retention = t.into_inner();
                 }
             }
             other => r.at(
                 key.span(),
                 format!(
-                    "unknown key `{other}`; expected [[location]], [[task]], [[mount]] tables or [lock]"
+                    "unknown key `{other}`; expected [[location]], [[task]], [[mount]] tables, [lock] or [retention]"
                 ),
             ),
         }
@@ -267,6 +294,12 @@ fn check_tasks(r: &mut Reader<'_>, config: &Config, lines: &[KeyLines]) {
         }
         for p in t.options.problems() {
             r.line(name_line, format!("task `{}`: {p}", t.name));
+        }
+        if t.auto_disable_after.is_some() && t.schedule.is_none() {
+            r.line(
+                at("auto_disable_after"),
+                format!("task `{}`: auto_disable_after has no meaning without a schedule (it disables the schedule after repeated failures); add schedule = \"…\" or remove it", t.name),
+            );
         }
         for p in direction_problems(t) {
             r.line(name_line, format!("task `{}`: {p}", t.name));

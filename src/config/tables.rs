@@ -14,6 +14,7 @@ use crate::engine::run::{TaskOptions, DEFAULT_CONCURRENCY};
 use crate::engine::three_way::{ConflictPolicy, MaxDelete, TwoWayOptions};
 use crate::engine::transfer::VerifyMode;
 use crate::location::s3::ListMode;
+use crate::task::schedule_state::DEFAULT_AUTO_DISABLE_AFTER;
 
 /// Keys of a `[[task]]` besides its options.
 pub const TASK_KEYS: &[&str] = &[
@@ -23,6 +24,7 @@ pub const TASK_KEYS: &[&str] = &[
     "schedule",
     "direction",
     "on_end",
+    "auto_disable_after",
 ];
 /// Keys of a task's options (also what `--override` accepts).
 pub const OPTION_KEYS: &[&str] = &[
@@ -44,6 +46,7 @@ pub const OPTION_KEYS: &[&str] = &[
     "conflict_policy",
     "max_delete",
     "force",
+    "log_level",
 ];
 pub const MOUNT_KEYS: &[&str] = &[
     "location",
@@ -92,6 +95,11 @@ pub struct TaskConfig {
     /// destination are sides A and B, kept equal in both directions).
     #[serde(default, deserialize_with = "value_enum")]
     pub direction: Option<Direction>,
+    /// Disable the schedule after this many consecutive executions ended
+    /// in ERROR with the same error code (0: never; default
+    /// [`DEFAULT_AUTO_DISABLE_AFTER`]).
+    #[serde(default, deserialize_with = "auto_disable_after")]
+    pub auto_disable_after: Option<u32>,
     #[serde(skip)]
     pub options: TaskOptionsConfig,
 }
@@ -106,6 +114,36 @@ pub enum Direction {
 impl TaskConfig {
     pub fn is_two_way(&self) -> bool {
         self.direction == Some(Direction::TwoWay)
+    }
+
+    pub fn auto_disable_after(&self) -> u32 {
+        self.auto_disable_after
+            .unwrap_or(DEFAULT_AUTO_DISABLE_AFTER)
+    }
+}
+
+/// What a task's executions log (DataSync's CloudWatch log levels): `off`
+/// nothing, `basic` their start, end and errors, `transfer` also one line
+/// per object copied, deleted or failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Off,
+    #[default]
+    Basic,
+    Transfer,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Off => "off",
+            LogLevel::Basic => "basic",
+            LogLevel::Transfer => "transfer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        <LogLevel as clap::ValueEnum>::from_str(s, true).ok()
     }
 }
 
@@ -155,6 +193,9 @@ pub struct TaskOptionsConfig {
     /// Allow a mass delete (max_delete and the empty-side check do not
     /// refuse).
     pub force: Option<bool>,
+    /// What the task's executions log (default `basic`).
+    #[serde(default, deserialize_with = "value_enum")]
+    pub log_level: Option<LogLevel>,
 }
 
 /// Reads a clap value enum from its CLI spelling or DataSync's
@@ -198,7 +239,8 @@ impl TaskOptionsConfig {
             lock,
             conflict_policy,
             max_delete,
-            force
+            force,
+            log_level
         )
     }
 
@@ -248,6 +290,10 @@ impl TaskOptionsConfig {
         self.queueing.unwrap_or(true)
     }
 
+    pub fn log_level(&self) -> LogLevel {
+        self.log_level.unwrap_or_default()
+    }
+
     /// What is wrong with these values, each as a sentence.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -268,6 +314,37 @@ impl TaskOptionsConfig {
 }
 
 pub const LOCK_KEYS: &[&str] = &["kind", "location", "lease_seconds"];
+pub const RETENTION_KEYS: &[&str] = &["history_days", "max_reports"];
+
+/// The `[retention]` table: how long the daemon keeps execution records and
+/// how many per-object reports (see `task::retention`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct RetentionConfig {
+    /// Execution records (with their report and log files) that ended more
+    /// than this many days ago are deleted; 0: kept forever.
+    #[serde(default, deserialize_with = "history_days")]
+    pub history_days: Option<u32>,
+    /// Per task, only the newest this many ended executions keep their
+    /// per-object report file; 0: every report is kept.
+    #[serde(default, deserialize_with = "max_reports")]
+    pub max_reports: Option<u32>,
+}
+
+/// DataSync keeps a task's execution history for 30 days.
+pub const DEFAULT_HISTORY_DAYS: u32 = 30;
+/// A report holds a line per object: a 10 M-object task writes gigabytes
+/// per execution, so only the last few are kept to look into.
+pub const DEFAULT_MAX_REPORTS: u32 = 10;
+
+impl RetentionConfig {
+    pub fn history_days(&self) -> u32 {
+        self.history_days.unwrap_or(DEFAULT_HISTORY_DAYS)
+    }
+
+    pub fn max_reports(&self) -> u32 {
+        self.max_reports.unwrap_or(DEFAULT_MAX_REPORTS)
+    }
+}
 
 /// The `[lock]` table: where S3 locks live, and whether every task uses one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -350,6 +427,58 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
         return Err(bad(&secs.to_string()));
     }
     Ok(Some(Duration::from_secs_f64(secs)))
+}
+
+/// A whole number from 0 up, for the key `key` (named in the error, with
+/// `what` it counts and what 0 means).
+fn count<'de, D: Deserializer<'de>>(
+    d: D,
+    key: &str,
+    what: &str,
+    zero: &str,
+) -> Result<Option<u32>, D::Error> {
+    let v = match Option::<NumberOrText>::deserialize(d)? {
+        None => return Ok(None),
+        Some(v) => v,
+    };
+    let given = match v {
+        NumberOrText::Int(n) => match u32::try_from(n) {
+            Ok(n) => return Ok(Some(n)),
+            Err(_) => n.to_string(),
+        },
+        NumberOrText::Float(f) => f.to_string(),
+        NumberOrText::Text(s) => format!("\"{s}\""),
+    };
+    Err(D::Error::custom(format!(
+        "{key} `{given}`: expected {what}, a whole number from 0 (0: {zero})"
+    )))
+}
+
+fn auto_disable_after<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    count(
+        d,
+        "auto_disable_after",
+        "a number of failed executions",
+        "never",
+    )
+}
+
+fn history_days<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    count(
+        d,
+        "history_days",
+        "a number of days",
+        "records are kept forever",
+    )
+}
+
+fn max_reports<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    count(
+        d,
+        "max_reports",
+        "a number of reports per task",
+        "every report is kept",
+    )
 }
 
 fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {

@@ -5,7 +5,9 @@
 //! control request, a finished execution or a signal. Executions run as
 //! tasks in this process, under the same guards and history as `task start`
 //! from a shell. A schedule firing while that task still has an execution
-//! that has not ended is skipped (as DataSync does). SIGHUP reloads the
+//! that has not ended is skipped (as DataSync does), and so is one whose
+//! schedule is disabled (`task disable`, or by the daemon itself after
+//! repeated failures: task::schedule_state). SIGHUP reloads the
 //! config (a broken file keeps the old one); SIGTERM stops scheduling and
 //! accepting, gives running executions `--grace-seconds` to finish, then
 //! cancels them (objects in flight finish, nothing partial is left) and
@@ -33,6 +35,7 @@ use crate::task::execution::{self, Context};
 use crate::task::history::History;
 use crate::task::liveness;
 use crate::task::schedule::Schedule;
+use crate::task::schedule_state::ScheduleState;
 use control::{Request, Response};
 use mounts::{FuseMounts, Mounts};
 use notify::notify;
@@ -230,6 +233,19 @@ impl Daemon {
             if let Some((_, s, at)) = self.schedules.get_mut(&name) {
                 *at = s.next_after(now).unwrap_or(i64::MAX);
             }
+            // Failures may have ended outside this daemon (`task start`).
+            self.auto_disable(&name);
+            match self.history.schedule_state(&name) {
+                Ok(ScheduleState::Disabled(d)) => {
+                    tracing::info!(task = %name, disabled_by = ?d.disabled_by, reason = d.reason.as_deref().unwrap_or(""), "schedule skipped: disabled");
+                    continue;
+                }
+                Ok(ScheduleState::Enabled(_)) => {}
+                Err(e) => {
+                    tracing::error!(task = %name, error = %e, "schedule skipped: cannot read whether it is disabled");
+                    continue;
+                }
+            }
             // Any unended execution of the task, however many newer ones
             // (refused starts, say) were recorded since.
             let busy = self
@@ -243,7 +259,7 @@ impl Daemon {
             }
             match self.start(&name, &[]) {
                 Ok(id) => {
-                    tracing::info!(task = %name, execution_id = %id, "scheduled execution started")
+                    tracing::debug!(task = %name, execution_id = %id, "scheduled execution started")
                 }
                 Err(e) => {
                     tracing::error!(task = %name, error = %e, "scheduled execution not started")
@@ -311,10 +327,31 @@ impl Daemon {
     fn ended(&mut self, done: Result<(String, Status), tokio::task::JoinError>) {
         match done {
             Ok((id, status)) => {
-                tracing::info!(execution_id = %id, %status, "execution ended");
+                tracing::debug!(execution_id = %id, %status, "execution ended");
                 self.running.remove(&id);
+                if let Ok(Some(rec)) = self.history.get(&id) {
+                    self.auto_disable(&rec.task);
+                }
             }
             Err(e) => tracing::error!(error = %e, "an execution task failed"),
+        }
+    }
+
+    /// Disables the schedule of `task` when its last executions failed
+    /// alike `auto_disable_after` times (scheduled tasks only).
+    fn auto_disable(&self, task: &str) {
+        if !self.schedules.contains_key(task) {
+            return;
+        }
+        let Some(after) = self.ctx.config.task(task).map(|t| t.auto_disable_after()) else {
+            return;
+        };
+        match self.history.auto_disable(task, after) {
+            Ok(Some(reason)) => {
+                tracing::error!(task, disabled_by = "SERVICE", %reason, "schedule disabled; `syncmount task enable {task}` re-arms it")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(task, error = %e, "cannot check for repeated failures"),
         }
     }
 

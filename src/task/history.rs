@@ -41,6 +41,15 @@ CREATE TABLE IF NOT EXISTS executions (
     report_path TEXT
 );
 CREATE INDEX IF NOT EXISTS executions_by_task ON executions(task, queued_at);
+CREATE TABLE IF NOT EXISTS schedule_state (
+    task TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    disabled_by TEXT,
+    reason TEXT,
+    updated_at INTEGER NOT NULL,
+    -- Executions up to this rowid are older than the last enable.
+    since_rowid INTEGER NOT NULL DEFAULT 0
+);
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -119,9 +128,9 @@ fn status_column(s: Status) -> &'static str {
     }
 }
 
-const COLUMNS: &str = "id, task, status, source, destination, pid, overrides, queued_at, launching_at, preparing_at, transferring_at, verifying_at, cancelling_at, ended_at, counters, phases, error_code, error_detail, report_path";
+pub(super) const COLUMNS: &str = "id, task, status, source, destination, pid, overrides, queued_at, launching_at, preparing_at, transferring_at, verifying_at, cancelling_at, ended_at, counters, phases, error_code, error_detail, report_path";
 
-fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
+pub(super) fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
     let json = |i: usize| -> rusqlite::Result<Option<String>> { row.get(i) };
     let ms = |i: usize| -> rusqlite::Result<Option<u64>> {
         row.get::<_, Option<i64>>(i).map(|v| v.map(|v| v as u64))
@@ -156,7 +165,7 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
     })
 }
 
-const TERMINAL: &str = "('SUCCESS', 'ERROR', 'CANCELLED')";
+pub(super) const TERMINAL: &str = "('SUCCESS', 'ERROR', 'CANCELLED')";
 
 impl History {
     pub fn path_in(state_dir: &Path) -> PathBuf {
@@ -188,7 +197,7 @@ impl History {
         })
     }
 
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, HistoryError> {

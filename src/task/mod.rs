@@ -1,7 +1,8 @@
 //! Tasks and their executions: guards that keep overlapping executions
 //! apart (`guard.rs`), the execution lifecycle (`execution.rs`), its record
 //! in SQLite (`history.rs`), who is still running (`liveness.rs`) and
-//! schedules (`schedule.rs`), completion hooks (`hooks.rs`).
+//! schedules (`schedule.rs`) and whether they are enabled
+//! (`schedule_state.rs`), completion hooks (`hooks.rs`).
 
 pub mod execution;
 pub mod guard;
@@ -11,3 +12,4 @@ pub mod liveness;
 pub mod plan;
 pub mod s3_lock;
 pub mod schedule;
+pub mod schedule_state;

@@ -761,6 +761,7 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("create a temporary directory")
 }
 
+pub mod daemon;
 pub mod fault_proxy;
 pub mod mount;
 pub mod tasks;
