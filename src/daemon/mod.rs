@@ -12,6 +12,8 @@
 //! accepting, gives running executions `--grace-seconds` to finish, then
 //! cancels them (objects in flight finish, nothing partial is left) and
 //! waits for them. systemd hears READY, STATUS and STOPPING (notify.rs).
+//! At start and after each execution ended, `[retention]` prunes old
+//! records and reports (task::retention).
 
 pub mod control;
 pub mod mounts;
@@ -34,6 +36,7 @@ use crate::engine::report::{epoch_ms, Status};
 use crate::task::execution::{self, Context};
 use crate::task::history::History;
 use crate::task::liveness;
+use crate::task::retention;
 use crate::task::schedule::Schedule;
 use crate::task::schedule_state::ScheduleState;
 use control::{Request, Response};
@@ -136,6 +139,7 @@ pub async fn run(
         mounts: Box::new(mounts),
     };
     d.load_schedules();
+    d.prune();
     d.mounts.apply(&d.ctx.config).await;
     let (tx, rx) = mpsc::channel::<Control>(16);
     let acceptor = tokio::spawn(accept(listener, tx));
@@ -332,8 +336,26 @@ impl Daemon {
                 if let Ok(Some(rec)) = self.history.get(&id) {
                     self.auto_disable(&rec.task);
                 }
+                self.prune();
             }
             Err(e) => tracing::error!(error = %e, "an execution task failed"),
+        }
+    }
+
+    /// Deletes the records and reports `[retention]` no longer keeps
+    /// (never those of an execution that has not ended).
+    fn prune(&self) {
+        let policy = retention::Policy::from(&self.ctx.config.retention);
+        match retention::prune(&self.history, &self.ctx.state_dir, policy) {
+            Ok(p) if p.records + p.reports > 0 => tracing::info!(
+                records = p.records,
+                reports = p.reports,
+                history_days = policy.history_days,
+                max_reports = policy.max_reports,
+                "retention: pruned execution records and reports"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "retention: cannot prune the history"),
         }
     }
 

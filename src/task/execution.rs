@@ -387,7 +387,7 @@ async fn run_inner(
         id: id.to_string(),
         options,
         filter,
-        report_path: Some(ctx.state_dir.join("reports").join(format!("{id}.jsonl"))),
+        report_path: Some(super::retention::report_path(&ctx.state_dir, id)),
         echo_dry_run: false,
         cancel: cancel.clone(),
         counters,
