@@ -5,6 +5,7 @@
 //! Exit codes: 0 success, 1 the execution ended in ERROR, 2 bad usage or
 //! configuration, 130 cancelled (SIGINT/SIGTERM).
 
+pub mod logging;
 mod task;
 
 use std::io::IsTerminal;
@@ -47,6 +48,11 @@ pub struct Cli {
     /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// How stderr logs: `text` (journald-friendly: no colours off a
+    /// terminal, no timestamps in the journal) or `json` (one object per
+    /// line, with the execution's id in its `span`).
+    #[arg(long, global = true, value_enum, default_value = "text", env = logging::LOG_FORMAT_ENV)]
+    pub log_format: logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -558,24 +564,6 @@ impl Progress {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    // Other crates only at error: the SDK warns about things users did on purpose.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("syncmount={default},error"))
-    });
-    // Colours only on a terminal: a detached mount or a daemon logs to a file.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
-
 fn load_config(path: &Option<PathBuf>) -> Result<Config, UsageError> {
     Config::load(path.as_deref()).map_err(|e| UsageError(e.to_string()))
 }
@@ -583,7 +571,7 @@ fn load_config(path: &Option<PathBuf>) -> Result<Config, UsageError> {
 /// The whole program; returns the exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    logging::init(cli.verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

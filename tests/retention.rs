@@ -56,9 +56,7 @@ fn age(state: &Path, id: &str, days: i64) {
 }
 
 fn run_to_end(env: &TaskEnv) -> String {
-    let out = env.run(&["task", "start", "a-b", "--wait", "--json"]);
-    assert_eq!(out.status, 0, "{}", out.stderr);
-    let rec: Value = serde_json::from_str(&out.stdout).expect("a record");
+    let rec = env.start_wait("a-b", &[]);
     assert_eq!(status(&rec), "SUCCESS", "{rec:#}");
     rec["ExecutionId"].as_str().expect("an id").to_string()
 }
@@ -84,7 +82,7 @@ fn the_daemon_prunes_old_records_and_extra_reports_but_never_a_running_execution
     age(&env.state, &e[0], 3);
     age(&env.state, &running, 3);
 
-    let d = LoggedDaemon::start(&env, &[]);
+    let d = LoggedDaemon::start(&env, &["-v"]);
     d.wait_count(LIMIT, 1, |l| l.contains("retention: pruned"));
     assert_eq!(
         ids(&env),

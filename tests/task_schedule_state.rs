@@ -134,7 +134,7 @@ fn a_disabled_schedule_does_not_fire_a_start_still_runs_and_an_enable_seen_by_th
     let out = env.run(&["task", "disable", "a-b"]);
     assert_eq!(out.status, 0, "{}", out.stderr);
 
-    let d = LoggedDaemon::start(&env, &[]);
+    let d = LoggedDaemon::start(&env, &["-v"]);
     // Two due times went by without an execution.
     wait_skipped(&d, "a-b", 2);
     assert!(
@@ -172,7 +172,7 @@ fn repeated_failures_with_one_code_disable_the_schedule_by_service_and_enable_re
     let out = env.run(&["config", "check"]);
     assert_eq!(out.status, 0, "{}{}", out.stdout, out.stderr);
 
-    let d = LoggedDaemon::start(&env, &[]);
+    let d = LoggedDaemon::start(&env, &["-v"]);
     wait_skipped(&d, "a-b", 1);
     let all = executions(&env, "a-b");
     assert_eq!(

@@ -114,6 +114,22 @@ pub struct ObjectRecord {
     pub kind: Option<&'static str>,
 }
 
+/// Where the per-object log lines go (a task's `log_level = "transfer"`
+/// shows them; so does `-v` outside a task execution).
+pub const TRANSFER_TARGET: &str = "syncmount::transfer";
+
+/// One log line per object copied, deleted or failed (not for skipped ones).
+fn log_object(r: &ObjectRecord) {
+    if !matches!(r.result, "ok" | "failed") || r.action == "skip" {
+        return;
+    }
+    if r.result == "failed" {
+        tracing::warn!(target: TRANSFER_TARGET, key = %r.key, action = r.action, result = r.result, bytes = r.bytes, error = r.error.as_deref().unwrap_or(""), "{} failed", r.action);
+    } else {
+        tracing::info!(target: TRANSFER_TARGET, key = %r.key, action = r.action, result = r.result, bytes = r.bytes, verified = r.verified, "{}", r.action);
+    }
+}
+
 /// Writes report lines to a file, if one was asked for, and keeps the first
 /// few failures for the summary.
 #[derive(Debug)]
@@ -150,6 +166,7 @@ impl Report {
     }
 
     pub fn record(&self, r: ObjectRecord) {
+        log_object(&r);
         if self.echo && r.result == "dry-run" {
             println!(
                 "would {} {} ({})",

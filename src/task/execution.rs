@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use crate::config::spec::S3Overrides;
 use crate::config::{Config, LocationKind};
 use crate::engine::execute;
@@ -192,6 +194,48 @@ pub async fn run(
     id: &str,
     cancel: Arc<AtomicBool>,
 ) -> Status {
+    let span = execution_span(ctx, &history, id);
+    run_logged(ctx, history, id, cancel).instrument(span).await
+}
+
+/// The span every event of execution `id` is logged in: its id, task and
+/// the task's `log_level` (after overrides), which decides what is logged
+/// (see `cli::logging`).
+fn execution_span(ctx: &Context, history: &History, id: &str) -> tracing::Span {
+    let rec = history.get(id).ok().flatten();
+    let task = rec.as_ref().map(|r| r.task.clone()).unwrap_or_default();
+    let level = rec
+        .and_then(|r| Plan::new(&ctx.config, &r.task, &r.overrides).ok())
+        .map(|p| p.options.log_level())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "execution",
+        execution_id = %id,
+        task = %task,
+        log_level = level.as_str()
+    )
+}
+
+/// Logs the end of execution `id` as recorded: ERROR at error level with
+/// its code and detail.
+fn log_end(history: &History, id: &str) {
+    let Ok(Some(r)) = history.get(id) else {
+        return;
+    };
+    let c = &r.counters;
+    if r.status == Status::Error {
+        tracing::error!(status = %r.status, error_code = r.error_code.as_deref().unwrap_or(""), error_detail = r.error_detail.as_deref().unwrap_or(""), files_transferred = c.files_transferred, files_failed = c.files_failed, "execution ended");
+    } else {
+        tracing::info!(status = %r.status, files_transferred = c.files_transferred, bytes_written = c.bytes_written, files_deleted = c.files_deleted, files_failed = c.files_failed, "execution ended");
+    }
+}
+
+async fn run_logged(
+    ctx: &Context,
+    history: Arc<History>,
+    id: &str,
+    cancel: Arc<AtomicBool>,
+) -> Status {
     let watch_stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
     let watcher = tokio::spawn(watch(
@@ -220,6 +264,7 @@ pub async fn run(
     }
     drop(held.local);
     super::liveness::remove(&ctx.state_dir, id);
+    log_end(&history, id);
     on_end(ctx, &history, id).await;
     status
 }
@@ -332,6 +377,7 @@ async fn run_inner(
             )
         })?;
     let _ = history.set_pid(id, std::process::id());
+    tracing::info!(source = %rec.source, destination = %rec.destination, "execution started");
     let plan = Plan::new(&ctx.config, &rec.task, &rec.overrides)
         .map_err(|e| Stop::error("InvalidTask", e.to_string()))?;
     let acquire = take_guard(ctx, history, &plan, id);

@@ -19,11 +19,10 @@ pub struct LoggedDaemon {
 }
 
 impl LoggedDaemon {
-    /// `syncmount -v GLOBAL… daemon` on `env`; returns once it logged that
-    /// it is ready.
+    /// `syncmount GLOBAL… daemon` on `env`; returns once its control
+    /// socket answers.
     pub fn start(env: &TaskEnv, global: &[&str]) -> LoggedDaemon {
-        let mut args = vec!["-v"];
-        args.extend_from_slice(global);
+        let mut args = global.to_vec();
         args.push("daemon");
         let mut child = env
             .cmd(&args)
@@ -45,7 +44,16 @@ impl LoggedDaemon {
             lines,
             reader: Some(reader),
         };
-        d.wait_log(Duration::from_secs(30), |l| l.contains("daemon ready"));
+        let sock = env.state.join("daemon.sock");
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the daemon's socket never answered:\n{}",
+                d.log().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         d
     }
 

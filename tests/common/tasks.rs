@@ -93,6 +93,16 @@ impl TaskEnv {
         id
     }
 
+    /// `task start NAME --wait --json ARGS…`: the execution record, however
+    /// it ended.
+    pub fn start_wait(&self, name: &str, args: &[&str]) -> Value {
+        let mut all = vec!["task", "start", name, "--wait", "--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("task start {name} --wait: {e}: {}", out.stderr))
+    }
+
     /// `task describe ID --json`.
     pub fn describe(&self, id: &str) -> Value {
         let out = self.run(&["task", "describe", id, "--json"]);
