@@ -6,6 +6,7 @@
 //! configuration, 130 cancelled (SIGINT/SIGTERM).
 
 pub mod logging;
+mod schedules;
 mod task;
 
 use std::io::IsTerminal;

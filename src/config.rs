@@ -24,6 +24,7 @@ mod check;
 pub mod spec;
 pub mod tables;
 pub mod units;
+mod values;
 
 use std::path::{Path, PathBuf};
 

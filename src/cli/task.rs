@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use super::schedules::{list, set_schedule, ScheduleChange};
 use super::UsageError;
 use crate::config::Config;
 use crate::daemon::control::{self, Request};
@@ -22,7 +23,6 @@ use crate::task::execution::{self, Context, TaskError};
 use crate::task::history::{ExecutionRecord, History};
 use crate::task::liveness::{self, RunnerLock};
 use crate::task::schedule::{utc, Schedule};
-use crate::task::schedule_state::DisabledBy;
 
 /// How often `--wait` looks at the history.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
@@ -115,14 +115,14 @@ fn usage(e: TaskError) -> anyhow::Error {
     }
 }
 
-fn open_history(state_dir: &Path) -> anyhow::Result<Arc<History>> {
+pub(super) fn open_history(state_dir: &Path) -> anyhow::Result<Arc<History>> {
     let h = History::open(state_dir)?;
     // Executions whose process died are ERROR before anyone reads them.
     liveness::reap(state_dir, &h)?;
     Ok(Arc::new(h))
 }
 
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(super) fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -138,92 +138,12 @@ pub async fn run(
         TaskCommand::Executions(a) => executions(&ctx, a),
         TaskCommand::Describe(a) => describe(&ctx, a),
         TaskCommand::Cancel(a) => cancel(&ctx, a),
-        TaskCommand::Disable(a) => set_schedule(&ctx, &a.name, Some(a.reason.as_deref())),
-        TaskCommand::Enable(a) => set_schedule(&ctx, &a.name, None),
+        TaskCommand::Disable(a) => {
+            set_schedule(&ctx, &a.name, ScheduleChange::Disable(a.reason.as_deref()))
+        }
+        TaskCommand::Enable(a) => set_schedule(&ctx, &a.name, ScheduleChange::Enable),
         TaskCommand::RunExecution { id } => run_execution(&ctx, &id).await,
     }
-}
-
-fn list(ctx: &Context, json: bool) -> anyhow::Result<i32> {
-    let history = open_history(&ctx.state_dir)?;
-    let mut rows = Vec::new();
-    for t in ctx.config.task.iter().map(|t| t.get_ref()) {
-        let last = history.for_task(&t.name, 1)?.into_iter().next();
-        let state = history.schedule_state(&t.name)?;
-        let disabled = state.disabled();
-        rows.push(json!({
-            "Name": t.name,
-            "Source": t.source,
-            "Destination": t.destination,
-            "Direction": if t.is_two_way() { "TWO_WAY" } else { "ONE_WAY" },
-            "Schedule": t.schedule,
-            "ScheduleStatus": if disabled.is_some() { "DISABLED" } else { "ENABLED" },
-            "DisabledBy": disabled.map(|d| d.disabled_by),
-            "DisabledReason": disabled.and_then(|d| d.reason.clone()),
-            "DisabledMs": disabled.map(|d| d.disabled_ms),
-            "AutoDisableAfter": t.auto_disable_after(),
-            "LogLevel": t.options.log_level().as_str(),
-            "Queueing": t.options.queueing(),
-            "LastExecutionId": last.as_ref().map(|r| r.execution_id.clone()),
-            "LastStatus": last.as_ref().map(|r| r.status),
-        }));
-    }
-    if json {
-        print_json(&rows)?;
-    } else {
-        for (t, r) in ctx.config.task.iter().zip(&rows) {
-            let t = t.get_ref();
-            println!(
-                "{}  {} {} {}  schedule: {}{}  last: {} {}",
-                t.name,
-                t.source,
-                if t.is_two_way() { "⇄" } else { "→" },
-                t.destination,
-                t.schedule.as_deref().unwrap_or("none"),
-                disabled_note(r),
-                r["LastExecutionId"].as_str().unwrap_or("-"),
-                r["LastStatus"].as_str().unwrap_or(""),
-            );
-        }
-    }
-    Ok(0)
-}
-
-/// ` (DISABLED by USER at …: reason)` for a disabled schedule of `task list`.
-fn disabled_note(row: &serde_json::Value) -> String {
-    let Some(by) = row["DisabledBy"].as_str() else {
-        return String::new();
-    };
-    let at = row["DisabledMs"].as_u64().map(utc).unwrap_or_default();
-    match row["DisabledReason"].as_str() {
-        Some(why) => format!(" (DISABLED by {by} at {at}: {why})"),
-        None => format!(" (DISABLED by {by} at {at})"),
-    }
-}
-
-/// `task disable` (`reason` is Some) and `task enable`.
-fn set_schedule(ctx: &Context, name: &str, reason: Option<Option<&str>>) -> anyhow::Result<i32> {
-    let Some(task) = ctx.config.task(name) else {
-        return Err(UsageError(format!("no task named `{name}` in the config file")).into());
-    };
-    let history = History::open(&ctx.state_dir)?;
-    match reason {
-        Some(reason) => {
-            history.disable_schedule(name, DisabledBy::User, reason)?;
-            println!("schedule of task `{name}` disabled; `task start {name}` still runs it");
-        }
-        None => {
-            if history.enable_schedule(name)? {
-                println!("schedule of task `{name}` enabled");
-            } else {
-                println!("schedule of task `{name}` was not disabled");
-            }
-        }
-    }
-    if task.schedule.is_none() {
-        eprintln!("note: task `{name}` has no schedule in the config file");
-    }
-    Ok(0)
 }
 
 /// Starts `name` through the daemon when one runs, else in a detached child.

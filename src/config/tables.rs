@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{de::Error as _, Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::config::spec::S3Tuning;
 use crate::engine::diff::{Overwrite, PreserveDeleted, TransferMode};
@@ -15,6 +15,10 @@ use crate::engine::three_way::{ConflictPolicy, MaxDelete, TwoWayOptions};
 use crate::engine::transfer::VerifyMode;
 use crate::location::s3::ListMode;
 use crate::task::schedule_state::DEFAULT_AUTO_DISABLE_AFTER;
+
+use super::values::{
+    auto_disable_after, byte_size, duration, history_days, max_reports, mode, value_enum,
+};
 
 /// Keys of a `[[task]]` besides its options.
 pub const TASK_KEYS: &[&str] = &[
@@ -198,23 +202,6 @@ pub struct TaskOptionsConfig {
     pub log_level: Option<LogLevel>,
 }
 
-/// Reads a clap value enum from its CLI spelling or DataSync's
-/// (`only-files-transferred`, `ONLY_FILES_TRANSFERRED`).
-fn value_enum<'de, D: Deserializer<'de>, T: clap::ValueEnum>(d: D) -> Result<Option<T>, D::Error> {
-    let Some(s) = Option::<String>::deserialize(d)? else {
-        return Ok(None);
-    };
-    let norm = s.to_ascii_lowercase().replace('_', "-");
-    T::from_str(&norm, true).map(Some).map_err(|_| {
-        let names: Vec<String> = T::value_variants()
-            .iter()
-            .filter_map(|v| v.to_possible_value())
-            .map(|p| p.get_name().to_string())
-            .collect();
-        D::Error::custom(format!("`{s}` is not one of: {}", names.join(", ")))
-    })
-}
-
 impl TaskOptionsConfig {
     /// `self`, with every option `over` sets replaced.
     pub fn overridden_by(&self, over: &TaskOptionsConfig) -> TaskOptionsConfig {
@@ -394,122 +381,6 @@ pub struct MountConfig {
     /// As `--listing-attributes`: no HEAD per file for stored metadata.
     #[serde(default)]
     pub listing_attributes: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumberOrText {
-    Int(u64),
-    Float(f64),
-    Text(String),
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let v = match Option::<NumberOrText>::deserialize(d)? {
-        None => return Ok(None),
-        Some(v) => v,
-    };
-    let bad = |s: &str| {
-        D::Error::custom(format!(
-            "`{s}` is not a duration (seconds, or e.g. \"500ms\", \"2s\", \"1m\")"
-        ))
-    };
-    let secs = match v {
-        NumberOrText::Int(n) => n as f64,
-        NumberOrText::Float(f) => f,
-        NumberOrText::Text(s) => {
-            return super::units::parse_duration(&s)
-                .map(Some)
-                .map_err(D::Error::custom)
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(bad(&secs.to_string()));
-    }
-    Ok(Some(Duration::from_secs_f64(secs)))
-}
-
-/// A whole number from 0 up, for the key `key` (named in the error, with
-/// `what` it counts and what 0 means).
-fn count<'de, D: Deserializer<'de>>(
-    d: D,
-    key: &str,
-    what: &str,
-    zero: &str,
-) -> Result<Option<u32>, D::Error> {
-    let v = match Option::<NumberOrText>::deserialize(d)? {
-        None => return Ok(None),
-        Some(v) => v,
-    };
-    let given = match v {
-        NumberOrText::Int(n) => match u32::try_from(n) {
-            Ok(n) => return Ok(Some(n)),
-            Err(_) => n.to_string(),
-        },
-        NumberOrText::Float(f) => f.to_string(),
-        NumberOrText::Text(s) => format!("\"{s}\""),
-    };
-    Err(D::Error::custom(format!(
-        "{key} `{given}`: expected {what}, a whole number from 0 (0: {zero})"
-    )))
-}
-
-fn auto_disable_after<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    count(
-        d,
-        "auto_disable_after",
-        "a number of failed executions",
-        "never",
-    )
-}
-
-fn history_days<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    count(
-        d,
-        "history_days",
-        "a number of days",
-        "records are kept forever",
-    )
-}
-
-fn max_reports<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    count(
-        d,
-        "max_reports",
-        "a number of reports per task",
-        "every report is kept",
-    )
-}
-
-fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    match Option::<NumberOrText>::deserialize(d)? {
-        None => Ok(None),
-        Some(NumberOrText::Int(n)) => Ok(Some(n)),
-        Some(NumberOrText::Text(s)) => super::units::parse_size(&s)
-            .map(Some)
-            .map_err(D::Error::custom),
-        Some(NumberOrText::Float(f)) => Err(D::Error::custom(format!(
-            "`{f}` is not a whole number of bytes"
-        ))),
-    }
-}
-
-fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    let (m, given) = match Option::<NumberOrText>::deserialize(d)? {
-        None => return Ok(None),
-        Some(NumberOrText::Int(n)) => (u32::try_from(n).ok(), format!("{n:o} (octal)")),
-        Some(NumberOrText::Text(s)) => {
-            return super::units::parse_mode(&s)
-                .map(Some)
-                .map_err(D::Error::custom)
-        }
-        Some(NumberOrText::Float(f)) => (None, f.to_string()),
-    };
-    m.filter(|m| *m <= 0o7777).map(Some).ok_or_else(|| {
-        D::Error::custom(format!(
-            "mode `{given}`: a mode is octal, 0 to 7777 (e.g. \"0644\" or 0o644)"
-        ))
-    })
 }
 
 #[cfg(test)]

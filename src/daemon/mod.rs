@@ -15,6 +15,7 @@
 //! At start and after each execution ended, `[retention]` prunes old
 //! records and reports (task::retention).
 
+mod background;
 pub mod control;
 pub mod mounts;
 pub mod notify;
@@ -66,8 +67,6 @@ pub struct DaemonArgs {
 /// Long enough for most small executions to end on their own; short
 /// enough for systemd's default 90 s stop timeout to include the cancel.
 pub const DEFAULT_GRACE_SECONDS: u64 = 30;
-/// How long `--daemonize` waits for the background daemon to answer.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 type Control = (Request, oneshot::Sender<Response>);
 type Schedules = HashMap<String, (String, Schedule, i64)>;
@@ -101,7 +100,7 @@ pub async fn run(
     config_path: Option<PathBuf>,
 ) -> anyhow::Result<i32> {
     if args.daemonize {
-        return daemonize(&args, &state_dir, config_path.as_deref()).await;
+        return background::daemonize(&args, &state_dir, config_path.as_deref()).await;
     }
     let config = Config::load(config_path.as_deref()).map_err(|e| UsageError(e.to_string()))?;
     std::fs::create_dir_all(&state_dir)?;
@@ -452,71 +451,6 @@ fn shown(config: Option<&Path>) -> String {
         .unwrap_or(Path::new(crate::config::DEFAULT_CONFIG))
         .display()
         .to_string()
-}
-
-/// Starts the daemon again in the background (own session, output to
-/// STATE_DIR/daemon.log) and returns once it answers on its socket.
-async fn daemonize(
-    args: &DaemonArgs,
-    state_dir: &Path,
-    config: Option<&Path>,
-) -> anyhow::Result<i32> {
-    use std::os::unix::process::CommandExt;
-    std::fs::create_dir_all(state_dir)?;
-    let state_dir = std::path::absolute(state_dir)?;
-    let pid_file = std::path::absolute(
-        args.pid_file
-            .clone()
-            .unwrap_or_else(|| state_dir.join("daemon.pid")),
-    )?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(state_dir.join("daemon.log"))?;
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.arg("-v").arg("--state-dir").arg(&state_dir);
-    if let Some(c) = config {
-        cmd.arg("--config").arg(std::path::absolute(c)?);
-    }
-    cmd.arg("daemon")
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .arg("--grace-seconds")
-        .arg(args.grace_seconds.to_string());
-    if let Some(a) = args.metrics_addr {
-        cmd.arg("--metrics-addr").arg(a.to_string());
-    }
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log);
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn()?;
-    let start = tokio::time::Instant::now();
-    while start.elapsed() < READY_TIMEOUT {
-        if let Some(status) = child.try_wait()? {
-            anyhow::bail!(
-                "the daemon exited at once ({status}); see {}",
-                state_dir.join("daemon.log").display()
-            );
-        }
-        if let Some(Ok(r)) = control::ask(&state_dir, &Request::Ping).await {
-            if r.pid == child.id() {
-                println!("{}", child.id());
-                return Ok(0);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!(
-        "the daemon did not answer within {READY_TIMEOUT:?}; see {}",
-        state_dir.join("daemon.log").display()
-    )
 }
 
 #[cfg(test)]
