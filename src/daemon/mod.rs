@@ -12,8 +12,8 @@
 //! accepting, gives running executions `--grace-seconds` to finish, then
 //! cancels them (objects in flight finish, nothing partial is left) and
 //! waits for them. systemd hears READY, STATUS and STOPPING (notify.rs).
-//! At start and after each execution ended, `[retention]` prunes old
-//! records and reports (task::retention).
+//! At start, after each execution ended and hourly, `[retention]` prunes
+//! old records and reports (task::retention).
 
 mod background;
 pub mod control;
@@ -67,6 +67,10 @@ pub struct DaemonArgs {
 /// Long enough for most small executions to end on their own; short
 /// enough for systemd's default 90 s stop timeout to include the cancel.
 pub const DEFAULT_GRACE_SECONDS: u64 = 30;
+
+/// How often retention runs besides at start and after each execution:
+/// records age by the day, so an hour late costs nothing.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 type Control = (Request, oneshot::Sender<Response>);
 type Schedules = HashMap<String, (String, Schedule, i64)>;
@@ -196,6 +200,11 @@ impl Daemon {
     }
 
     async fn serve(&mut self, mut rx: mpsc::Receiver<Control>, mut sig: Signals) {
+        // Also when no execution ends for a long time (a daemon that only
+        // mounts, or whose schedules are disabled).
+        let mut prune =
+            tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wait = self
                 .schedules
@@ -210,6 +219,7 @@ impl Daemon {
                     let _ = reply.send(self.answer(req));
                 }
                 Some(done) = self.executions.join_next(), if !self.executions.is_empty() => self.ended(done),
+                _ = prune.tick() => self.prune(),
                 _ = sig.hup.recv() => self.reload().await,
                 _ = sig.term.recv() => break,
                 _ = sig.int.recv() => break,
