@@ -186,7 +186,7 @@ impl Core {
         lock(&self.staged).get(key).cloned()
     }
 
-    fn staged_attr(&self, s: &Staged) -> Attr {
+    pub fn staged_attr(&self, s: &Staged) -> Attr {
         self.attr_of(false, s.size(), None, &s.meta(), None)
     }
 

@@ -523,7 +523,14 @@ impl Filesystem for MountFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        // fstat of a file open for writing: what it holds now, also once
+        // its name is gone (unlinked while open).
+        if let Some(staged) = fh.and_then(|fh| self.staged_of(fh).ok()) {
+            let a = self.core.staged_attr(&staged);
+            reply.attr(&self.ttl(), &self.file_attr(ino.0, &a));
+            return;
+        }
         let res = self.key_of(ino).and_then(|(key, _)| {
             self.run(self.core.probe(key.trim_end_matches('/')))?
                 .ok_or(FsError::NotFound)
