@@ -45,6 +45,7 @@ fn a_entry(i: u64, now: bool) -> Entry {
             uid: Some(1000),
             gid: Some(1000),
             rdev: None,
+            ctime_ns: None,
         }),
     }
 }

@@ -1,14 +1,14 @@
 //! Issue 11's POSIX details through a real mount: times (nanoseconds,
-//! UTIME_NOW and UTIME_OMIT), and the edge cases of names, opens, renames
-//! and removals that ordinary programs rely on. (ctime is not kept yet:
-//! NOTES.md.)
+//! UTIME_NOW and UTIME_OMIT, mtime and ctime moved by writes, ctime by
+//! metadata changes and kept), and the edge cases of names, opens, renames
+//! and removals that ordinary programs rely on.
 
 mod common;
 
 use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::mount::mount;
@@ -95,6 +95,57 @@ async fn utimensat_keeps_nanoseconds_and_honours_utime_now_and_utime_omit() {
         "UTIME_NOW gave {} outside [{before}, {after}]",
         md.mtime()
     );
+    assert_eq!(m.unmount(), Some(0));
+}
+
+fn ctime_ns(m: &std::fs::Metadata) -> i128 {
+    i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i128 {
+    i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_move_mtime_and_ctime_metadata_changes_move_ctime_and_a_remount_keeps_them() {
+    let s = common::moto();
+    let bucket = s.new_bucket("posix-ctime").await;
+    let url = s.url(&bucket, "p");
+    let m = mount(Some(&s), &url, &[]);
+    let f = m.path("f");
+    std::fs::write(&f, b"one").unwrap();
+    let c0 = ctime_ns(&std::fs::metadata(&f).unwrap());
+
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c1 = ctime_ns(&std::fs::metadata(&f).unwrap());
+    assert!(c1 > c0, "chmod moves ctime: {c0} -> {c1}");
+    // Setting the mtime is a metadata change too; the mtime is what was set.
+    assert_eq!(utimensat(&f, ts(1, 0), ts(1_000_000_000, 5)), 0);
+    let md = std::fs::metadata(&f).unwrap();
+    let c2 = ctime_ns(&md);
+    assert!(c2 > c1, "utimensat moves ctime: {c1} -> {c2}");
+    assert_eq!(mtime_ns(&md), 1_000_000_000_000_000_005);
+
+    // Appending to the closed file: both move, to the same instant.
+    let before = now_s();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f)
+        .unwrap()
+        .write_all(b" two")
+        .unwrap();
+    let md = std::fs::metadata(&f).unwrap();
+    let c3 = ctime_ns(&md);
+    assert!(c3 > c2, "a write moves ctime: {c2} -> {c3}");
+    assert!(md.mtime() >= before, "a write moves mtime: {}", md.mtime());
+    assert_eq!(mtime_ns(&md), c3);
+    assert_eq!(m.unmount(), Some(0));
+
+    let m = mount(Some(&s), &url, &[]);
+    let md = std::fs::metadata(m.path("f")).unwrap();
+    assert_eq!(ctime_ns(&md), c3, "the stored ctime");
+    assert_eq!(mtime_ns(&md), c3, "the stored mtime");
+    assert_eq!(std::fs::read(m.path("f")).unwrap(), b"one two");
     assert_eq!(m.unmount(), Some(0));
 }
 

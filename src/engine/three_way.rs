@@ -391,6 +391,7 @@ pub(crate) mod tests {
                 uid: Some(0),
                 gid: Some(0),
                 rdev: None,
+                ctime_ns: None,
             }),
         }
     }
@@ -602,6 +603,7 @@ pub(crate) mod tests {
                 uid: Some(0),
                 gid: Some(0),
                 rdev: None,
+                ctime_ns: None,
             },
             ..Default::default()
         }

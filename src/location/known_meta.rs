@@ -30,6 +30,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::meta::PosixMeta;
 
+/// Bumped whenever the table's columns change.
+const SCHEMA_VERSION: i64 = 1;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS known_meta (
     store TEXT NOT NULL,
@@ -41,6 +44,7 @@ CREATE TABLE IF NOT EXISTS known_meta (
     gid INTEGER,
     mtime_ns TEXT,
     rdev TEXT,
+    ctime_ns TEXT,
     PRIMARY KEY (store, key)
 ) WITHOUT ROWID;
 ";
@@ -75,6 +79,12 @@ impl KnownMeta {
             conn.busy_timeout(Duration::from_secs(5))?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
+            // A cache: a table of another layout is dropped, not migrated.
+            let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version != SCHEMA_VERSION {
+                conn.execute_batch("DROP TABLE IF EXISTS known_meta")?;
+                conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
             conn.execute_batch(SCHEMA)?;
             Ok(conn)
         };
@@ -110,7 +120,7 @@ impl KnownMeta {
     pub fn remember(&self, key: &str, etag: &str, modified: Option<SystemTime>, meta: &PosixMeta) {
         self.with("remember", |c| {
             c.execute(
-                "INSERT OR REPLACE INTO known_meta VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR REPLACE INTO known_meta VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     self.store,
                     key,
@@ -121,6 +131,7 @@ impl KnownMeta {
                     meta.gid,
                     meta.mtime_ns.map(|n| n.to_string()),
                     meta.rdev.map(|n| n.to_string()),
+                    meta.ctime_ns.map(|n| n.to_string()),
                 ],
             )
         });
@@ -144,7 +155,7 @@ impl KnownMeta {
             let mut out = Vec::with_capacity(listed.len());
             {
                 let mut get = tx.prepare_cached(
-                    "SELECT etag, modified_ms, mode, uid, gid, mtime_ns, rdev FROM known_meta WHERE store = ?1 AND key = ?2",
+                    "SELECT etag, modified_ms, mode, uid, gid, mtime_ns, rdev, ctime_ns FROM known_meta WHERE store = ?1 AND key = ?2",
                 )?;
                 let mut adopt = tx.prepare_cached(
                     "UPDATE known_meta SET modified_ms = ?3 WHERE store = ?1 AND key = ?2 AND modified_ms IS NULL",
@@ -164,6 +175,9 @@ impl KnownMeta {
                                         .and_then(|s| s.parse().ok()),
                                     rdev: r
                                         .get::<_, Option<String>>(6)?
+                                        .and_then(|s| s.parse().ok()),
+                                    ctime_ns: r
+                                        .get::<_, Option<String>>(7)?
                                         .and_then(|s| s.parse().ok()),
                                 },
                             ))
@@ -208,6 +222,7 @@ mod tests {
             uid: Some(1000),
             gid: Some(100),
             rdev: (mode & 0o170000 == 0o020000).then_some(0x0103),
+            ctime_ns: Some(1_700_000_001_000_000_007),
         }
     }
 

@@ -204,6 +204,7 @@ pub(crate) fn meta_of(m: &fs::Metadata) -> PosixMeta {
         uid: Some(m.uid()),
         gid: Some(m.gid()),
         rdev,
+        ctime_ns: None,
     }
 }
 
@@ -484,6 +485,7 @@ impl Location for LocalLocation {
             uid: meta.uid,
             gid: meta.gid,
             rdev: None,
+            ctime_ns: None,
         };
         let res = match special::kind_of(&current) {
             FileKind::File | FileKind::Dir => apply_meta(&path, None, &merged, is_dir),
@@ -843,6 +845,7 @@ mod tests {
             uid: None,
             gid: None,
             rdev: None,
+            ctime_ns: None,
         };
         let body = Bytes::from(vec![7u8; 20 * 1024 * 1024 + 3]);
         let out = loc

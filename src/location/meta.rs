@@ -27,6 +27,10 @@ pub struct PosixMeta {
     pub gid: Option<u32>,
     /// Device number (`st_rdev`) of a character or block device.
     pub rdev: Option<u64>,
+    /// When data or metadata last changed (`st_ctime`), in nanoseconds:
+    /// kept by mounts (`file-ctime`), never compared or restored by `sync`
+    /// (a local file's ctime cannot be set).
+    pub ctime_ns: Option<i128>,
 }
 
 pub const S_IFMT: u32 = 0o170000;
@@ -110,6 +114,17 @@ impl PosixMeta {
         self.mtime_ns.and_then(ns_to_system_time)
     }
 
+    pub fn ctime(&self) -> Option<SystemTime> {
+        self.ctime_ns.and_then(ns_to_system_time)
+    }
+
+    /// The data changed now: mtime and ctime move (write, truncate).
+    pub fn touch_data(&mut self) {
+        let now = system_time_to_ns(SystemTime::now());
+        self.mtime_ns = Some(now);
+        self.ctime_ns = Some(now);
+    }
+
     /// What the mode says the key holds (a file when it says nothing).
     pub fn kind(&self) -> FileKind {
         self.mode.map_or(FileKind::File, FileKind::of_mode)
@@ -128,6 +143,7 @@ impl PosixMeta {
             uid: self.uid.or(current.uid),
             gid: self.gid.or(current.gid),
             rdev: self.rdev.or(current.rdev),
+            ctime_ns: self.ctime_ns.or(current.ctime_ns),
         }
     }
 
@@ -149,6 +165,9 @@ impl PosixMeta {
         }
         if let Some(rdev) = self.rdev {
             m.insert("rdev".into(), rdev.to_string());
+        }
+        if let Some(ns) = self.ctime_ns {
+            m.insert("file-ctime".into(), format!("{ns}ns"));
         }
         m
     }
@@ -175,6 +194,10 @@ impl PosixMeta {
                 .or_else(|| get("gid"))
                 .and_then(|v| v.parse().ok()),
             rdev: get("rdev").and_then(|v| v.parse().ok()),
+            // Ours (as file-mtime), else s3fs's decimal seconds.
+            ctime_ns: get("file-ctime")
+                .and_then(parse_aws_time)
+                .or_else(|| get("ctime").and_then(parse_seconds)),
         }
     }
 }
@@ -291,10 +314,23 @@ mod tests {
             uid: Some(1000),
             gid: Some(100),
             rdev: None,
+            ctime_ns: None,
         };
         let um = m.to_user_metadata();
         assert_eq!(um["file-permissions"], "0100640");
         assert_eq!(um["file-mtime"], "1700000000123456789ns");
+        let with_ctime = PosixMeta {
+            ctime_ns: Some(1_700_000_001_000_000_002),
+            ..m
+        };
+        let back = PosixMeta::from_user_metadata(&with_ctime.to_user_metadata());
+        assert_eq!(back.ctime_ns, with_ctime.ctime_ns);
+        let s3fs: HashMap<String, String> =
+            [("ctime".to_string(), "1600000000".to_string())].into();
+        assert_eq!(
+            PosixMeta::from_user_metadata(&s3fs).ctime_ns,
+            Some(1_600_000_000_000_000_000)
+        );
         assert_eq!(um["mtime"], "1700000000.123456789");
         assert!(!um.contains_key("mode"), "never write a bare mode");
         assert_eq!(PosixMeta::from_user_metadata(&um), m);

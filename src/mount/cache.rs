@@ -35,6 +35,8 @@ pub struct Attr {
     pub kind: FileKind,
     /// Device number of a character or block device.
     pub rdev: u64,
+    /// Last change of data or metadata (the mtime where none is stored).
+    pub ctime: SystemTime,
 }
 
 /// Paths to what a lookup found: `None` is a negative entry.

@@ -133,12 +133,14 @@ impl Core {
     }
 
     pub fn now_meta(&self, mode: u32, uid: u32, gid: u32) -> PosixMeta {
+        let now = crate::location::meta::system_time_to_ns(SystemTime::now());
         PosixMeta {
-            mtime_ns: Some(crate::location::meta::system_time_to_ns(SystemTime::now())),
+            mtime_ns: Some(now),
             mode: Some(mode),
             uid: Some(uid),
             gid: Some(gid),
             rdev: None,
+            ctime_ns: Some(now),
         }
     }
 
@@ -156,10 +158,12 @@ impl Core {
         } else {
             self.settings.file_mode
         };
+        let mtime = meta.mtime().or(modified).unwrap_or(SystemTime::UNIX_EPOCH);
         Attr {
             is_dir,
             size: if is_dir { 0 } else { size },
-            mtime: meta.mtime().or(modified).unwrap_or(SystemTime::UNIX_EPOCH),
+            mtime,
+            ctime: meta.ctime().unwrap_or(mtime),
             perm: (meta.mode.unwrap_or(default) & 0o7777) as u16,
             uid: meta.uid.unwrap_or(self.settings.uid),
             gid: meta.gid.unwrap_or(self.settings.gid),
@@ -305,6 +309,7 @@ impl Core {
             uid: Some(attr.uid),
             gid: Some(attr.gid),
             rdev: None,
+            ctime_ns: Some(crate::location::meta::system_time_to_ns(attr.ctime)),
         };
         let staged = Arc::new(Staged::create(&self.settings.staging_dir, key, meta)?);
         if !truncate {
@@ -416,6 +421,8 @@ impl Core {
             uid: change.uid.or(Some(current.uid)),
             gid: change.gid.or(Some(current.gid)),
             rdev: (current.rdev != 0).then_some(current.rdev),
+            // Every change through setattr is a change of the inode.
+            ctime_ns: Some(crate::location::meta::system_time_to_ns(SystemTime::now())),
         };
         let meta_changed = change.mode.is_some()
             || change.uid.is_some()

@@ -125,7 +125,7 @@ impl MountFs {
             blocks: a.size.div_ceil(512),
             atime: a.mtime,
             mtime: a.mtime,
-            ctime: a.mtime,
+            ctime: a.ctime,
             crtime: a.mtime,
             kind: if a.is_dir {
                 FileType::Directory
@@ -492,6 +492,7 @@ fn meta_change(
         uid,
         gid,
         rdev: None,
+        ctime_ns: None,
     }
 }
 

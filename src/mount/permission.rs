@@ -160,6 +160,7 @@ mod tests {
             etag: None,
             kind: crate::location::FileKind::File,
             rdev: 0,
+            ctime: SystemTime::UNIX_EPOCH,
         }
     }
 

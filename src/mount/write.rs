@@ -168,6 +168,7 @@ impl Staged {
         self.file.write_all_at(data, offset)?;
         let mut s = self.state();
         s.size = s.size.max(offset + data.len() as u64);
+        s.meta.touch_data();
         s.dirty = true;
         s.failed = false;
         Ok(())
@@ -186,6 +187,7 @@ impl Staged {
         self.file.set_len(size)?;
         let mut s = self.state();
         s.size = size;
+        s.meta.touch_data();
         s.dirty = true;
         s.failed = false;
         Ok(())
