@@ -5,6 +5,7 @@
 //! Exit codes: 0 success, 1 the execution ended in ERROR, 2 bad usage or
 //! configuration, 130 cancelled (SIGINT/SIGTERM).
 
+mod fstab;
 pub mod logging;
 mod schedules;
 mod task;
@@ -571,6 +572,29 @@ fn load_config(path: &Option<PathBuf>) -> Result<Config, UsageError> {
 
 /// The whole program; returns the exit code.
 pub fn main() -> i32 {
+    // Run by mount(8) as /sbin/mount.fuse.syncmount: `syncmount mount` with
+    // the mount options as flags, in a process of its own (a detaching
+    // mount starts itself again with its own arguments).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match fstab::helper_args(&argv) {
+        Ok(fstab::Helper::No) => {}
+        Ok(fstab::Helper::Fake) => return 0,
+        Ok(fstab::Helper::Run(args)) => {
+            let status = std::env::current_exe()
+                .and_then(|exe| std::process::Command::new(exe).args(args).status());
+            return match status {
+                Ok(s) => s.code().unwrap_or(1),
+                Err(e) => {
+                    eprintln!("syncmount: cannot run the mount: {e}");
+                    1
+                }
+            };
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    }
     let cli = Cli::parse();
     logging::init(cli.verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

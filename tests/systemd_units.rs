@@ -18,7 +18,9 @@ fn install(unit: &str, name: &str, dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("systemd").join(unit))
         .unwrap_or_else(|e| panic!("systemd/{unit}: {e}"));
     assert!(
-        unit.ends_with(".timer") || text.contains("/usr/local/bin/syncmount"),
+        unit.ends_with(".timer")
+            || unit.ends_with(".mount")
+            || text.contains("/usr/local/bin/syncmount"),
         "{unit} does not run /usr/local/bin/syncmount"
     );
     let text = text.replace("/usr/local/bin/syncmount", env!("CARGO_BIN_EXE_syncmount"));
@@ -57,6 +59,7 @@ fn the_units_pass_systemd_analyze_verify() {
             "syncmount-task@b-to-a.timer",
             dir.path(),
         ),
+        install("mnt-bucket.mount", "mnt-bucket.mount", dir.path()),
     ];
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
