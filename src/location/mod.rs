@@ -11,6 +11,7 @@
 pub mod key;
 pub mod known_meta;
 pub mod local;
+pub mod memory;
 pub mod meta;
 pub mod s3;
 mod s3_list;

@@ -292,90 +292,17 @@ impl DiskCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::location::{
-        Checksum, DirPage, Entry, ObjectInfo, Place, PosixMeta, WriteMode, WriteOutcome,
-    };
-    use futures::stream::BoxStream;
-    use std::ops::Range;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    /// One object of zeros that counts its ranged reads; nothing else.
-    #[derive(Debug, Default)]
-    struct Counting {
-        reads: AtomicU64,
-    }
-
-    fn unsupported<T>() -> Result<T> {
-        Err(LocationError::Io {
-            location: "counting".into(),
-            op: "test",
-            key: String::new(),
-            message: "not used by these tests".into(),
-            transient: false,
-        })
-    }
-
-    #[async_trait::async_trait]
-    impl Location for Counting {
-        fn describe(&self) -> String {
-            "counting".into()
-        }
-        fn place(&self) -> Place {
-            Place::Local(PathBuf::from("/counting"))
-        }
-        fn keys_are_paths(&self) -> bool {
-            false
-        }
-        fn list(&self) -> BoxStream<'_, Result<Entry>> {
-            Box::pin(futures::stream::empty())
-        }
-        async fn stat(&self, _: &str) -> Result<Option<ObjectInfo>> {
-            unsupported()
-        }
-        async fn read_range(&self, _: &str, r: Range<u64>, _: Option<&str>) -> Result<Bytes> {
-            self.reads.fetch_add(1, Ordering::SeqCst);
-            Ok(Bytes::from(vec![0u8; (r.end - r.start) as usize]))
-        }
-        async fn write(
-            &self,
-            _: &str,
-            _: Arc<dyn crate::location::ByteSource>,
-            _: &PosixMeta,
-            _: WriteMode,
-        ) -> Result<WriteOutcome> {
-            unsupported()
-        }
-        async fn list_dir(&self, _: &str, _: Option<String>) -> Result<DirPage> {
-            unsupported()
-        }
-        async fn set_meta(&self, _: &str, _: &PosixMeta) -> Result<()> {
-            unsupported()
-        }
-        async fn make_dir(&self, _: &str, _: &PosixMeta) -> Result<()> {
-            unsupported()
-        }
-        async fn delete(&self, _: &str) -> Result<()> {
-            unsupported()
-        }
-        async fn stored_checksum(&self, _: &str) -> Result<Option<Checksum>> {
-            unsupported()
-        }
-        async fn clean_leftovers(&self) -> Result<u64> {
-            Ok(0)
-        }
-        fn as_any(&self) -> &dyn std::any::Any {
-            self
-        }
-    }
+    use crate::location::memory::MemoryLocation;
 
     /// A full cache of blocks read twice each still keeps a block fetched
     /// once (a read-ahead block): its next read costs no GET.
     #[tokio::test]
     async fn a_block_fetched_into_a_full_cache_is_kept_for_its_reader() {
-        let counting = Arc::new(Counting::default());
-        let loc: Arc<dyn Location> = counting.clone();
-        let cache = BlockCache::new(3 * BLOCK, None).expect("cache");
+        let memory = Arc::new(MemoryLocation::new("cache"));
         let size = 8 * BLOCK;
+        memory.insert("k", vec![0u8; size as usize]);
+        let loc: Arc<dyn Location> = memory.clone();
+        let cache = BlockCache::new(3 * BLOCK, None).expect("cache");
         for _ in 0..2 {
             for i in 0..3 {
                 cache
@@ -384,11 +311,7 @@ mod tests {
                     .expect("a block");
             }
         }
-        assert_eq!(
-            counting.reads.load(Ordering::SeqCst),
-            3,
-            "three GETs fill it"
-        );
+        assert_eq!(memory.counts().gets, 3, "three GETs fill it");
         cache
             .block(&loc, "k", "v1", None, size, 3, Want::Read)
             .await
@@ -399,7 +322,7 @@ mod tests {
             .await
             .expect("block 3 again");
         assert_eq!(
-            counting.reads.load(Ordering::SeqCst),
+            memory.counts().gets,
             4,
             "block 3 was fetched once and served from the cache the second time"
         );
