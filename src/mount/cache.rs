@@ -183,6 +183,11 @@ impl BlockCache {
         got
     }
 
+    /// A reader was served a block its read-ahead fetched: a memory hit.
+    pub fn served_ahead(&self) {
+        self.metrics.memory_hits.inc();
+    }
+
     /// Drops every cached block (the store changed in unknown places).
     pub fn forget_all(&self) {
         self.memory.invalidate_all();
@@ -199,7 +204,7 @@ impl BlockCache {
 }
 
 /// A shared error, rebuilt for each waiter.
-fn clone_error(e: &LocationError) -> LocationError {
+pub(super) fn clone_error(e: &LocationError) -> LocationError {
     match e {
         LocationError::NotFound { location, key } => LocationError::NotFound {
             location: location.clone(),

@@ -14,6 +14,7 @@ use crate::location::{key, move_key, DirItem, FileKind, Location, ObjectInfo, Po
 use super::cache::{Attr, BlockCache, MetaCache};
 use super::error::{FsError, FsResult};
 use super::inode::{name_of, parent_of};
+use super::prefetch::Budget;
 use super::write::Staged;
 
 /// Objects moved at once when a directory is renamed.
@@ -43,6 +44,8 @@ pub struct Core {
     pub settings: MountSettings,
     pub meta: MetaCache,
     pub blocks: Arc<BlockCache>,
+    /// The read-ahead memory all open files share.
+    pub budget: Arc<Budget>,
     /// This mount's counters in the process's metrics.
     pub metrics: MountMetrics,
     /// Files open for writing, by key.
@@ -72,6 +75,7 @@ impl Core {
         loc: Arc<dyn Location>,
         settings: MountSettings,
         blocks: BlockCache,
+        budget: Budget,
         metrics: MountMetrics,
     ) -> Core {
         let ttl = settings.metadata_ttl.max(Duration::from_millis(1));
@@ -80,6 +84,7 @@ impl Core {
             meta: MetaCache::new(settings.metadata_ttl),
             settings,
             blocks: Arc::new(blocks.with_metrics(metrics.clone())),
+            budget: Arc::new(budget),
             metrics,
             staged: Mutex::new(HashMap::new()),
             made_dirs: Mutex::new(HashSet::new()),

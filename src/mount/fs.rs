@@ -20,25 +20,17 @@ use fuser::{
 
 use crate::location::{DirItem, Entry, FileKind, LocationError, PosixMeta};
 
-use super::cache::{Attr, Want};
+use super::cache::Attr;
 use super::core::Core;
 use super::error::{FsError, FsResult};
 use super::inode::{child_key, InodeTable, ROOT};
 use super::permission::{may_access, may_set_attr, AttrChange, Caller};
-use super::prefetch::{blocks_of, ReadAhead, BLOCK};
+use super::prefetch::BLOCK;
+use super::reader::{Pinned, Reader};
 use super::write::Staged;
 
 /// Largest write the kernel sends at once (fewer, larger requests).
 const MAX_WRITE: u32 = 1024 * 1024;
-
-struct ReadHandle {
-    key: String,
-    /// Cache version: the ETag, or size + mtime where there is none.
-    version: String,
-    if_match: Option<String>,
-    size: u64,
-    ahead: Mutex<ReadAhead>,
-}
 
 /// A directory being listed: the current page and where the next starts.
 struct DirHandle {
@@ -58,7 +50,7 @@ struct DirHandle {
 }
 
 enum Handle {
-    Read(Arc<ReadHandle>),
+    Read(Arc<Reader>),
     Write(Arc<Staged>),
     Dir(Arc<tokio::sync::Mutex<DirHandle>>),
 }
@@ -199,56 +191,6 @@ impl MountFs {
 
     fn run<T>(&self, f: impl std::future::Future<Output = T>) -> T {
         self.rt.block_on(f)
-    }
-
-    fn read_block_range(&self, h: &ReadHandle, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let ahead = lock(&h.ahead).on_read(offset, u64::from(size), h.size);
-        for index in ahead {
-            let (core, key, version, if_match, len) = (
-                self.core.clone(),
-                h.key.clone(),
-                h.version.clone(),
-                h.if_match.clone(),
-                h.size,
-            );
-            self.rt.spawn(async move {
-                let _ = core
-                    .blocks
-                    .block(
-                        &core.loc,
-                        &key,
-                        &version,
-                        if_match.as_deref(),
-                        len,
-                        index,
-                        Want::Ahead,
-                    )
-                    .await;
-            });
-        }
-        let needed = blocks_of(offset, u64::from(size), h.size);
-        let blocks = self.run(futures::future::try_join_all(needed.clone().map(|i| {
-            self.core.blocks.block(
-                &self.core.loc,
-                &h.key,
-                &h.version,
-                h.if_match.as_deref(),
-                h.size,
-                i,
-                Want::Read,
-            )
-        })))?;
-        let end = (offset + u64::from(size)).min(h.size);
-        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-        for (i, b) in needed.zip(blocks) {
-            let start = i * BLOCK;
-            let from = offset.max(start) - start;
-            let to = (end.min(start + b.len() as u64)).saturating_sub(start);
-            if from < to {
-                out.extend_from_slice(&b[from as usize..to as usize]);
-            }
-        }
-        Ok(out)
     }
 
     /// Fills the directory handle's page so that entry `index` is in it,
@@ -755,13 +697,14 @@ impl Filesystem for MountFs {
             // Unchanged since the last open: the kernel's cached pages are still right.
             let keep =
                 lock(&self.opened_versions).insert(ino.0, version.clone()) == Some(version.clone());
-            let h = ReadHandle {
+            let pinned = Pinned {
                 key,
                 version,
                 if_match: a.etag.clone(),
                 size: a.size,
-                ahead: Mutex::new(ReadAhead::default()),
             };
+            let c = &self.core;
+            let h = Reader::new(pinned, c.loc.clone(), c.blocks.clone(), c.budget.clone());
             let flags = if kernel_stale {
                 FopenFlags::FOPEN_DIRECT_IO
             } else if keep {
@@ -819,7 +762,7 @@ impl Filesystem for MountFs {
             _ => Err(FsError::BadHandle),
         };
         let res = handle.and_then(|h| match h {
-            Handle::Read(h) => self.read_block_range(&h, offset, size),
+            Handle::Read(h) => self.run(h.read(offset, size)).map_err(FsError::from),
             Handle::Write(s) => s.read_at(offset, size).map_err(FsError::from),
             Handle::Dir(_) => Err(FsError::IsDir),
         });

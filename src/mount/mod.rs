@@ -4,7 +4,9 @@
 //! - `inode.rs`: inode numbers ⇄ keys, with the kernel's lookup counts.
 //! - `cache.rs`: the metadata cache (TTL, negative entries) and the block
 //!   cache (1 MiB blocks keyed by key + version, memory and optional disk).
-//! - `prefetch.rs`: the read-ahead window.
+//! - `prefetch.rs`: the read-ahead window and the memory budget all
+//!   windows share; `reader.rs`: one open file's reads, streaming its
+//!   window of ranged GETs ahead of a sequential reader.
 //! - `write.rs`: files being written, staged locally and uploaded on close.
 //! - `core.rs`: what each operation does, in keys; `fs.rs`: the FUSE side.
 //! - `permission.rs`: who may read, write or change a file (the mount is
@@ -25,6 +27,7 @@ pub mod inode;
 pub mod nodes;
 pub mod permission;
 pub mod prefetch;
+pub mod reader;
 pub mod write;
 
 use std::path::{Path, PathBuf};
@@ -293,7 +296,9 @@ pub fn mount(
 ) -> Result<Mounted, MountError> {
     let acl = opts.session_acl()?;
     check_mountpoint(mountpoint)?;
-    let blocks = cache::BlockCache::new(opts.cache_bytes, opts.cache_dir.clone()).map_err(|e| {
+    // --cache-size bounds both the block cache and the read-ahead windows.
+    let (budget, memory_bytes) = prefetch::Budget::split(opts.cache_bytes);
+    let blocks = cache::BlockCache::new(memory_bytes, opts.cache_dir.clone()).map_err(|e| {
         MountError::CacheDir {
             path: opts.cache_dir.clone().map(|c| c.0).unwrap_or_default(),
             message: e.to_string(),
@@ -304,6 +309,7 @@ pub fn mount(
         loc.clone(),
         opts.settings.clone(),
         blocks,
+        budget,
         metrics,
     ));
     let fs = fs::MountFs::new(core.clone(), tokio::runtime::Handle::current());

@@ -1,0 +1,244 @@
+//! One open file's reads: the blocks a read touches, and the read-ahead
+//! window streamed in front of a sequential reader.
+//!
+//! Each handle opened for reading has its own [`Reader`], pinned to the
+//! version seen at open. A read asks [`ReadAhead`] whether it continues a
+//! sequential scan; if so, the blocks of the window in front of it that this
+//! handle has not asked for yet are fetched now, in order, each as one task
+//! (through the shared block cache, so readers of one block share its GET)
+//! holding one permit of the mount's [`Budget`] until the reader has passed
+//! the block. A block is asked for once per handle: the window remembers
+//! what is in flight or done, so a read only adds the blocks that entered
+//! the window since the last one. Backpressure comes from the window itself:
+//! nothing is fetched more than a window ahead of the reader's position.
+//!
+//! A jump outside the window resets it: the blocks not needed by the read
+//! are let go (fetches in flight finish into the cache in the background,
+//! holding their permit until then, and nobody waits for them) and a random
+//! reader gets only the blocks it touches. The blocks a read needs that are
+//! not in the window come straight from the cache (memory, disk or a GET).
+
+use std::collections::{btree_map, BTreeMap};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+
+use crate::location::{Location, LocationError, Result};
+use crate::lock;
+
+use super::cache::{clone_error, BlockCache, Want};
+#[cfg(test)]
+use super::prefetch::MAX_WINDOW;
+use super::prefetch::{blocks_of, Budget, ReadAhead, BLOCK};
+
+/// What a handle reads: one version of one object.
+#[derive(Clone, Debug)]
+pub struct Pinned {
+    pub key: String,
+    /// Cache version: the ETag, or size + mtime where there is none.
+    pub version: String,
+    /// The ETag every GET is pinned to, where the store has one.
+    pub if_match: Option<String>,
+    pub size: u64,
+}
+
+/// A block fetched (or being fetched) ahead of the reader.
+type Fetch = Shared<BoxFuture<'static, std::result::Result<Bytes, Arc<LocationError>>>>;
+
+struct Slot {
+    fetch: Fetch,
+    /// Its share of the budget, held by the slot and by the fetch: released
+    /// once the reader passed the block and the fetch ended.
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+}
+
+#[derive(Default)]
+struct Window {
+    ahead: ReadAhead,
+    slots: BTreeMap<u64, Slot>,
+    /// Blocks below this one were issued (or passed) since the last reset.
+    issued_to: u64,
+    /// Counted among the budget's sequential readers.
+    sequential: bool,
+    /// Blocks this handle fetched ahead in all (for tests).
+    issued: u64,
+}
+
+pub struct Reader {
+    object: Arc<Pinned>,
+    loc: Arc<dyn Location>,
+    blocks: Arc<BlockCache>,
+    budget: Arc<Budget>,
+    window: Mutex<Window>,
+}
+
+impl Reader {
+    pub fn new(
+        object: Pinned,
+        loc: Arc<dyn Location>,
+        blocks: Arc<BlockCache>,
+        budget: Arc<Budget>,
+    ) -> Reader {
+        Reader {
+            object: Arc::new(object),
+            loc,
+            blocks,
+            budget,
+            window: Mutex::default(),
+        }
+    }
+
+    /// Up to `len` bytes at `offset` (fewer at the end of the object).
+    pub async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
+        let size = self.object.size;
+        let needed = blocks_of(offset, u64::from(len), size);
+        let slots = self.plan(offset, u64::from(len), &needed);
+        let got =
+            futures::future::try_join_all(needed.clone().zip(slots).map(|(i, slot)| async move {
+                match slot {
+                    Some(fetch) => {
+                        self.blocks.served_ahead();
+                        fetch.await.map_err(|e| clone_error(&e))
+                    }
+                    None => self.block(i).await,
+                }
+            }))
+            .await;
+        let got = match got {
+            Ok(got) => got,
+            Err(e) => {
+                // A failed fetch is not kept: the next read asks again.
+                lock(&self.window).slots.retain(|i, _| !needed.contains(i));
+                return Err(e);
+            }
+        };
+        let end = offset.saturating_add(u64::from(len)).min(size);
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        for (i, b) in needed.zip(got) {
+            let start = i * BLOCK;
+            let from = offset.max(start) - start;
+            let to = (end.min(start + b.len() as u64)).saturating_sub(start);
+            if from < to {
+                out.extend_from_slice(&b[from as usize..to as usize]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Blocks in front of the reader now (0 for a random reader).
+    pub fn window(&self) -> u64 {
+        lock(&self.window).ahead.window()
+    }
+
+    /// Blocks fetched ahead by this handle since it was opened.
+    pub fn issued(&self) -> u64 {
+        lock(&self.window).issued
+    }
+
+    /// Blocks this handle holds ahead (in flight or waiting for the reader).
+    pub fn held(&self) -> usize {
+        lock(&self.window).slots.len()
+    }
+
+    /// Records the read, moves the window and issues its new blocks;
+    /// returns, per needed block, the window's fetch of it if there is one.
+    fn plan(&self, offset: u64, len: u64, needed: &Range<u64>) -> Vec<Option<Fetch>> {
+        let mut w = lock(&self.window);
+        let ahead = w
+            .ahead
+            .on_read(offset, len, self.object.size, self.budget.share());
+        let sequential = w.ahead.window() > 0;
+        if sequential != w.sequential {
+            self.budget.set_sequential(sequential);
+            w.sequential = sequential;
+        }
+        if sequential {
+            // Blocks the reader has passed are done with.
+            w.slots.retain(|i, _| *i >= needed.start);
+        } else {
+            // A jump: keep only what this read needs; the rest is let go.
+            w.slots.retain(|i, _| needed.contains(i));
+            w.issued_to = 0;
+        }
+        let from = w.issued_to.max(ahead.start);
+        for i in from..ahead.end {
+            if let btree_map::Entry::Vacant(slot) = w.slots.entry(i) {
+                let Some(permit) = self.budget.take() else {
+                    break;
+                };
+                slot.insert(self.fetch_ahead(i, permit));
+                w.issued += 1;
+            }
+            w.issued_to = i + 1;
+        }
+        needed
+            .clone()
+            .map(|i| w.slots.get(&i).map(|s| s.fetch.clone()))
+            .collect()
+    }
+
+    /// Starts fetching block `index` ahead of the reader, now.
+    fn fetch_ahead(&self, index: u64, permit: tokio::sync::OwnedSemaphorePermit) -> Slot {
+        let permit = Arc::new(permit);
+        let held = permit.clone();
+        let (object, loc, blocks) = (self.object.clone(), self.loc.clone(), self.blocks.clone());
+        let task = tokio::spawn(async move {
+            let got = fetch_block(&blocks, &loc, &object, index, Want::Ahead).await;
+            drop(held);
+            got.map_err(Arc::new)
+        });
+        let fetch = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(Arc::new(LocationError::Io {
+                    location: String::new(),
+                    op: "read ahead",
+                    key: String::new(),
+                    message: e.to_string(),
+                    transient: false,
+                }))
+            })
+        };
+        Slot {
+            fetch: fetch.boxed().shared(),
+            _permit: permit,
+        }
+    }
+
+    async fn block(&self, index: u64) -> Result<Bytes> {
+        fetch_block(&self.blocks, &self.loc, &self.object, index, Want::Read).await
+    }
+}
+
+async fn fetch_block(
+    blocks: &BlockCache,
+    loc: &Arc<dyn Location>,
+    o: &Pinned,
+    index: u64,
+    want: Want,
+) -> Result<Bytes> {
+    blocks
+        .block(
+            loc,
+            &o.key,
+            &o.version,
+            o.if_match.as_deref(),
+            o.size,
+            index,
+            want,
+        )
+        .await
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if lock(&self.window).sequential {
+            self.budget.set_sequential(false);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "reader_tests.rs"]
+mod tests;
