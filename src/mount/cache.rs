@@ -6,7 +6,10 @@
 //!   bytes, so a changed object can never be served from an older version's
 //!   blocks. Concurrent requests for one block share one ranged GET. With a
 //!   cache directory, blocks evicted from memory stay on disk (each with its
-//!   CRC32C, checked on every read) up to the disk cache's size.
+//!   CRC32C, checked on every read) up to the disk cache's size. The disk
+//!   tier's file I/O runs on tokio's blocking threads, never on the runtime
+//!   threads that the FUSE threads wait on; a block is one file, written
+//!   and read back without copying its bytes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -147,7 +150,11 @@ impl BlockCache {
         let start = index * BLOCK;
         let range = start..(start + BLOCK).min(size);
         let fetch = async {
-            if let Some(b) = self.disk.as_ref().and_then(|d| d.get(&id)) {
+            let on_disk = match &self.disk {
+                Some(d) => d.clone().get_blocking(id.clone()).await,
+                None => None,
+            };
+            if let Some(b) = on_disk {
                 if demand {
                     self.metrics.disk_hits.inc();
                 }
@@ -157,7 +164,7 @@ impl BlockCache {
             let b = loc.read_range(key, range, if_match).await?;
             self.metrics.fetched.inc_by(b.len() as u64);
             if let Some(d) = &self.disk {
-                d.put(&id, &b);
+                d.clone().put_blocking(id.clone(), b.clone()).await;
             }
             Ok::<_, LocationError>(b)
         };
@@ -230,9 +237,11 @@ pub(super) fn clone_error(e: &LocationError) -> LocationError {
 }
 
 /// Blocks as files named by a hash of their id, each followed by its CRC32C;
-/// the oldest go when the directory is over its size.
+/// the oldest go when the directory is over its size. Cheap to clone (for
+/// the blocking threads).
+#[derive(Clone)]
 struct DiskCache {
-    dir: PathBuf,
+    dir: Arc<PathBuf>,
     index: moka::sync::Cache<String, u64>,
 }
 
@@ -253,7 +262,10 @@ impl DiskCache {
                 let _ = std::fs::remove_file(evict_dir.join(name.as_str()));
             })
             .build();
-        Ok(DiskCache { dir, index })
+        Ok(DiskCache {
+            dir: Arc::new(dir),
+            index,
+        })
     }
 
     fn name(id: &BlockId) -> String {
@@ -262,29 +274,46 @@ impl DiskCache {
         format!("{h:016x}-{}", id.index)
     }
 
+    /// [`get`](Self::get) on a blocking thread.
+    async fn get_blocking(self, id: BlockId) -> Option<Bytes> {
+        tokio::task::spawn_blocking(move || self.get(&id))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// [`put`](Self::put) on a blocking thread.
+    async fn put_blocking(self, id: BlockId, body: Bytes) {
+        let _ = tokio::task::spawn_blocking(move || self.put(&id, &body)).await;
+    }
+
     fn get(&self, id: &BlockId) -> Option<Bytes> {
         let name = Self::name(id);
         self.index.get(&name)?;
-        let raw = std::fs::read(self.dir.join(&name)).ok()?;
-        let (body, crc) = raw.split_at(raw.len().checked_sub(4)?);
-        let want = u32::from_be_bytes(crc.try_into().ok()?);
-        if crc32c::crc32c(body) != want {
+        let mut raw = std::fs::read(self.dir.join(&name)).ok()?;
+        let body_len = raw.len().checked_sub(4)?;
+        let want = u32::from_be_bytes(raw[body_len..].try_into().ok()?);
+        if crc32c::crc32c(&raw[..body_len]) != want {
             tracing::warn!(file = %self.dir.join(&name).display(), "disk cache block failed its checksum; fetching again");
             self.index.invalidate(&name);
             return None;
         }
-        Some(Bytes::copy_from_slice(body))
+        raw.truncate(body_len);
+        Some(Bytes::from(raw))
     }
 
     fn put(&self, id: &BlockId, body: &Bytes) {
+        use std::io::Write;
         let name = Self::name(id);
-        let mut raw = Vec::with_capacity(body.len() + 4);
-        raw.extend_from_slice(body);
-        raw.extend_from_slice(&crc32c::crc32c(body).to_be_bytes());
         let path: &Path = &self.dir;
         let tmp = path.join(format!(".{name}.tmp"));
-        if std::fs::write(&tmp, &raw).is_ok() && std::fs::rename(&tmp, path.join(&name)).is_ok() {
-            self.index.insert(name, raw.len() as u64);
+        let crc = crc32c::crc32c(body).to_be_bytes();
+        let written = std::fs::File::create(&tmp).and_then(|mut f| {
+            f.write_all(body)?;
+            f.write_all(&crc)
+        });
+        if written.is_ok() && std::fs::rename(&tmp, path.join(&name)).is_ok() {
+            self.index.insert(name, body.len() as u64 + 4);
             // Evict now, not when moka gets round to it: the directory must
             // stay within its size.
             self.index.run_pending_tasks();
@@ -336,5 +365,50 @@ mod tests {
             "the cache stays within its size: {}",
             cache.memory.weighted_size()
         );
+    }
+
+    /// Blocks evicted from a one-block memory tier are read back from disk
+    /// (one file per block, its I/O on blocking threads, which a
+    /// current-thread runtime still serves); a corrupt file is fetched again.
+    #[tokio::test(flavor = "current_thread")]
+    async fn blocks_come_back_from_the_disk_tier_and_a_corrupt_one_is_fetched_again() {
+        let memory = Arc::new(MemoryLocation::new("disk"));
+        let size = 4 * BLOCK;
+        let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        memory.insert("k", body.clone());
+        let loc: Arc<dyn Location> = memory.clone();
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let metrics = MountMetrics::default();
+        let cache = BlockCache::new(BLOCK, Some((dir.path().to_path_buf(), 64 * BLOCK)))
+            .expect("cache")
+            .with_metrics(metrics.clone());
+        let read_all = || async {
+            for i in 0..4 {
+                let b = cache
+                    .block(&loc, "k", "v1", None, size, i, Want::Read)
+                    .await
+                    .expect("a block");
+                let at = (i * BLOCK) as usize;
+                assert!(b[..] == body[at..at + BLOCK as usize], "block {i}");
+            }
+        };
+        read_all().await;
+        let files = || {
+            std::fs::read_dir(dir.path().join("blocks"))
+                .expect("the blocks directory")
+                .map(|e| e.expect("an entry").path())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(files().len(), 4, "one file per block");
+        read_all().await;
+        assert_eq!(memory.counts().gets, 4, "the second pass fetched nothing");
+        assert!(metrics.disk_hits.get() >= 3, "{}", metrics.disk_hits.get());
+        for p in files() {
+            let mut raw = std::fs::read(&p).expect("a block file");
+            raw[10] ^= 0xff;
+            std::fs::write(&p, raw).expect("corrupt it");
+        }
+        read_all().await;
+        assert!(memory.counts().gets >= 7, "{}", memory.counts().gets);
     }
 }
