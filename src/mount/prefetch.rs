@@ -128,6 +128,11 @@ impl Budget {
         }
     }
 
+    /// Files reading sequentially now.
+    pub fn sequential(&self) -> u64 {
+        self.sequential.load(Ordering::Relaxed)
+    }
+
     /// Room for one more block ahead, if there is any.
     pub fn take(&self) -> Option<OwnedSemaphorePermit> {
         let permit = self.permits.clone().try_acquire_owned().ok()?;

@@ -149,7 +149,9 @@ impl Reader {
         let ahead = w
             .ahead
             .on_read(offset, len, self.object.size, self.budget.share());
-        let sequential = w.ahead.window() > 0;
+        // A reader with nothing left ahead (a small file, or the end of a
+        // large one) takes no share of the budget from the others.
+        let sequential = w.ahead.window() > 0 && !ahead.is_empty();
         if sequential != w.sequential {
             self.budget.set_sequential(sequential);
             w.sequential = sequential;

@@ -206,6 +206,11 @@ async fn concurrent_sequential_readers_share_the_budget_and_never_exceed_it() {
         assert!(r.issued() > 0, "reader {n} had no window of its own");
     }
     assert_eq!(c.gets, READERS * 24, "each block once");
+    assert_eq!(
+        s.budget.sequential(),
+        0,
+        "readers at their end take no share"
+    );
     drop(readers);
     assert_eq!(s.budget.in_use(), 0, "closed readers hold nothing");
 }
