@@ -289,6 +289,9 @@ pub fn decide_with_info(src: &ObjectInfo, dst: &ObjectInfo) -> Option<CopyReason
 /// POSIX metadata to write with a copy: the source's, as far as known.
 pub fn meta_to_write(src: &Entry, info: Option<&ObjectInfo>) -> PosixMeta {
     let mut m = info.map(|i| i.meta).or(src.meta).unwrap_or_default();
+    // ctime is the source's own (a local file's cannot be set; a copy is a
+    // new change at the destination): never copied.
+    m.ctime_ns = None;
     if m.mtime_ns.is_none() {
         m.mtime_ns = info
             .and_then(|i| i.modified)

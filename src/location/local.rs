@@ -204,7 +204,9 @@ pub(crate) fn meta_of(m: &fs::Metadata) -> PosixMeta {
         uid: Some(m.uid()),
         gid: Some(m.gid()),
         rdev,
-        ctime_ns: None,
+        // Shown by a mount of the directory; never written elsewhere
+        // (meta_to_write drops it).
+        ctime_ns: Some(i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())),
     }
 }
 
