@@ -6,6 +6,7 @@
 //! configuration, 130 cancelled (SIGINT/SIGTERM).
 
 mod fstab;
+pub use crate::shared::{SideArgs, UsageError};
 pub mod logging;
 mod schedules;
 mod task;
@@ -213,17 +214,6 @@ pub struct SyncArgs {
     pub requester_pays: bool,
 }
 
-/// S3 connection settings that apply to both sides.
-#[derive(Args, Debug, Clone, Default)]
-pub struct SideArgs {
-    #[arg(long)]
-    pub region: Option<String>,
-    #[arg(long)]
-    pub endpoint_url: Option<String>,
-    #[arg(long)]
-    pub profile: Option<String>,
-}
-
 /// Per-side S3 settings; each overrides the shared one.
 #[derive(Args, Debug, Clone, Default)]
 pub struct PerSideArgs {
@@ -253,11 +243,6 @@ pub struct PerSideArgs {
     #[arg(long, value_parser = crate::location::s3_settings::account_id)]
     pub dst_expected_bucket_owner: Option<String>,
 }
-
-/// An error that is the user's to fix (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
 
 pub fn default_state_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions.

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod mount;
 pub mod policy;
 pub mod preflight;
+pub mod shared;
 pub mod task;
 
 /// Locks `m`, taking the data of a holder that panicked as it is (every

@@ -31,9 +31,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use crate::cli::UsageError;
 use crate::config::Config;
 use crate::engine::report::{epoch_ms, Status};
+use crate::shared::UsageError;
 use crate::task::execution::{self, Context};
 use crate::task::history::History;
 use crate::task::liveness;

@@ -31,7 +31,7 @@ pub struct MountArgs {
     /// An existing empty directory to mount on.
     pub mountpoint: PathBuf,
     #[command(flatten)]
-    pub conn: crate::cli::SideArgs,
+    pub conn: crate::shared::SideArgs,
     /// Role to assume (STS AssumeRole) for the location.
     #[arg(long)]
     pub role_arn: Option<String>,
