@@ -9,7 +9,6 @@
 //! symbolic link inside the root. Symbolic links and special files are keys
 //! too (`special.rs`): listed with `lstat`, a link's content is its target.
 
-use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::ops::Range;
@@ -23,6 +22,7 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 
 use super::key::{self, UnsafeReason};
+use super::local_files::{meta_of, temp_name, TEMP_PREFIX, TEMP_SUFFIX};
 use super::meta::{FileKind, MAX_LINK_TARGET};
 use super::special;
 use super::{
@@ -30,9 +30,6 @@ use super::{
     WriteOutcome,
 };
 
-/// Prefix of our temp files; they are never listed as keys.
-const TEMP_PREFIX: &str = ".syncmount-";
-const TEMP_SUFFIX: &str = ".tmp";
 /// Chunk size for streaming a source into a file: large enough to keep a
 /// ranged GET efficient, small enough that a few in flight stay cheap.
 const WRITE_CHUNK: u64 = 8 * 1024 * 1024;
@@ -158,55 +155,6 @@ impl LocalLocation {
             }
         }
         Ok(())
-    }
-}
-
-fn temp_name() -> OsString {
-    let r: u64 = rand::random();
-    format!("{TEMP_PREFIX}{}-{r:016x}{TEMP_SUFFIX}", std::process::id()).into()
-}
-
-/// The pid in one of our temp file names, if it is one.
-pub(super) fn temp_owner(name: &[u8]) -> Option<u32> {
-    let s = std::str::from_utf8(name).ok()?;
-    let rest = s.strip_prefix(TEMP_PREFIX)?.strip_suffix(TEMP_SUFFIX)?;
-    rest.split_once('-')?.0.parse().ok()
-}
-
-/// Whether process `pid` still runs. A zombie (killed, not yet reaped by
-/// its parent — slow when that is a container's init) is dead: it can no
-/// longer write anything.
-pub(super) fn pid_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the command name `(…)`.
-        Ok(stat) => !matches!(
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next()),
-            Some('Z' | 'X')
-        ),
-        Err(_) => false,
-    }
-}
-
-pub(crate) fn meta_of(m: &fs::Metadata) -> PosixMeta {
-    let mtime_ns = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
-    let rdev = matches!(
-        special::kind_of(m),
-        FileKind::CharDevice | FileKind::BlockDevice
-    )
-    .then(|| m.rdev());
-    PosixMeta {
-        mtime_ns: Some(mtime_ns),
-        mode: Some(m.mode()),
-        uid: Some(m.uid()),
-        gid: Some(m.gid()),
-        rdev,
-        // Shown by a mount of the directory; never written elsewhere
-        // (meta_to_write drops it).
-        ctime_ns: Some(i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())),
     }
 }
 

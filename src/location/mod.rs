@@ -11,6 +11,7 @@
 pub mod key;
 pub mod known_meta;
 pub mod local;
+mod local_files;
 pub mod memory;
 pub mod meta;
 pub mod s3;

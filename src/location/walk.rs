@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::key;
-use super::local::{meta_of, pid_alive, temp_owner};
+use super::local_files::{meta_of, pid_alive, temp_owner};
 use super::{Entry, LocationError, Result};
 
 /// The blocking directory walk behind [`LocalLocation::list`].

@@ -22,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::super::local::pid_alive;
+use super::super::local_files::pid_alive;
 use super::sweep::Listing;
 
 /// One upload's journal entry. Entries written before intents existed have

@@ -33,7 +33,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
-use super::super::local::pid_alive;
+use super::super::local_files::pid_alive;
 use super::super::s3::S3Location;
 use super::super::{LocationError, Result};
 use super::journal::{in_progress, now_ms, read, store, Entry};
