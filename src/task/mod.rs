@@ -5,6 +5,7 @@
 //! (`schedule_state.rs`), completion hooks (`hooks.rs`), and what the
 //! daemon prunes from the history (`retention.rs`).
 
+pub mod error;
 pub mod execution;
 pub mod guard;
 pub mod history;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::execution::TaskError;
+use super::error::TaskError;
 use super::guard::Claim;
 use crate::config::spec::S3Overrides;
 use crate::config::tables::{DEFAULT_LEASE_SECONDS, OPTION_KEYS};
