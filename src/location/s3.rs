@@ -614,7 +614,8 @@ impl Location for S3Location {
             Ok(h) => {
                 let info = self.info_from_head(&h);
                 if let (Some(k), Some(etag)) = (&self.known, &info.etag) {
-                    k.remember(&self.full_key(key), etag, info.modified, &info.meta);
+                    k.remember(&self.full_key(key), etag, info.modified, &info.meta)
+                        .await;
                 }
                 Ok(Some(info))
             }
@@ -665,8 +666,8 @@ impl Location for S3Location {
         let out = self.write_object(key, source, meta, mode).await;
         if let Some(k) = &self.known {
             match out.as_ref().ok().and_then(|o| o.etag.as_deref()) {
-                Some(etag) => k.remember(&self.full_key(key), etag, None, meta),
-                None => k.forget(&self.full_key(key)),
+                Some(etag) => k.remember(&self.full_key(key), etag, None, meta).await,
+                None => k.forget(&self.full_key(key)).await,
             }
         }
         out
@@ -695,7 +696,7 @@ impl Location for S3Location {
                     )
                 })
                 .collect();
-            let recalled = k.recall(&listed);
+            let recalled = k.recall(&listed).await;
             for (e, meta) in files.iter_mut().zip(recalled) {
                 e.meta = meta;
             }
@@ -731,7 +732,7 @@ impl Location for S3Location {
     async fn set_meta(&self, key: &str, meta: &PosixMeta) -> Result<()> {
         if let Some(k) = &self.known {
             // The ETag may stay: the next listing's LastModified decides.
-            k.forget(&self.full_key(key));
+            k.forget(&self.full_key(key)).await;
         }
         if key.ends_with('/') {
             // A marker is empty: writing it again with the new metadata is
@@ -765,7 +766,7 @@ impl Location for S3Location {
             return Ok(None);
         };
         if let Some(k) = &self.known {
-            k.forget(&self.full_key(key));
+            k.forget(&self.full_key(key)).await;
         }
         self.server_side_copy(src, src_key, info, key).await
     }
@@ -788,7 +789,7 @@ impl Location for S3Location {
 
     async fn delete(&self, key: &str) -> Result<()> {
         if let Some(k) = &self.known {
-            k.forget(&self.full_key(key));
+            k.forget(&self.full_key(key)).await;
         }
         self.client
             .delete_object()
