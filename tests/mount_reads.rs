@@ -271,11 +271,33 @@ async fn eight_concurrent_readers_of_a_100_mib_object_on_s3s_fs_get_the_right_by
     }
     println!("8 readers done in {:?}", started.elapsed());
     // Readers of one block share one ranged GET, and the cache (512 MiB)
-    // keeps every block: 100 blocks, 100 GETs.
-    assert_eq!(
-        gets_of(&proxy, "/p/big.bin"),
-        100,
-        "GetObject requests for 100 blocks"
+    // keeps every block: 100 blocks, 100 block GETs. The random readers'
+    // reads (at most 256 KiB, never a scan) are small GETs of their own:
+    // at most one per FUSE request (128 KiB), each at most the read
+    // widened to 64 KiB on both sides.
+    let ranges = get_ranges_of(&proxy, "/p/big.bin", body.len() as u64);
+    let mut blocks: Vec<u64> = ranges
+        .iter()
+        .filter(|r| r.end - r.start == MIB as u64)
+        .map(|r| r.start)
+        .collect();
+    blocks.sort_unstable();
+    let want: Vec<u64> = (0..100).map(|i| i * MIB as u64).collect();
+    assert_eq!(blocks, want, "each 1 MiB block fetched once");
+    let small: Vec<_> = ranges
+        .iter()
+        .filter(|r| r.end - r.start != MIB as u64)
+        .collect();
+    assert!(
+        small.len() <= 4 * 150 * 3,
+        "{} small GETs for 600 random reads",
+        small.len()
+    );
+    assert!(
+        small
+            .iter()
+            .all(|r| r.end - r.start <= 128 * 1024 + 2 * 64 * 1024),
+        "a random read fetched more than its bytes widened to 64 KiB: {small:?}"
     );
     // And the shell's way: dd with skip lands on the right block.
     let out = sh(&format!(
@@ -813,8 +835,51 @@ async fn blocks_evicted_from_memory_are_read_back_from_the_disk_cache_and_a_corr
     assert_eq!(m.unmount(), Some(0));
 }
 
+/// Bytes asked for by the GetObject requests for keys ending in `suffix`.
+fn get_bytes_of(proxy: &FaultProxy, suffix: &str, size: u64) -> u64 {
+    get_ranges_of(proxy, suffix, size)
+        .iter()
+        .map(|r| r.end - r.start)
+        .sum()
+}
+
+/// The byte ranges of the GetObject requests for keys ending in `suffix`
+/// (the whole `size` for a GET without a Range header).
+fn get_ranges_of(proxy: &FaultProxy, suffix: &str, size: u64) -> Vec<std::ops::Range<u64>> {
+    let key = format!("{suffix}?");
+    proxy
+        .counters
+        .heads()
+        .iter()
+        .filter(|h| {
+            let line = h.lines().next().unwrap_or_default();
+            line.starts_with("GET ") && line.contains(&key) && line.contains("x-id=GetObject")
+        })
+        .map(|h| {
+            let range = h.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.trim()
+                    .eq_ignore_ascii_case("range")
+                    .then(|| value.trim().to_string())
+            });
+            match range {
+                None => 0..size,
+                Some(r) => {
+                    let (a, b) = r
+                        .strip_prefix("bytes=")
+                        .and_then(|r| r.split_once('-'))
+                        .unwrap_or_else(|| panic!("a range not in bytes=A-B form: {r}"));
+                    let a: u64 = a.parse().expect("range start");
+                    let b: u64 = b.parse().expect("range end");
+                    a..b + 1
+                }
+            }
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn random_small_reads_fetch_about_one_block_each() {
+async fn random_4_kib_reads_fetch_one_small_request_each() {
     let server = common::s3s();
     let bucket = server.new_bucket("mount-window").await;
     let body = random_bytes(64 * MIB);
@@ -826,18 +891,85 @@ async fn random_small_reads_fetch_about_one_block_each() {
     // 20 reads of 4 KiB, each in a different block, far apart.
     let blocks: Vec<usize> = (0..20).map(|i| (i * 37 + 11) % 64).collect();
     for b in &blocks {
-        let off = b * MIB + 1000;
+        let off = b * MIB + 8192;
         let mut buf = vec![0u8; 4096];
         f.read_exact_at(&mut buf, off as u64).unwrap();
         check_range(&body, &buf, off, "random read");
     }
     let random_gets = gets_of(&proxy, "/p/f");
+    assert_eq!(
+        random_gets,
+        blocks.len(),
+        "{random_gets} GETs for {} random 4 KiB reads",
+        blocks.len()
+    );
+    // The smallest request is 64 KiB: at most twice that per read.
+    let fetched = get_bytes_of(&proxy, "/p/f", body.len() as u64);
+    let bound = 2 * 64 * 1024 * blocks.len() as u64;
     assert!(
-        random_gets <= 2 * blocks.len(),
-        "{random_gets} GETs for {} random 4 KiB reads: read-ahead did not drop back",
+        fetched <= bound,
+        "{fetched} bytes fetched for {} reads of 4 KiB (bound {bound})",
         blocks.len()
     );
     drop(f);
+    assert_eq!(m.unmount(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sequential_read_of_a_file_twice_the_cache_size_fetches_each_byte_once() {
+    let server = common::s3s();
+    let bucket = server.new_bucket("mount-twice").await;
+    // --cache-size 8MiB: 4 MiB of read-ahead (the most one window holds)
+    // and 4 MiB of block cache; the file is 16 MiB.
+    let body = random_bytes(16 * MIB + 12345);
+    server.put(&bucket, "p/f", &body).await;
+    let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
+    let via = server.through(&proxy);
+    let m = mount(
+        Some(&via),
+        &server.url(&bucket, "p"),
+        &["--cache-size", "8MiB"],
+    );
+    let got = read_direct(&m.path("f"));
+    assert!(got == body, "the bytes read differ");
+    let fetched = get_bytes_of(&proxy, "/p/f", body.len() as u64);
+    let window = 4 * MIB as u64;
+    assert!(
+        fetched >= body.len() as u64 && fetched <= body.len() as u64 + window,
+        "{fetched} bytes fetched for a {}-byte file (at most one 4 MiB window more)",
+        body.len()
+    );
+    assert_eq!(m.unmount(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_fits_the_cache_is_fetched_once_and_its_re_read_fetches_nothing() {
+    let server = common::s3s();
+    let bucket = server.new_bucket("mount-reread").await;
+    let body = random_bytes(24 * MIB + 99);
+    server.put(&bucket, "p/f", &body).await;
+    let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
+    let via = server.through(&proxy);
+    let m = mount(Some(&via), &server.url(&bucket, "p"), &[]);
+    // O_DIRECT: past the kernel's page cache, so the re-read reaches the
+    // mount and only its own cache can spare the store.
+    let first = read_direct(&m.path("f"));
+    assert!(first == body, "the first read differs");
+    let size = body.len() as u64;
+    assert_eq!(
+        get_bytes_of(&proxy, "/p/f", size),
+        size,
+        "the first read fetched each byte once"
+    );
+    let gets = gets_of(&proxy, "/p/f");
+    assert_eq!(gets, 25, "one GET per 1 MiB block");
+    let again = read_direct(&m.path("f"));
+    assert!(again == body, "the re-read differs");
+    assert_eq!(
+        gets_of(&proxy, "/p/f"),
+        gets,
+        "the re-read went to the store"
+    );
     assert_eq!(m.unmount(), Some(0));
 }
 

@@ -190,6 +190,38 @@ impl BlockCache {
         got
     }
 
+    /// Block `index` of `key` at `version` if memory or disk holds it
+    /// (counted as a hit), without fetching it.
+    pub async fn cached(&self, key: &str, version: &str, index: u64) -> Option<Bytes> {
+        let id = BlockId {
+            key: Arc::from(key),
+            version: Arc::from(version),
+            index,
+        };
+        if let Some(b) = self.memory.get(&id).await {
+            self.metrics.memory_hits.inc();
+            return Some(b);
+        }
+        let b = self.disk.as_ref()?.clone().get_blocking(id).await?;
+        self.metrics.disk_hits.inc();
+        Some(b)
+    }
+
+    /// Bytes `range` of `key`, fetched now and kept nowhere (a random
+    /// reader's small request; counted as a miss).
+    pub async fn fetch_uncached(
+        &self,
+        loc: &Arc<dyn Location>,
+        key: &str,
+        range: std::ops::Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes> {
+        self.metrics.misses.inc();
+        let b = loc.read_range(key, range, if_match).await?;
+        self.metrics.fetched.inc_by(b.len() as u64);
+        Ok(b)
+    }
+
     /// A reader was served a block its read-ahead fetched: a memory hit.
     pub fn served_ahead(&self) {
         self.metrics.memory_hits.inc();

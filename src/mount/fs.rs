@@ -443,6 +443,10 @@ impl Filesystem for MountFs {
         let _ = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.set_max_write(MAX_WRITE);
+        // The kernel's default of 12 background requests (its own
+        // read-ahead among them) in flight would leave most of the 16
+        // worker threads idle during a sequential read.
+        let _ = config.set_max_background(64);
         Ok(())
     }
 

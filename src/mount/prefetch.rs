@@ -41,10 +41,18 @@ const FORWARD_SLACK: u64 = 16 * 1024 * 1024;
 /// A step back of at most this many bytes (a re-read of the tail) does too.
 const BACKWARD_SLACK: u64 = 1024 * 1024;
 
+/// A run of contiguous reads that started elsewhere than at offset 0 counts
+/// as a scan once it covered this much: a random reader's large read (which
+/// the kernel splits into contiguous 128 KiB requests) is not mistaken for
+/// one, so a 1 MiB random read costs about 1 MiB, not a window more.
+pub const SCAN_AFTER: u64 = 2 * 1024 * 1024;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadAhead {
     /// Where the last read ended; `None` before the first read.
     last_end: Option<u64>,
+    /// Where the current run of contiguous reads started.
+    run_start: u64,
     window: u64,
 }
 
@@ -53,20 +61,27 @@ impl ReadAhead {
     /// returns the blocks to fetch ahead of it (none past the end), at most
     /// `max` (the reader's share of the budget).
     pub fn on_read(&mut self, offset: u64, len: u64, size: u64, max: u64) -> std::ops::Range<u64> {
-        let sequential = match self.last_end {
-            // The first read from the start looks like the beginning of a scan.
-            None => offset == 0,
+        let contiguous = match self.last_end {
+            None => false,
             Some(end) => {
-                (offset >= end && offset - end <= FORWARD_SLACK)
+                // A skip forward stays contiguous within the slack or the
+                // window already fetched (the blocks skipped are let go).
+                (offset >= end && offset - end <= FORWARD_SLACK.max(self.window * BLOCK))
                     || (offset < end && end - offset <= BACKWARD_SLACK)
             }
         };
+        if !contiguous {
+            self.run_start = offset;
+        }
+        let end = offset.saturating_add(len).min(size);
+        // A read from the start looks like the beginning of a scan; a run
+        // from elsewhere becomes one after SCAN_AFTER bytes.
+        let sequential = self.run_start == 0 || end.saturating_sub(self.run_start) >= SCAN_AFTER;
         self.window = if sequential {
             (self.window * 2).max(FIRST_WINDOW).min(max.min(MAX_WINDOW))
         } else {
             0
         };
-        let end = offset.saturating_add(len).min(size);
         self.last_end = Some(end);
         let blocks = size.div_ceil(BLOCK);
         let next = end.div_ceil(BLOCK);
@@ -192,9 +207,29 @@ mod tests {
         r.on_read(MIB, MIB, size, MAX_WINDOW);
         let ahead = r.on_read(500 * MIB, 4096, size, MAX_WINDOW);
         assert!(ahead.is_empty(), "{ahead:?}");
-        // ... and reading on from there grows it again.
-        let ahead = r.on_read(500 * MIB + 4096, 4096, size, MAX_WINDOW);
+        // ... and reading on from there grows it again once the run is a
+        // scan (SCAN_AFTER bytes), not before.
+        let mut off = 500 * MIB + 4096;
+        while off + 128 * 1024 - 500 * MIB < SCAN_AFTER {
+            let ahead = r.on_read(off, 128 * 1024, size, MAX_WINDOW);
+            assert!(ahead.is_empty(), "at {off}: {ahead:?}");
+            off += 128 * 1024;
+        }
+        let ahead = r.on_read(off, 128 * 1024, size, MAX_WINDOW);
         assert_eq!(ahead.end - ahead.start, 2);
+    }
+
+    #[test]
+    fn a_large_random_read_split_by_the_kernel_fetches_nothing_ahead() {
+        let mut r = ReadAhead::default();
+        let size = 1024 * MIB;
+        for at in [700 * MIB + 12_288, 40 * MIB, 333 * MIB] {
+            // 1 MiB as eight 128 KiB requests.
+            for k in 0..8 {
+                let ahead = r.on_read(at + k * 128 * 1024, 128 * 1024, size, MAX_WINDOW);
+                assert!(ahead.is_empty(), "{at} + {k}: {ahead:?}");
+            }
+        }
     }
 
     #[test]

@@ -33,6 +33,9 @@ use super::cache::{clone_error, BlockCache, Want};
 use super::prefetch::MAX_WINDOW;
 use super::prefetch::{blocks_of, Budget, ReadAhead, BLOCK};
 
+/// The smallest request of a random read (and its alignment).
+pub const RANDOM_REQUEST: u64 = 64 * 1024;
+
 /// What a handle reads: one version of one object.
 #[derive(Clone, Debug)]
 pub struct Pinned {
@@ -94,7 +97,9 @@ impl Reader {
     pub async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
         let size = self.object.size;
         let needed = blocks_of(offset, u64::from(len), size);
-        let slots = self.plan(offset, u64::from(len), &needed);
+        let Some(slots) = self.plan(offset, u64::from(len), &needed) else {
+            return self.read_random(offset, len, needed).await;
+        };
         let got =
             futures::future::try_join_all(needed.clone().zip(slots).map(|(i, slot)| async move {
                 match slot {
@@ -115,16 +120,7 @@ impl Reader {
             }
         };
         let end = offset.saturating_add(u64::from(len)).min(size);
-        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-        for (i, b) in needed.zip(got) {
-            let start = i * BLOCK;
-            let from = offset.max(start) - start;
-            let to = (end.min(start + b.len() as u64)).saturating_sub(start);
-            if from < to {
-                out.extend_from_slice(&b[from as usize..to as usize]);
-            }
-        }
-        Ok(out)
+        Ok(copy_out(offset, end, needed.zip(got)))
     }
 
     /// Blocks in front of the reader now (0 for a random reader).
@@ -143,8 +139,9 @@ impl Reader {
     }
 
     /// Records the read, moves the window and issues its new blocks;
-    /// returns, per needed block, the window's fetch of it if there is one.
-    fn plan(&self, offset: u64, len: u64, needed: &Range<u64>) -> Vec<Option<Fetch>> {
+    /// returns, per needed block, the window's fetch of it if there is one,
+    /// or `None` for a random read (one that continues no scan).
+    fn plan(&self, offset: u64, len: u64, needed: &Range<u64>) -> Option<Vec<Option<Fetch>>> {
         let mut w = lock(&self.window);
         let ahead = w
             .ahead
@@ -175,10 +172,59 @@ impl Reader {
             }
             w.issued_to = i + 1;
         }
-        needed
+        // A random read (the ReadAhead saw no scan) that the window holds
+        // nothing of gets its own small request.
+        let slots: Vec<Option<Fetch>> = needed
             .clone()
             .map(|i| w.slots.get(&i).map(|s| s.fetch.clone()))
-            .collect()
+            .collect();
+        if w.ahead.window() == 0 && slots.iter().all(Option::is_none) {
+            return None;
+        }
+        Some(slots)
+    }
+
+    /// A read that continues no scan: served from the block cache when it
+    /// holds every block the read touches, otherwise by one ranged GET of
+    /// the bytes asked for, widened to [`RANDOM_REQUEST`] boundaries (not
+    /// whole blocks: a 4 KiB read costs 64 KiB, not 1 MiB) and not cached
+    /// (the kernel's page cache keeps what was read).
+    async fn read_random(&self, offset: u64, len: u32, needed: Range<u64>) -> Result<Vec<u8>> {
+        let o = &self.object;
+        let end = offset.saturating_add(u64::from(len)).min(o.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut cached = Vec::new();
+        for i in needed.clone() {
+            match self.blocks.cached(&o.key, &o.version, i).await {
+                Some(b) => cached.push(b),
+                None => break,
+            }
+        }
+        if cached.len() as u64 == needed.end - needed.start {
+            return Ok(copy_out(offset, end, needed.zip(cached)));
+        }
+        let from = offset / RANDOM_REQUEST * RANDOM_REQUEST;
+        let to = end
+            .div_ceil(RANDOM_REQUEST)
+            .saturating_mul(RANDOM_REQUEST)
+            .min(o.size);
+        let got = self
+            .blocks
+            .fetch_uncached(&self.loc, &o.key, from..to, o.if_match.as_deref())
+            .await?;
+        let skip = (offset - from) as usize;
+        let take = (end - offset) as usize;
+        got.get(skip..skip + take)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| LocationError::Io {
+                location: String::new(),
+                op: "read",
+                key: o.key.clone(),
+                message: format!("asked for bytes {from}..{to}, got {} bytes", got.len()),
+                transient: true,
+            })
     }
 
     /// Starts fetching block `index` ahead of the reader, now.
@@ -211,6 +257,20 @@ impl Reader {
     async fn block(&self, index: u64) -> Result<Bytes> {
         fetch_block(&self.blocks, &self.loc, &self.object, index, Want::Read).await
     }
+}
+
+/// Bytes `offset..end` of the object out of its blocks `(index, bytes)`.
+fn copy_out(offset: u64, end: u64, blocks: impl Iterator<Item = (u64, Bytes)>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+    for (i, b) in blocks {
+        let start = i * BLOCK;
+        let from = offset.max(start) - start;
+        let to = (end.min(start + b.len() as u64)).saturating_sub(start);
+        if from < to {
+            out.extend_from_slice(&b[from as usize..to as usize]);
+        }
+    }
+    out
 }
 
 async fn fetch_block(

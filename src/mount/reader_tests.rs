@@ -131,9 +131,14 @@ async fn a_seek_resets_the_window_and_does_not_wait_for_the_fetches_it_left() {
     );
     assert_eq!((r.window(), r.held()), (0, 0), "the window is reset");
 
-    // Reading on from there grows a new window from its first size.
-    r.read(80 * MIB + 5 + 4096, READ).await.expect("read on");
+    // Reading on from there grows a new window from its first size, once
+    // the run is a scan.
+    let mut on = 80 * MIB + 5 + 4096;
+    while r.window() == 0 {
+        on += r.read(on, READ).await.expect("read on").len() as u64;
+    }
     assert_eq!(r.window(), 2);
+    assert!(on - (80 * MIB + 5) >= super::super::prefetch::SCAN_AFTER);
     // The fetches let go still end, into the cache, and give their
     // budget back (only the new window's blocks stay held).
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -146,26 +151,79 @@ async fn a_seek_resets_the_window_and_does_not_wait_for_the_fetches_it_left() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn random_small_reads_cost_one_get_per_block_touched_and_nothing_ahead() {
+async fn random_small_reads_cost_one_small_get_each_and_nothing_ahead() {
     let s = Setup::new(256 * MIB, 256);
     s.memory.set_latency(Duration::from_millis(5));
     let want = body(64 * MIB, 3);
     let r = s.reader(&s.put("k", &want));
-    let mut touched = std::collections::BTreeSet::new();
+    let mut asked = 0u64;
     for i in 0..20u64 {
         let block = (i * 37 + 11) % 64;
-        let off = block * BLOCK + 1000;
+        // One read inside a 64 KiB piece, one across two pieces.
+        let off = block * BLOCK
+            + if i % 2 == 0 {
+                1000
+            } else {
+                RANDOM_REQUEST - 100
+            };
         let got = r.read(off, 4096).await.expect("a random read");
         assert!(
             got[..] == want[off as usize..off as usize + 4096],
             "block {block}"
         );
-        touched.insert(block);
+        asked += 4096;
     }
     let c = s.memory.counts();
-    assert_eq!(c.gets, touched.len() as u64, "one GET per block touched");
-    assert_eq!(c.get_bytes, touched.len() as u64 * BLOCK);
+    assert_eq!(c.gets, 20, "one GET per read");
+    assert_eq!(
+        c.get_bytes,
+        10 * RANDOM_REQUEST + 10 * 2 * RANDOM_REQUEST,
+        "each read widened to 64 KiB pieces, no more"
+    );
+    assert!(c.get_bytes <= 2 * 20 * RANDOM_REQUEST.max(asked / 20));
     assert_eq!((r.issued(), r.window()), (0, 0), "no read-ahead");
+    for (_, range) in s.memory.get_ranges() {
+        assert_eq!(range.start % RANDOM_REQUEST, 0, "{range:?} is not aligned");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_random_read_of_cached_blocks_fetches_nothing() {
+    let s = Setup::new(256 * MIB, 256);
+    let want = body(8 * MIB, 5);
+    let p = s.put("k", &want);
+    read_to_end(&s.reader(&p), &want, 0).await;
+    let after_scan = s.memory.counts();
+    assert_eq!(after_scan.gets, 8);
+    let r = s.reader(&p);
+    for off in [5 * MIB + 7, 2 * MIB - 10, 7 * MIB] {
+        let got = r.read(off, 4096).await.expect("a random read");
+        assert!(got[..] == want[off as usize..][..got.len()]);
+    }
+    assert_eq!(s.memory.counts().gets, 8, "served from the block cache");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_skip_forward_within_the_window_keeps_it() {
+    let s = Setup::new(256 * MIB, 256);
+    s.memory.set_latency(Duration::from_millis(5));
+    let want = body(100 * MIB, 6);
+    let r = s.reader(&s.put("k", &want));
+    let mut off = 0;
+    while r.window() < MAX_WINDOW {
+        off += r.read(off, READ).await.expect("a read").len() as u64;
+    }
+    // 20 MiB forward: past the 16 MiB slack, inside the 32-block window.
+    let to = off + 20 * MIB;
+    let got = r.read(to, READ).await.expect("the read after the skip");
+    assert!(got[..] == want[to as usize..][..READ as usize]);
+    assert_eq!(r.window(), MAX_WINDOW, "still sequential");
+    let c = s.memory.counts();
+    assert_eq!(
+        c.gets,
+        (to / BLOCK) + 1 + MAX_WINDOW,
+        "no block fetched twice, the window moved on"
+    );
 }
 
 #[tokio::test(start_paused = true)]
