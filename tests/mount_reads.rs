@@ -270,23 +270,37 @@ async fn eight_concurrent_readers_of_a_100_mib_object_on_s3s_fs_get_the_right_by
         r.join().expect("a reader failed");
     }
     println!("8 readers done in {:?}", started.elapsed());
-    // Readers of one block share one ranged GET, and the cache (512 MiB)
-    // keeps every block: 100 blocks, 100 block GETs. The random readers'
-    // reads (at most 256 KiB, never a scan) are small GETs of their own:
-    // at most one per FUSE request (128 KiB), each at most the read
-    // widened to 64 KiB on both sides.
+    // Readers of one block share its GET (a block in flight is waited for,
+    // never asked for again), and the cache (512 MiB) keeps every block: the
+    // block GETs (read-ahead asks for runs of up to 8 blocks in one) cover
+    // the object exactly once. The random readers' reads (at most 256 KiB,
+    // never a scan) are small GETs of their own: at most one per FUSE
+    // request (128 KiB), each at most the read widened to 64 KiB on both
+    // sides.
     let ranges = get_ranges_of(&proxy, "/p/big.bin", body.len() as u64);
-    let mut blocks: Vec<u64> = ranges
+    let mut big: Vec<_> = ranges
         .iter()
-        .filter(|r| r.end - r.start == MIB as u64)
-        .map(|r| r.start)
+        .filter(|r| r.end - r.start >= MIB as u64)
+        .cloned()
         .collect();
-    blocks.sort_unstable();
-    let want: Vec<u64> = (0..100).map(|i| i * MIB as u64).collect();
-    assert_eq!(blocks, want, "each 1 MiB block fetched once");
+    big.sort_by_key(|r| r.start);
+    let mut covered = 0;
+    for r in &big {
+        assert_eq!(
+            r.start, covered,
+            "block GETs overlap or leave a gap: {big:?}"
+        );
+        covered = r.end;
+    }
+    assert_eq!(
+        covered,
+        body.len() as u64,
+        "the block GETs cover the object"
+    );
+    assert!(big.len() <= 100, "{} block GETs", big.len());
     let small: Vec<_> = ranges
         .iter()
-        .filter(|r| r.end - r.start != MIB as u64)
+        .filter(|r| r.end - r.start < MIB as u64)
         .collect();
     assert!(
         small.len() <= 4 * 150 * 3,
@@ -962,7 +976,7 @@ async fn a_file_that_fits_the_cache_is_fetched_once_and_its_re_read_fetches_noth
         "the first read fetched each byte once"
     );
     let gets = gets_of(&proxy, "/p/f");
-    assert_eq!(gets, 25, "one GET per 1 MiB block");
+    assert!(gets <= 25, "{gets} GETs for 25 blocks of 1 MiB");
     let again = read_direct(&m.path("f"));
     assert!(again == body, "the re-read differs");
     assert_eq!(

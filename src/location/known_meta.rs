@@ -6,8 +6,10 @@
 //! describes — ETag and LastModified — and the metadata stored with it.
 //! Rows come from what an S3 location learns anyway: every HEAD (`stat`)
 //! and every write of its own (which knows what it stored and the ETag it
-//! got back; the LastModified of such a row is learnt from the first
-//! listing that shows the same ETag). A listed object whose ETag and
+//! got back). The LastModified of a row is learnt from the first listing
+//! that shows the same ETag, never from HEAD: some servers (rclone serve s3)
+//! list a time that their HEAD does not answer, and a row must match the
+//! listings it is compared with. A listed object whose ETag and
 //! LastModified match a row gets the row's metadata; anything else (an
 //! unknown object, or one rewritten since, even with the same bytes: a
 //! metadata rewrite keeps a single-part ETag but changes LastModified)
@@ -16,9 +18,11 @@
 //! Servers that list no ETags (s3s-fs) get nothing from it: every listed
 //! object costs its HEAD there, as before.
 //!
-//! Limit: LastModified has whole seconds, so another client rewriting only
+//! Limits: LastModified has whole seconds, so another client rewriting only
 //! an object's metadata within the second of the version remembered here
-//! goes unseen until the object changes again (as in the pair cache).
+//! goes unseen until the object changes again (as in the pair cache); and
+//! a metadata-only rewrite between a HEAD (or a write) and the next listing
+//! is taken for the version remembered.
 //!
 //! It is a cache: a store that cannot be opened or read only costs HEADs.
 

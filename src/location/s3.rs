@@ -614,7 +614,12 @@ impl Location for S3Location {
             Ok(h) => {
                 let info = self.info_from_head(&h);
                 if let (Some(k), Some(etag)) = (&self.known, &info.etag) {
-                    k.remember(&self.full_key(key), etag, info.modified, &info.meta)
+                    // The time comes from the next listing, not from HEAD:
+                    // some servers (rclone serve s3) list the file's mtime
+                    // but answer HEAD with another time, so a HEAD's time
+                    // would never match a listing and every `ls -l` would
+                    // HEAD again.
+                    k.remember(&self.full_key(key), etag, None, &info.meta)
                         .await;
                 }
                 Ok(Some(info))

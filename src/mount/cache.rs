@@ -4,7 +4,9 @@
 //!   directory, or nothing — a negative entry), kept for the metadata TTL.
 //! - Data: 1 MiB blocks keyed by key + ETag + block number, weighted by their
 //!   bytes, so a changed object can never be served from an older version's
-//!   blocks. Concurrent requests for one block share one ranged GET. With a
+//!   blocks. Concurrent requests for one block share one ranged GET (a
+//!   table of the blocks in flight; read-ahead asks for a run of blocks
+//!   with one GET, and a block in flight is never asked for again). With a
 //!   cache directory, blocks evicted from memory stay on disk (each with its
 //!   CRC32C, checked on every read) up to the disk cache's size. The disk
 //!   tier's file I/O runs on tokio's blocking threads, never on the runtime
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
 
 use crate::location::{FileKind, Location, LocationError, Result};
 use crate::metrics::MountMetrics;
@@ -91,9 +94,21 @@ pub enum Want {
     Ahead,
 }
 
+/// What a block is read from: one version of one object.
+pub struct Object<'a> {
+    pub key: &'a str,
+    pub version: &'a str,
+    pub if_match: Option<&'a str>,
+    pub size: u64,
+}
+
+/// A block being fetched, shared by everyone who asks for it meanwhile.
+type Pending = Shared<BoxFuture<'static, std::result::Result<Bytes, Arc<LocationError>>>>;
+
 pub struct BlockCache {
     memory: moka::future::Cache<BlockId, Bytes>,
     disk: Option<DiskCache>,
+    in_flight: Arc<std::sync::Mutex<std::collections::HashMap<BlockId, Pending>>>,
     metrics: MountMetrics,
 }
 
@@ -115,6 +130,7 @@ impl BlockCache {
                 .support_invalidation_closures()
                 .build(),
             disk,
+            in_flight: Arc::default(),
             metrics: MountMetrics::default(),
         })
     }
@@ -141,53 +157,215 @@ impl BlockCache {
         index: u64,
         want: Want,
     ) -> Result<Bytes> {
+        let o = Object {
+            key,
+            version,
+            if_match,
+            size,
+        };
+        let mut got = self.blocks(loc, &o, index..index + 1, want).await;
+        got.pop().unwrap_or_else(|| {
+            Err(LocationError::Io {
+                location: String::new(),
+                op: "read",
+                key: key.to_string(),
+                message: format!("block {index}: nothing fetched"),
+                transient: true,
+            })
+        })
+    }
+
+    /// Blocks `run` of an object, each from memory or disk where it is
+    /// there, or from the fetch already in flight for it (another reader's),
+    /// and the rest by one ranged GET per stretch of consecutive missing
+    /// blocks (fewer, larger requests for read-ahead: less work per byte for
+    /// the store and the client). No block is fetched twice at once.
+    pub async fn blocks(
+        &self,
+        loc: &Arc<dyn Location>,
+        o: &Object<'_>,
+        run: std::ops::Range<u64>,
+        want: Want,
+    ) -> Vec<Result<Bytes>> {
         let demand = want == Want::Read;
-        let id = BlockId {
-            key: Arc::from(key),
-            version: Arc::from(version),
+        let id = |index| BlockId {
+            key: Arc::from(o.key),
+            version: Arc::from(o.version),
             index,
         };
-        let start = index * BLOCK;
-        let range = start..(start + BLOCK).min(size);
-        let fetch = async {
-            let on_disk = match &self.disk {
-                Some(d) => d.clone().get_blocking(id.clone()).await,
-                None => None,
-            };
-            if let Some(b) = on_disk {
+        // What memory and disk hold (awaited before the in-flight table is
+        // locked: it is never held across an await).
+        let mut have: Vec<Option<Bytes>> = Vec::with_capacity((run.end - run.start) as usize);
+        for index in run.clone() {
+            let id = id(index);
+            let mut got = self.memory.get(&id).await;
+            if got.is_some() {
                 if demand {
-                    self.metrics.disk_hits.inc();
+                    self.metrics.memory_hits.inc();
                 }
-                return Ok(b);
+            } else if let Some(d) = &self.disk {
+                got = d.clone().get_blocking(id.clone()).await;
+                if let Some(b) = &got {
+                    if demand {
+                        self.metrics.disk_hits.inc();
+                    }
+                    self.memory.insert(id, b.clone()).await;
+                    self.memory.run_pending_tasks().await;
+                }
             }
-            self.metrics.misses.inc();
-            let b = loc.read_range(key, range, if_match).await?;
-            self.metrics.fetched.inc_by(b.len() as u64);
-            if let Some(d) = &self.disk {
-                d.clone().put_blocking(id.clone(), b.clone()).await;
-            }
-            Ok::<_, LocationError>(b)
-        };
-        let inserted = std::sync::atomic::AtomicBool::new(false);
-        let fetch = async {
-            inserted.store(true, std::sync::atomic::Ordering::Relaxed);
-            fetch.await
-        };
-        let got = self
-            .memory
-            .try_get_with(id.clone(), fetch)
-            .await
-            .map_err(|e: Arc<LocationError>| clone_error(&e));
-        if !inserted.load(std::sync::atomic::Ordering::Relaxed) {
-            if demand {
-                self.metrics.memory_hits.inc();
-            }
-        } else {
-            // moka evicts in batches, late: without this the memory tier
-            // holds well over --cache-size until its next housekeeping.
-            self.memory.run_pending_tasks().await;
+            have.push(got);
         }
-        got
+        let mut waits: Vec<Option<Pending>> = Vec::with_capacity(have.len());
+        let mut landed: Vec<u64> = Vec::new();
+        {
+            let mut flying = crate::lock(&self.in_flight);
+            let mut missing: Vec<u64> = Vec::new();
+            for (index, got) in run.clone().zip(&have) {
+                if got.is_some() {
+                    waits.push(None);
+                } else if let Some(p) = flying.get(&id(index)) {
+                    if demand {
+                        self.metrics.memory_hits.inc();
+                    }
+                    waits.push(Some(p.clone()));
+                } else if self.memory.contains_key(&id(index)) {
+                    // Its fetch ended since memory was asked (a fetch puts
+                    // its block in memory before it leaves this table).
+                    landed.push(index);
+                    waits.push(None);
+                } else {
+                    missing.push(index);
+                    waits.push(None);
+                }
+            }
+            for stretch in missing.chunk_by(|a, b| b == &(a + 1)) {
+                let (Some(&first), Some(&last)) = (stretch.first(), stretch.last()) else {
+                    continue;
+                };
+                for (index, pending) in
+                    (first..=last).zip(self.fetch_stretch(loc, o, first..last + 1))
+                {
+                    flying.insert(id(index), pending.clone());
+                    waits[(index - run.start) as usize] = Some(pending);
+                }
+            }
+        }
+        for index in landed {
+            let slot = (index - run.start) as usize;
+            have[slot] = match self.memory.get(&id(index)).await {
+                Some(b) => Some(b),
+                // Evicted again in between: fetched for this read alone.
+                None => {
+                    let start = index * BLOCK;
+                    let end = (start + BLOCK).min(o.size);
+                    match self
+                        .fetch_uncached(loc, o.key, start..end, o.if_match)
+                        .await
+                    {
+                        Ok(b) => Some(b),
+                        Err(e) => {
+                            waits[slot] =
+                                Some(futures::future::ready(Err(Arc::new(e))).boxed().shared());
+                            None
+                        }
+                    }
+                }
+            };
+        }
+        let mut out = Vec::with_capacity(have.len());
+        for (got, wait) in have.into_iter().zip(waits) {
+            out.push(match (got, wait) {
+                (Some(b), _) => Ok(b),
+                (None, Some(p)) => p.await.map_err(|e| clone_error(&e)),
+                (None, None) => Err(LocationError::Io {
+                    location: String::new(),
+                    op: "read",
+                    key: o.key.to_string(),
+                    message: "a block was neither cached nor fetched".into(),
+                    transient: true,
+                }),
+            });
+        }
+        out
+    }
+
+    /// One GET of blocks `stretch`, as one shared future per block that ends
+    /// with the block in memory (and on disk) and out of the in-flight table.
+    fn fetch_stretch(
+        &self,
+        loc: &Arc<dyn Location>,
+        o: &Object<'_>,
+        stretch: std::ops::Range<u64>,
+    ) -> Vec<Pending> {
+        let first = stretch.start * BLOCK;
+        let end = (stretch.end * BLOCK).min(o.size);
+        let whole = {
+            let (loc, key) = (loc.clone(), o.key.to_string());
+            let if_match = o.if_match.map(str::to_string);
+            let metrics = self.metrics.clone();
+            metrics.misses.inc_by(stretch.end - stretch.start);
+            async move {
+                let b = loc
+                    .read_range(&key, first..end, if_match.as_deref())
+                    .await
+                    .map_err(Arc::new)?;
+                metrics.fetched.inc_by(b.len() as u64);
+                Ok::<_, Arc<LocationError>>(b)
+            }
+            .boxed()
+            .shared()
+        };
+        stretch
+            .map(|index| {
+                let id = BlockId {
+                    key: Arc::from(o.key),
+                    version: Arc::from(o.version),
+                    index,
+                };
+                let whole = whole.clone();
+                let (memory, disk, flying) = (
+                    self.memory.clone(),
+                    self.disk.clone(),
+                    self.in_flight.clone(),
+                );
+                let size = o.size;
+                async move {
+                    let got = whole.await.and_then(|all| {
+                        let from = (index * BLOCK - first) as usize;
+                        let to = (((index + 1) * BLOCK).min(size) - first) as usize;
+                        all.get(from..to)
+                            .map(|_| all.slice(from..to))
+                            .ok_or_else(|| {
+                                Arc::new(LocationError::Io {
+                                    location: String::new(),
+                                    op: "read",
+                                    key: id.key.to_string(),
+                                    message: format!(
+                                        "asked for bytes {first}..{end}, got {}",
+                                        all.len()
+                                    ),
+                                    transient: true,
+                                })
+                            })
+                    });
+                    if let Ok(b) = &got {
+                        memory.insert(id.clone(), b.clone()).await;
+                        // moka evicts in batches, late: without this the
+                        // memory tier holds well over --cache-size until
+                        // its next housekeeping.
+                        memory.run_pending_tasks().await;
+                        if let Some(d) = disk {
+                            d.put_blocking(id.clone(), b.clone()).await;
+                        }
+                    }
+                    // A failed fetch is not kept: the next read asks again.
+                    crate::lock(&flying).remove(&id);
+                    got
+                }
+                .boxed()
+                .shared()
+            })
+            .collect()
     }
 
     /// Block `index` of `key` at `version` if memory or disk holds it

@@ -18,7 +18,7 @@
 //! reader gets only the blocks it touches. The blocks a read needs that are
 //! not in the window come straight from the cache (memory, disk or a GET).
 
-use std::collections::{btree_map, BTreeMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -28,10 +28,15 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use crate::location::{Location, LocationError, Result};
 use crate::lock;
 
-use super::cache::{clone_error, BlockCache, Want};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::cache::{clone_error, BlockCache, Object, Want};
 #[cfg(test)]
 use super::prefetch::MAX_WINDOW;
 use super::prefetch::{blocks_of, Budget, ReadAhead, BLOCK};
+
+/// The most blocks one read-ahead GET asks for (8 MiB).
+pub const MAX_RUN: u64 = 8;
 
 /// The smallest request of a random read (and its alignment).
 pub const RANDOM_REQUEST: u64 = 64 * 1024;
@@ -161,16 +166,33 @@ impl Reader {
             w.slots.retain(|i, _| needed.contains(i));
             w.issued_to = 0;
         }
-        let from = w.issued_to.max(ahead.start);
-        for i in from..ahead.end {
-            if let btree_map::Entry::Vacant(slot) = w.slots.entry(i) {
-                let Some(permit) = self.budget.take() else {
-                    break;
-                };
-                slot.insert(self.fetch_ahead(i, permit));
-                w.issued += 1;
+        // The new blocks of the window go out in runs, one GET each: runs
+        // of up to a quarter of the window (at most MAX_RUN blocks), cut at
+        // multiples of their length so that readers of one file at the same
+        // window size ask for the same runs and share them.
+        let run_len = (w.ahead.window() / 4).clamp(1, MAX_RUN);
+        let mut i = w.issued_to.max(ahead.start);
+        let mut run: Vec<(u64, OwnedSemaphorePermit)> = Vec::new();
+        while i < ahead.end {
+            if w.slots.contains_key(&i) {
+                self.issue(&mut w, std::mem::take(&mut run));
+                i += 1;
+                w.issued_to = i;
+                continue;
             }
-            w.issued_to = i + 1;
+            let Some(permit) = self.budget.take() else {
+                break;
+            };
+            run.push((i, permit));
+            i += 1;
+            if i.is_multiple_of(run_len) {
+                self.issue(&mut w, std::mem::take(&mut run));
+                w.issued_to = i;
+            }
+        }
+        if !run.is_empty() {
+            w.issued_to = i;
+            self.issue(&mut w, run);
         }
         // A random read (the ReadAhead saw no scan) that the window holds
         // nothing of gets its own small request.
@@ -227,30 +249,66 @@ impl Reader {
             })
     }
 
-    /// Starts fetching block `index` ahead of the reader, now.
-    fn fetch_ahead(&self, index: u64, permit: tokio::sync::OwnedSemaphorePermit) -> Slot {
-        let permit = Arc::new(permit);
-        let held = permit.clone();
+    /// Starts fetching a run of consecutive blocks ahead of the reader, now,
+    /// with one GET; each block gets its slot.
+    fn issue(&self, w: &mut Window, run: Vec<(u64, OwnedSemaphorePermit)>) {
+        let (Some(&(first, _)), Some(&(last, _))) = (run.first(), run.last()) else {
+            return;
+        };
+        let permits: Vec<Arc<OwnedSemaphorePermit>> =
+            run.into_iter().map(|(_, p)| Arc::new(p)).collect();
+        let held = permits.clone();
         let (object, loc, blocks) = (self.object.clone(), self.loc.clone(), self.blocks.clone());
         let task = tokio::spawn(async move {
-            let got = fetch_block(&blocks, &loc, &object, index, Want::Ahead).await;
+            let o = Object {
+                key: &object.key,
+                version: &object.version,
+                if_match: object.if_match.as_deref(),
+                size: object.size,
+            };
+            let got = blocks.blocks(&loc, &o, first..last + 1, Want::Ahead).await;
             drop(held);
-            got.map_err(Arc::new)
+            got.into_iter()
+                .map(|b| b.map_err(Arc::new))
+                .collect::<Vec<_>>()
         });
-        let fetch = async move {
-            task.await.unwrap_or_else(|e| {
-                Err(Arc::new(LocationError::Io {
+        let all = async move {
+            task.await.map_err(|e| {
+                Arc::new(LocationError::Io {
                     location: String::new(),
                     op: "read ahead",
                     key: String::new(),
                     message: e.to_string(),
                     transient: false,
-                }))
+                })
             })
-        };
-        Slot {
-            fetch: fetch.boxed().shared(),
-            _permit: permit,
+        }
+        .boxed()
+        .shared();
+        for ((k, index), permit) in (first..=last).enumerate().zip(permits) {
+            let all = all.clone();
+            let fetch = async move {
+                match all.await {
+                    Ok(blocks) => blocks.get(k).cloned().unwrap_or_else(|| {
+                        Err(Arc::new(LocationError::Io {
+                            location: String::new(),
+                            op: "read ahead",
+                            key: String::new(),
+                            message: format!("block {index} missing from its run"),
+                            transient: true,
+                        }))
+                    }),
+                    Err(e) => Err(e),
+                }
+            };
+            w.slots.insert(
+                index,
+                Slot {
+                    fetch: fetch.boxed().shared(),
+                    _permit: permit,
+                },
+            );
+            w.issued += 1;
         }
     }
 
