@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks syncmount against its peers on one local S3 server, in one run.
 #
-#   bash scripts/bench.sh [sync|mount|two-way|all] [--quick]     (default: all)
+#   bash scripts/bench.sh [sync|mount|mount-peer|two-way|all] [--quick]   (default: all)
 #
 # Server: s3s-fs (the fast, light one; never moto, which keeps objects in
 # memory and is slow). Peers: rclone sync (its defaults, and at syncmount's
@@ -31,6 +31,13 @@
 # MOUNT_CASES=read runs only m-seq and m-reread (then the rcs3 cases);
 # MOUNT_CASES=rcs3 only the rcs3 cases.
 #
+# Mount-peer cases (issue 12; scripts/lib/bench_mount_peer.sh): syncmount
+# mount against mountpoint-s3 (built from its source) on `rclone serve s3`:
+# cold sequential read of 1 GiB with the mount's peak RSS, four 1 GiB
+# objects read at once, random 4 KiB reads, ls -lR of 10,000 objects written
+# by sync; PEER_ROUNDS rounds (default 3). MOUNT_S3=/path/to/mount-s3 uses
+# a ready binary; MOUNTPOINT_S3_SRC a local copy of its repository.
+#
 # Two-way cases (issue 10; scripts/lib/bench_two_way.sh): syncmount sync
 # --two-way against rclone bisync over 100,000 small keys (first run, steady
 # no-op, 1 % edited on each side; time and peak RSS, both sides checked
@@ -50,8 +57,8 @@ WHAT=all
 for arg in "$@"; do
     case $arg in
         --quick) FILES=1000; BIG_MIB=128; TW_KEYS=2000; TW_DIRS=20; TW_RSS_KEYS=100000 ;;
-        sync|mount|two-way|all) WHAT=$arg ;;
-        *) echo "usage: bench.sh [sync|mount|two-way|all] [--quick]" >&2; exit 2 ;;
+        sync|mount|mount-peer|two-way|all) WHAT=$arg ;;
+        *) echo "usage: bench.sh [sync|mount|mount-peer|two-way|all] [--quick]" >&2; exit 2 ;;
     esac
 done
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
@@ -227,14 +234,17 @@ bench_sync() {
 }
 
 source "$REPO_ROOT/scripts/lib/bench_mount.sh"
+# shellcheck source=scripts/lib/bench_mount_peer.sh
+source "$REPO_ROOT/scripts/lib/bench_mount_peer.sh"
 # shellcheck source=scripts/lib/bench_two_way.sh
 source "$REPO_ROOT/scripts/lib/bench_two_way.sh"
 
 case $WHAT in
     sync) make_data; bench_sync ;;
     mount) make_data; bench_mount ;;
+    mount-peer) make_data; bench_mount_peer ;;
     two-way) bench_two_way ;;
-    all) make_data; bench_sync; bench_mount; bench_two_way ;;
+    all) make_data; bench_sync; bench_mount; bench_mount_peer; bench_two_way ;;
 esac
 
 echo
@@ -243,7 +253,10 @@ case $WHAT in
     all) SIZES="$FILES files, $BIG_MIB MiB, $TW_KEYS two-way keys, merge over $TW_RSS_KEYS" ;;
     *) SIZES="$FILES files, $BIG_MIB MiB" ;;
 esac
-echo "## Results ($(date -u +%Y-%m-%d), $(nproc) cores, s3s-fs 0.14.1 on 127.0.0.1, $WHAT: $SIZES)"
+SERVER="s3s-fs 0.14.1"
+[ "$WHAT" = mount-peer ] && SERVER="rclone serve s3 ($("$RCLONE" version 2>/dev/null | head -1))"
+[ "$WHAT" = all ] && SERVER="s3s-fs 0.14.1 (mount-peer cases: rclone serve s3)"
+echo "## Results ($(date -u +%Y-%m-%d), $(nproc) cores, $SERVER on 127.0.0.1, $WHAT: $SIZES)"
 echo '```'
 cat "$RESULTS"
 echo '```'

@@ -61,17 +61,23 @@ unmount_dir() {
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 
-# fio_read DIR MODE: prints "MB_per_s iops" of a read job over the big object.
+# fio_read DIR MODE [FILE]: prints "MB_per_s iops" of a read job over the big
+# object (FILE, relative to DIR, default big/big.bin).
 # The cold cases are cold because the page cache was dropped and the mount
 # is fresh; fio's own invalidation (posix_fadvise DONTNEED) is off, since on
 # a FUSE file it also threw away what the job had just read, so the warm
 # re-read measured nothing but a second cold read.
 fio_read() {
-    local file=$1/big/big.bin mode=$2 out
+    local file=$1/${3:-big/big.bin} mode=$2 out
     if [ "$mode" = seq ] || [ "$mode" = reread ]; then
         out=$(fio --name=seq --filename="$file" --readonly --rw=read --bs=1M --ioengine=psync --size="${BIG_MIB}M" --invalidate=0 --output-format=json)
     else
-        out=$(fio --name=rand --filename="$file" --readonly --invalidate=0 --rw=randread --bs=4k --ioengine=psync --size="${BIG_MIB}M" --runtime=15 --time_based --output-format=json)
+        # rand-direct: O_DIRECT, so every read reaches the mount (a mount
+        # that keeps the page cache would otherwise be compared, in part,
+        # on the kernel's cache against one that does not).
+        local direct=0
+        [ "$mode" = rand-direct ] && direct=1
+        out=$(fio --name=rand --filename="$file" --readonly --invalidate=0 --direct=$direct --rw=randread --bs=4k --ioengine=psync --size="${BIG_MIB}M" --runtime=15 --time_based --output-format=json)
     fi
     python3 -c 'import json,sys; r=json.load(sys.stdin)["jobs"][0]["read"]; print(round(r["bw_bytes"]/1e6,1), round(r["iops"]))' <<<"$out"
 }
