@@ -170,10 +170,19 @@ impl Reader {
         // of up to a quarter of the window (at most MAX_RUN blocks), cut at
         // multiples of their length so that readers of one file at the same
         // window size ask for the same runs and share them.
+        // The window's end moves a block at a time as the reader advances:
+        // a run is issued once it is whole (its blocks are all in the
+        // window), except at the end of the object, so a steady reader
+        // still has between 3/4 of its window and all of it in flight.
         let run_len = (w.ahead.window() / 4).clamp(1, MAX_RUN);
+        let limit = if ahead.end >= self.object.size.div_ceil(BLOCK) {
+            ahead.end
+        } else {
+            ahead.end / run_len * run_len
+        };
         let mut i = w.issued_to.max(ahead.start);
         let mut run: Vec<(u64, OwnedSemaphorePermit)> = Vec::new();
-        while i < ahead.end {
+        while i < limit {
             if w.slots.contains_key(&i) {
                 self.issue(&mut w, std::mem::take(&mut run));
                 i += 1;

@@ -100,7 +100,9 @@ async fn a_sequential_read_gets_each_block_once_in_order_with_a_growing_window()
         ranges.iter().any(|r| r.end - r.start == MAX_RUN * BLOCK),
         "no GET of a whole run: {ranges:?}"
     );
-    assert!(c.gets < 41, "{} GETs for 41 blocks", c.gets);
+    // 2 + 4 + 8 single blocks while the window grows (runs of 1 and 2),
+    // then runs of 4 and 8: far fewer GETs than blocks.
+    assert!(c.gets <= 16, "{} GETs for 41 blocks: {ranges:?}", c.gets);
     let mut grown = windows.clone();
     grown.dedup();
     assert_eq!(
