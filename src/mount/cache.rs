@@ -333,8 +333,18 @@ impl BlockCache {
                     let got = whole.await.and_then(|all| {
                         let from = (index * BLOCK - first) as usize;
                         let to = (((index + 1) * BLOCK).min(size) - first) as usize;
+                        // A block of a longer run gets its own copy: a
+                        // slice would keep the whole run's buffer alive for
+                        // as long as any one of its blocks stays cached, and
+                        // the cache's size would no longer bound memory.
                         all.get(from..to)
-                            .map(|_| all.slice(from..to))
+                            .map(|b| {
+                                if all.len() as u64 > BLOCK {
+                                    Bytes::copy_from_slice(b)
+                                } else {
+                                    all.slice(from..to)
+                                }
+                            })
                             .ok_or_else(|| {
                                 Arc::new(LocationError::Io {
                                     location: String::new(),
