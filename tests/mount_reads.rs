@@ -277,7 +277,7 @@ async fn eight_concurrent_readers_of_a_100_mib_object_on_s3s_fs_get_the_right_by
     // never a scan) are small GETs of their own: at most one per FUSE
     // request (128 KiB), each at most the read widened to 64 KiB on both
     // sides.
-    let ranges = get_ranges_of(&proxy, "/p/big.bin", body.len() as u64);
+    let ranges = proxy.counters.get_ranges("/p/big.bin", body.len() as u64);
     let mut big: Vec<_> = ranges
         .iter()
         .filter(|r| r.end - r.start >= MIB as u64)
@@ -851,45 +851,12 @@ async fn blocks_evicted_from_memory_are_read_back_from_the_disk_cache_and_a_corr
 
 /// Bytes asked for by the GetObject requests for keys ending in `suffix`.
 fn get_bytes_of(proxy: &FaultProxy, suffix: &str, size: u64) -> u64 {
-    get_ranges_of(proxy, suffix, size)
+    proxy
+        .counters
+        .get_ranges(suffix, size)
         .iter()
         .map(|r| r.end - r.start)
         .sum()
-}
-
-/// The byte ranges of the GetObject requests for keys ending in `suffix`
-/// (the whole `size` for a GET without a Range header).
-fn get_ranges_of(proxy: &FaultProxy, suffix: &str, size: u64) -> Vec<std::ops::Range<u64>> {
-    let key = format!("{suffix}?");
-    proxy
-        .counters
-        .heads()
-        .iter()
-        .filter(|h| {
-            let line = h.lines().next().unwrap_or_default();
-            line.starts_with("GET ") && line.contains(&key) && line.contains("x-id=GetObject")
-        })
-        .map(|h| {
-            let range = h.lines().find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.trim()
-                    .eq_ignore_ascii_case("range")
-                    .then(|| value.trim().to_string())
-            });
-            match range {
-                None => 0..size,
-                Some(r) => {
-                    let (a, b) = r
-                        .strip_prefix("bytes=")
-                        .and_then(|r| r.split_once('-'))
-                        .unwrap_or_else(|| panic!("a range not in bytes=A-B form: {r}"));
-                    let a: u64 = a.parse().expect("range start");
-                    let b: u64 = b.parse().expect("range end");
-                    a..b + 1
-                }
-            }
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

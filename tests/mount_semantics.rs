@@ -7,10 +7,9 @@ mod common;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::Duration;
 
 use common::fault_proxy::{FaultPlan, FaultProxy};
-use common::mount::{is_mounted, mount, sh};
+use common::mount::{is_mounted, mount, sh, wait_until};
 use common::random_bytes;
 
 const MIB: usize = 1024 * 1024;
@@ -556,7 +555,15 @@ async fn a_sequential_reader_gets_blocks_fetched_ahead_of_its_reads() {
     let proxy = FaultProxy::start(&server.endpoint, FaultPlan::PassAll);
     let via = server.through(&proxy);
     let m = mount(Some(&via), &server.url(&bucket, "p"), &[]);
-    let gets = || proxy.counters.count("GET", &["/p/f?", "x-id=GetObject"]);
+    let size = body.len() as u64;
+    let fetched = || -> u64 {
+        proxy
+            .counters
+            .get_ranges("/p/f", size)
+            .iter()
+            .map(|r| r.end - r.start)
+            .sum()
+    };
     let mut f = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
@@ -565,17 +572,27 @@ async fn a_sequential_reader_gets_blocks_fetched_ahead_of_its_reads() {
             .open(m.path("f"))
             .unwrap()
     };
-    // 4 MiB read in 128 KiB steps: 4 blocks asked for.
+    // 4 MiB read in 128 KiB steps: 4 blocks asked for, and a window that
+    // doubled on every step to 32 blocks ahead of the reader.
     let mut got = vec![0u8; 4 * MIB];
     for chunk in got.chunks_mut(128 * 1024) {
         f.read_exact(chunk).unwrap();
     }
     assert!(got == body[..4 * MIB], "wrong bytes");
-    std::thread::sleep(Duration::from_millis(500));
-    let n = gets();
+    wait_until(
+        || fetched() >= 16 * MIB as u64,
+        "16 MiB fetched for a sequential reader of 4 MiB",
+    );
+    // Each byte at most once, and no more than the read and one window.
+    let mut ranges = proxy.counters.get_ranges("/p/f", size);
+    ranges.sort_by_key(|r| r.start);
+    for pair in ranges.windows(2) {
+        assert!(pair[0].end <= pair[1].start, "fetched twice: {ranges:?}");
+    }
     assert!(
-        n >= 16,
-        "only {n} blocks fetched for a sequential reader of 4 blocks"
+        fetched() <= (4 + 32) * MIB as u64,
+        "{} bytes fetched: {ranges:?}",
+        fetched()
     );
     drop(f);
     assert_eq!(m.unmount(), Some(0));

@@ -144,6 +144,39 @@ impl ProxyCounters {
         self.heads.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
+    /// The byte ranges of the GetObject requests for keys ending in `suffix`
+    /// (the whole `size` for a GET without a Range header).
+    pub fn get_ranges(&self, suffix: &str, size: u64) -> Vec<std::ops::Range<u64>> {
+        let key = format!("{suffix}?");
+        self.heads()
+            .iter()
+            .filter(|h| {
+                let line = h.lines().next().unwrap_or_default();
+                line.starts_with("GET ") && line.contains(&key) && line.contains("x-id=GetObject")
+            })
+            .map(|h| {
+                let range = h.lines().find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("range")
+                        .then(|| value.trim().to_string())
+                });
+                match range {
+                    None => 0..size,
+                    Some(r) => {
+                        let (a, b) = r
+                            .strip_prefix("bytes=")
+                            .and_then(|r| r.split_once('-'))
+                            .unwrap_or_else(|| panic!("a range not in bytes=A-B form: {r}"));
+                        let a: u64 = a.parse().expect("range start");
+                        let b: u64 = b.parse().expect("range end");
+                        a..b + 1
+                    }
+                }
+            })
+            .collect()
+    }
+
     /// Every request seen, as `METHOD TARGET -> outcome`.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
