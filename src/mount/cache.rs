@@ -94,12 +94,37 @@ pub enum Want {
     Ahead,
 }
 
-/// What a block is read from: one version of one object.
-pub struct Object<'a> {
-    pub key: &'a str,
-    pub version: &'a str,
-    pub if_match: Option<&'a str>,
+/// What a handle reads and its blocks belong to: one version of one object.
+#[derive(Clone, Debug)]
+pub struct Pinned {
+    pub key: String,
+    /// Cache version: the ETag, or size + mtime where there is none.
+    pub version: String,
+    /// The ETag every GET is pinned to, where the store has one.
+    pub if_match: Option<String>,
     pub size: u64,
+}
+
+impl Pinned {
+    fn block_id(&self, index: u64) -> BlockId {
+        BlockId {
+            key: Arc::from(self.key.as_str()),
+            version: Arc::from(self.version.as_str()),
+            index,
+        }
+    }
+}
+
+/// A read that could not be served, for `key` (transient: asking again may
+/// succeed).
+pub(super) fn read_error(op: &'static str, key: &str, message: String) -> LocationError {
+    LocationError::Io {
+        location: String::new(),
+        op,
+        key: key.to_string(),
+        message,
+        transient: true,
+    }
 }
 
 /// A block being fetched, shared by everyone who asks for it meanwhile.
@@ -141,41 +166,28 @@ impl BlockCache {
         self
     }
 
-    /// Block `index` of `key` at `version` (the ETag, or size and mtime for
-    /// stores without ETags; `size` is the object's size), from memory, disk
-    /// or one ranged GET (pinned with `if_match` where the store can). A
-    /// block asked for by read-ahead ([`Want::Ahead`]) and already there is
-    /// not counted as a hit: nobody read it yet.
-    #[allow(clippy::too_many_arguments)]
+    /// Block `index` of object `o`, from memory, disk or one ranged GET
+    /// (pinned with its ETag where the store can). A block asked for by
+    /// read-ahead ([`Want::Ahead`]) and already there is not counted as a
+    /// hit: nobody read it yet.
     pub async fn block(
         &self,
         loc: &Arc<dyn Location>,
-        key: &str,
-        version: &str,
-        if_match: Option<&str>,
-        size: u64,
+        o: &Pinned,
         index: u64,
         want: Want,
     ) -> Result<Bytes> {
-        let o = Object {
-            key,
-            version,
-            if_match,
-            size,
-        };
-        let mut got = self.blocks(loc, &o, index..index + 1, want).await;
+        let mut got = self.blocks(loc, o, index..index + 1, want).await;
         got.pop().unwrap_or_else(|| {
-            Err(LocationError::Io {
-                location: String::new(),
-                op: "read",
-                key: key.to_string(),
-                message: format!("block {index}: nothing fetched"),
-                transient: true,
-            })
+            Err(read_error(
+                "read",
+                &o.key,
+                format!("block {index}: nothing fetched"),
+            ))
         })
     }
 
-    /// Blocks `run` of an object, each from memory or disk where it is
+    /// Blocks `run` of object `o`, each from memory or disk where it is
     /// there, or from the fetch already in flight for it (another reader's),
     /// and the rest by one ranged GET per stretch of consecutive missing
     /// blocks (fewer, larger requests for read-ahead: less work per byte for
@@ -183,59 +195,41 @@ impl BlockCache {
     pub async fn blocks(
         &self,
         loc: &Arc<dyn Location>,
-        o: &Object<'_>,
+        o: &Pinned,
         run: std::ops::Range<u64>,
         want: Want,
     ) -> Vec<Result<Bytes>> {
-        let demand = want == Want::Read;
-        let id = |index| BlockId {
-            key: Arc::from(o.key),
-            version: Arc::from(o.version),
-            index,
-        };
+        enum Source {
+            Have(Bytes),
+            Wait(Pending),
+            /// Its fetch ended between asking memory and taking the lock.
+            Landed,
+        }
         // What memory and disk hold (awaited before the in-flight table is
         // locked: it is never held across an await).
-        let mut have: Vec<Option<Bytes>> = Vec::with_capacity((run.end - run.start) as usize);
+        let mut sources: Vec<Option<Source>> = Vec::with_capacity((run.end - run.start) as usize);
         for index in run.clone() {
-            let id = id(index);
-            let mut got = self.memory.get(&id).await;
-            if got.is_some() {
-                if demand {
-                    self.metrics.memory_hits.inc();
-                }
-            } else if let Some(d) = &self.disk {
-                got = d.clone().get_blocking(id.clone()).await;
-                if let Some(b) = &got {
-                    if demand {
-                        self.metrics.disk_hits.inc();
-                    }
-                    self.memory.insert(id, b.clone()).await;
-                    self.memory.run_pending_tasks().await;
-                }
-            }
-            have.push(got);
+            sources.push(self.cached(o, index, want).await.map(Source::Have));
         }
-        let mut waits: Vec<Option<Pending>> = Vec::with_capacity(have.len());
-        let mut landed: Vec<u64> = Vec::new();
         {
             let mut flying = crate::lock(&self.in_flight);
             let mut missing: Vec<u64> = Vec::new();
-            for (index, got) in run.clone().zip(&have) {
-                if got.is_some() {
-                    waits.push(None);
-                } else if let Some(p) = flying.get(&id(index)) {
-                    if demand {
+            for (index, source) in run.clone().zip(sources.iter_mut()) {
+                if source.is_some() {
+                    continue;
+                }
+                let id = o.block_id(index);
+                if let Some(p) = flying.get(&id) {
+                    if want == Want::Read {
                         self.metrics.memory_hits.inc();
                     }
-                    waits.push(Some(p.clone()));
-                } else if self.memory.contains_key(&id(index)) {
-                    // Its fetch ended since memory was asked (a fetch puts
-                    // its block in memory before it leaves this table).
-                    landed.push(index);
-                    waits.push(None);
+                    *source = Some(Source::Wait(p.clone()));
+                } else if self.memory.contains_key(&id) {
+                    // A fetch puts its block in memory before it leaves the
+                    // table.
+                    *source = Some(Source::Landed);
                 } else {
                     missing.push(index);
-                    waits.push(None);
                 }
             }
             for stretch in missing.chunk_by(|a, b| b == &(a + 1)) {
@@ -245,45 +239,26 @@ impl BlockCache {
                 for (index, pending) in
                     (first..=last).zip(self.fetch_stretch(loc, o, first..last + 1))
                 {
-                    flying.insert(id(index), pending.clone());
-                    waits[(index - run.start) as usize] = Some(pending);
+                    flying.insert(o.block_id(index), pending.clone());
+                    sources[(index - run.start) as usize] = Some(Source::Wait(pending));
                 }
             }
         }
-        for index in landed {
-            let slot = (index - run.start) as usize;
-            have[slot] = match self.memory.get(&id(index)).await {
-                Some(b) => Some(b),
-                // Evicted again in between: fetched for this read alone.
-                None => {
-                    let start = index * BLOCK;
-                    let end = (start + BLOCK).min(o.size);
-                    match self
-                        .fetch_uncached(loc, o.key, start..end, o.if_match)
-                        .await
-                    {
-                        Ok(b) => Some(b),
-                        Err(e) => {
-                            waits[slot] =
-                                Some(futures::future::ready(Err(Arc::new(e))).boxed().shared());
-                            None
-                        }
-                    }
-                }
-            };
-        }
-        let mut out = Vec::with_capacity(have.len());
-        for (got, wait) in have.into_iter().zip(waits) {
-            out.push(match (got, wait) {
-                (Some(b), _) => Ok(b),
-                (None, Some(p)) => p.await.map_err(|e| clone_error(&e)),
-                (None, None) => Err(LocationError::Io {
-                    location: String::new(),
-                    op: "read",
-                    key: o.key.to_string(),
-                    message: "a block was neither cached nor fetched".into(),
-                    transient: true,
-                }),
+        let mut out = Vec::with_capacity(sources.len());
+        for (index, source) in run.zip(sources) {
+            out.push(match source {
+                Some(Source::Have(b)) => Ok(b),
+                Some(Source::Wait(p)) => p.await.map_err(|e| clone_error(&e)),
+                Some(Source::Landed) => match self.memory.get(&o.block_id(index)).await {
+                    Some(b) => Ok(b),
+                    // Evicted again in between: asked for once more.
+                    None => Box::pin(self.block(loc, o, index, want)).await,
+                },
+                None => Err(read_error(
+                    "read",
+                    &o.key,
+                    format!("block {index}: nothing fetched"),
+                )),
             });
         }
         out
@@ -294,14 +269,13 @@ impl BlockCache {
     fn fetch_stretch(
         &self,
         loc: &Arc<dyn Location>,
-        o: &Object<'_>,
+        o: &Pinned,
         stretch: std::ops::Range<u64>,
     ) -> Vec<Pending> {
         let first = stretch.start * BLOCK;
         let end = (stretch.end * BLOCK).min(o.size);
         let whole = {
-            let (loc, key) = (loc.clone(), o.key.to_string());
-            let if_match = o.if_match.map(str::to_string);
+            let (loc, key, if_match) = (loc.clone(), o.key.clone(), o.if_match.clone());
             let metrics = self.metrics.clone();
             metrics.misses.inc_by(stretch.end - stretch.start);
             async move {
@@ -317,11 +291,7 @@ impl BlockCache {
         };
         stretch
             .map(|index| {
-                let id = BlockId {
-                    key: Arc::from(o.key),
-                    version: Arc::from(o.version),
-                    index,
-                };
+                let id = o.block_id(index);
                 let whole = whole.clone();
                 let (memory, disk, flying) = (
                     self.memory.clone(),
@@ -346,16 +316,11 @@ impl BlockCache {
                                 }
                             })
                             .ok_or_else(|| {
-                                Arc::new(LocationError::Io {
-                                    location: String::new(),
-                                    op: "read",
-                                    key: id.key.to_string(),
-                                    message: format!(
-                                        "asked for bytes {first}..{end}, got {}",
-                                        all.len()
-                                    ),
-                                    transient: true,
-                                })
+                                Arc::new(read_error(
+                                    "read",
+                                    &id.key,
+                                    format!("asked for bytes {first}..{end}, got {}", all.len()),
+                                ))
                             })
                     });
                     if let Ok(b) = &got {
@@ -378,20 +343,26 @@ impl BlockCache {
             .collect()
     }
 
-    /// Block `index` of `key` at `version` if memory or disk holds it
-    /// (counted as a hit), without fetching it.
-    pub async fn cached(&self, key: &str, version: &str, index: u64) -> Option<Bytes> {
-        let id = BlockId {
-            key: Arc::from(key),
-            version: Arc::from(version),
-            index,
-        };
+    /// Block `index` of object `o` if memory or disk holds it (a block
+    /// found on disk goes back into memory), without fetching it; counted as
+    /// a hit when a reader asked ([`Want::Read`]).
+    pub async fn cached(&self, o: &Pinned, index: u64, want: Want) -> Option<Bytes> {
+        let id = o.block_id(index);
+        let demand = want == Want::Read;
         if let Some(b) = self.memory.get(&id).await {
-            self.metrics.memory_hits.inc();
+            if demand {
+                self.metrics.memory_hits.inc();
+            }
             return Some(b);
         }
-        let b = self.disk.as_ref()?.clone().get_blocking(id).await?;
-        self.metrics.disk_hits.inc();
+        let b = self.disk.as_ref()?.clone().get_blocking(id.clone()).await?;
+        if demand {
+            self.metrics.disk_hits.inc();
+        }
+        self.memory.insert(id, b.clone()).await;
+        // moka evicts in batches, late: without this the memory tier holds
+        // well over --cache-size until its next housekeeping.
+        self.memory.run_pending_tasks().await;
         Some(b)
     }
 
@@ -548,6 +519,16 @@ mod tests {
     use super::*;
     use crate::location::memory::MemoryLocation;
 
+    /// Key `k` at version `v1`, `size` bytes.
+    fn object(size: u64) -> Pinned {
+        Pinned {
+            key: "k".into(),
+            version: "v1".into(),
+            if_match: None,
+            size,
+        }
+    }
+
     /// A full cache of blocks read twice each still keeps a block fetched
     /// once (a read-ahead block): its next read costs no GET.
     #[tokio::test]
@@ -560,19 +541,19 @@ mod tests {
         for _ in 0..2 {
             for i in 0..3 {
                 cache
-                    .block(&loc, "k", "v1", None, size, i, Want::Read)
+                    .block(&loc, &object(size), i, Want::Read)
                     .await
                     .expect("a block");
             }
         }
         assert_eq!(memory.counts().gets, 3, "three GETs fill it");
         cache
-            .block(&loc, "k", "v1", None, size, 3, Want::Read)
+            .block(&loc, &object(size), 3, Want::Read)
             .await
             .expect("block 3");
         cache.memory.run_pending_tasks().await;
         cache
-            .block(&loc, "k", "v1", None, size, 3, Want::Read)
+            .block(&loc, &object(size), 3, Want::Read)
             .await
             .expect("block 3 again");
         assert_eq!(
@@ -605,7 +586,7 @@ mod tests {
         let read_all = || async {
             for i in 0..4 {
                 let b = cache
-                    .block(&loc, "k", "v1", None, size, i, Want::Read)
+                    .block(&loc, &object(size), i, Want::Read)
                     .await
                     .expect("a block");
                 let at = (i * BLOCK) as usize;

@@ -30,7 +30,8 @@ use crate::lock;
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::cache::{clone_error, BlockCache, Object, Want};
+pub use super::cache::Pinned;
+use super::cache::{clone_error, read_error, BlockCache, Want};
 #[cfg(test)]
 use super::prefetch::MAX_WINDOW;
 use super::prefetch::{blocks_of, Budget, ReadAhead, BLOCK};
@@ -40,17 +41,6 @@ pub const MAX_RUN: u64 = 8;
 
 /// The smallest request of a random read (and its alignment).
 pub const RANDOM_REQUEST: u64 = 64 * 1024;
-
-/// What a handle reads: one version of one object.
-#[derive(Clone, Debug)]
-pub struct Pinned {
-    pub key: String,
-    /// Cache version: the ETag, or size + mtime where there is none.
-    pub version: String,
-    /// The ETag every GET is pinned to, where the store has one.
-    pub if_match: Option<String>,
-    pub size: u64,
-}
 
 /// A block fetched (or being fetched) ahead of the reader.
 type Fetch = Shared<BoxFuture<'static, std::result::Result<Bytes, Arc<LocationError>>>>;
@@ -228,7 +218,7 @@ impl Reader {
         }
         let mut cached = Vec::new();
         for i in needed.clone() {
-            match self.blocks.cached(&o.key, &o.version, i).await {
+            match self.blocks.cached(o, i, Want::Read).await {
                 Some(b) => cached.push(b),
                 None => break,
             }
@@ -249,12 +239,12 @@ impl Reader {
         let take = (end - offset) as usize;
         got.get(skip..skip + take)
             .map(<[u8]>::to_vec)
-            .ok_or_else(|| LocationError::Io {
-                location: String::new(),
-                op: "read",
-                key: o.key.clone(),
-                message: format!("asked for bytes {from}..{to}, got {} bytes", got.len()),
-                transient: true,
+            .ok_or_else(|| {
+                read_error(
+                    "read",
+                    &o.key,
+                    format!("asked for bytes {from}..{to}, got {} bytes", got.len()),
+                )
             })
     }
 
@@ -269,43 +259,32 @@ impl Reader {
         let held = permits.clone();
         let (object, loc, blocks) = (self.object.clone(), self.loc.clone(), self.blocks.clone());
         let task = tokio::spawn(async move {
-            let o = Object {
-                key: &object.key,
-                version: &object.version,
-                if_match: object.if_match.as_deref(),
-                size: object.size,
-            };
-            let got = blocks.blocks(&loc, &o, first..last + 1, Want::Ahead).await;
+            let got = blocks
+                .blocks(&loc, &object, first..last + 1, Want::Ahead)
+                .await;
             drop(held);
             got.into_iter()
                 .map(|b| b.map_err(Arc::new))
                 .collect::<Vec<_>>()
         });
+        let key = self.object.key.clone();
         let all = async move {
-            task.await.map_err(|e| {
-                Arc::new(LocationError::Io {
-                    location: String::new(),
-                    op: "read ahead",
-                    key: String::new(),
-                    message: e.to_string(),
-                    transient: false,
-                })
-            })
+            task.await
+                .map_err(|e| Arc::new(read_error("read ahead", &key, e.to_string())))
         }
         .boxed()
         .shared();
         for ((k, index), permit) in (first..=last).enumerate().zip(permits) {
             let all = all.clone();
+            let object = self.object.clone();
             let fetch = async move {
                 match all.await {
                     Ok(blocks) => blocks.get(k).cloned().unwrap_or_else(|| {
-                        Err(Arc::new(LocationError::Io {
-                            location: String::new(),
-                            op: "read ahead",
-                            key: String::new(),
-                            message: format!("block {index} missing from its run"),
-                            transient: true,
-                        }))
+                        Err(Arc::new(read_error(
+                            "read ahead",
+                            &object.key,
+                            format!("block {index} missing from its run"),
+                        )))
                     }),
                     Err(e) => Err(e),
                 }
@@ -322,7 +301,9 @@ impl Reader {
     }
 
     async fn block(&self, index: u64) -> Result<Bytes> {
-        fetch_block(&self.blocks, &self.loc, &self.object, index, Want::Read).await
+        self.blocks
+            .block(&self.loc, &self.object, index, Want::Read)
+            .await
     }
 }
 
@@ -338,26 +319,6 @@ fn copy_out(offset: u64, end: u64, blocks: impl Iterator<Item = (u64, Bytes)>) -
         }
     }
     out
-}
-
-async fn fetch_block(
-    blocks: &BlockCache,
-    loc: &Arc<dyn Location>,
-    o: &Pinned,
-    index: u64,
-    want: Want,
-) -> Result<Bytes> {
-    blocks
-        .block(
-            loc,
-            &o.key,
-            &o.version,
-            o.if_match.as_deref(),
-            o.size,
-            index,
-            want,
-        )
-        .await
 }
 
 impl Drop for Reader {
