@@ -75,8 +75,8 @@ command -v /usr/bin/time >/dev/null || sm_apt_install time
 log "building syncmount (release)"
 cargo build --release --quiet --bin syncmount --example diff_rss --example three_way_rss
 SM="$TARGET_DIR/release/syncmount"
-RCLONE="$SM_VENV/bin/rclone"
-AWS="$SM_VENV/bin/aws"
+RCLONE="$SM_BENCH_VENV/bin/rclone"
+AWS="$SM_BENCH_VENV/bin/aws"
 
 # --- server ------------------------------------------------------------------
 sm_work_dir bench WORK

@@ -28,7 +28,7 @@ source "$REPO_ROOT/scripts/lib/servers.sh"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Installing the local S3 server and FUSE, building syncmount"
-sm_install_moto
+sm_install_test_tools
 sm_install_fuse
 # SYNCMOUNT_BIN: an already built binary (the test suite's tests/demo.rs).
 if [ -n "${SYNCMOUNT_BIN:-}" ]; then
@@ -172,10 +172,27 @@ body = boto3.client("s3", endpoint_url=ep).get_object(Bucket="demo-source", Key=
 print("s3://demo-source/team/note.txt:", body.decode().strip())
 PY
 
-step "The execution that carried it (syncmount task executions team-sync --json)"
-"$SM" --config "$CONF" --state-dir "$WORK/daemon-state" task executions team-sync --json --limit 1 \
-    | tee "$WORK/executions.json"
-grep -q '"SUCCESS"' "$WORK/executions.json"
+step "The execution that carried it (syncmount task describe ID --json)"
+# The file shows in the bucket once it is copied, while its execution is
+# still VERIFYING: wait for the execution that copied it to end (SUCCESS
+# with a file copied from the folder, side B, to the bucket, side A), and
+# print that one, not whichever is newest at this instant.
+carried_execution() {
+    "$SM" --config "$CONF" --state-dir "$WORK/daemon-state" task executions team-sync --json \
+        >"$WORK/executions.json" || return 1
+    python3 - "$WORK/executions.json" >"$WORK/carried.id" <<'PY'
+import json, sys
+for e in json.load(open(sys.argv[1])):
+    if e["Status"] == "SUCCESS" and e.get("FilesTransferredBToA", 0) >= 1:
+        print(e["ExecutionId"])
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+wait_for 60 "the execution that copied note.txt to end" carried_execution
+"$SM" --config "$CONF" --state-dir "$WORK/daemon-state" task describe "$(cat "$WORK/carried.id")" --json \
+    | tee "$WORK/carried.json"
+grep -q '"Status": "SUCCESS"' "$WORK/carried.json"
 
 step "SIGTERM: the daemon finishes or cancels its work, unmounts and exits"
 kill -TERM "$DAEMON"

@@ -37,9 +37,8 @@ S3S_SECRET_KEY='syncmount-test-secret'
 sm_install_fuse
 sm_install_tool systemd-analyze systemd
 sm_install_tool rsync
-sm_install_moto
+sm_install_test_tools
 sm_install_s3s_fs
-sm_install_prometheus_parser
 
 # --- 2. Start the servers ----------------------------------------------------
 read -r MOTO_PORT S3S_PORT MOTO_IAM_PORT < <(sm_free_ports 3)

@@ -433,10 +433,10 @@ pub async fn sync(args: SyncArgs, state_dir: PathBuf, config: &Config) -> anyhow
             two_way: args.two_way,
         };
         let on_wait = |h: &Claim| {
-            eprintln!(
+            crate::shared::notice(format_args!(
                 "queued: execution {} (pid {}) is running {} → {}; waiting for it (--no-queue to fail instead)",
                 h.execution_id, h.pid, h.source, h.destination
-            )
+            ))
         };
         Some(guard::acquire(&state_dir, claim, !args.no_queue, on_wait).await?)
     };
@@ -474,7 +474,7 @@ fn print_summary(s: &ExecutionSummary, json: bool) -> anyhow::Result<()> {
             serde_json::to_string_pretty(s).context("serializing the summary")?
         );
     } else {
-        eprint!("{}", s.human());
+        crate::shared::summary(&s.human());
     }
     Ok(())
 }
@@ -495,7 +495,9 @@ fn spawn_signal_watch(cancel: Arc<AtomicBool>) {
                 _ = term.recv() => {}
             }
             if round == 0 {
-                eprintln!("cancelling: finishing the objects in flight (again to stop at once)");
+                crate::shared::notice(
+                    "cancelling: finishing the objects in flight (again to stop at once)",
+                );
                 cancel.store(true, Ordering::Relaxed);
             } else {
                 std::process::exit(130);
@@ -570,13 +572,13 @@ pub fn main() -> i32 {
             return match status {
                 Ok(s) => s.code().unwrap_or(1),
                 Err(e) => {
-                    eprintln!("syncmount: cannot run the mount: {e}");
+                    crate::shared::failure(format_args!("syncmount: cannot run the mount: {e}"));
                     1
                 }
             };
         }
         Err(e) => {
-            eprintln!("{e}");
+            crate::shared::failure(&e);
             return 1;
         }
     }
@@ -588,7 +590,9 @@ pub fn main() -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("syncmount: cannot start the async runtime: {e}");
+            crate::shared::failure(format_args!(
+                "syncmount: cannot start the async runtime: {e}"
+            ));
             return 1;
         }
     };
@@ -619,7 +623,7 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("syncmount: {e:#}");
+            crate::shared::failure(format_args!("syncmount: {e:#}"));
             if e.downcast_ref::<UsageError>().is_some() {
                 2
             } else {

@@ -19,3 +19,67 @@ pub struct SideArgs {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// The environment variable behind `--log-format`; children started by
+/// this process (detached runners, `--daemonize`, detached mounts) inherit
+/// it, so they log in the same format.
+pub const LOG_FORMAT_ENV: &str = "SYNCMOUNT_LOG_FORMAT";
+
+/// Whether this process logs JSON lines (`--log-format json`, or inherited
+/// through [`LOG_FORMAT_ENV`]).
+pub fn logs_json() -> bool {
+    std::env::var(LOG_FORMAT_ENV).is_ok_and(|v| v == "json")
+}
+
+/// A message for the person at the terminal (`queued: …`, `started …`): a
+/// plain line on stderr, or with `--log-format json` one JSON object per
+/// line in the shape of the log lines, so that every line of stderr stays
+/// JSON for a log shipper.
+pub fn notice(message: impl std::fmt::Display) {
+    say("INFO", &message.to_string());
+}
+
+/// An error that ends the command, on stderr as [`notice`] prints.
+pub fn failure(message: impl std::fmt::Display) {
+    say("ERROR", &message.to_string());
+}
+
+/// A summary meant to be read (an execution's counters): stderr in text
+/// mode, where it always was; stdout with `--log-format json`, where it
+/// cannot break the JSON lines of stderr.
+pub fn summary(text: &str) {
+    if logs_json() {
+        print!("{text}");
+    } else {
+        eprint!("{text}");
+    }
+}
+
+fn say(level: &str, message: &str) {
+    if !logs_json() {
+        eprintln!("{message}");
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (y, m, d) = crate::location::meta::civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    let timestamp = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60,
+        now.subsec_micros()
+    );
+    for line in message.lines().filter(|l| !l.trim().is_empty()) {
+        let json = serde_json::json!({
+            "timestamp": timestamp,
+            "level": level,
+            "fields": { "message": line.trim_end() },
+            "target": "syncmount",
+        });
+        eprintln!("{json}");
+    }
+}

@@ -26,7 +26,10 @@ fn the_demo_runs_every_step_and_the_file_crosses_from_one_mount_to_the_bucket() 
     for shown in [
         // The file copied into the folder's mount, read from the bucket.
         "s3://demo-source/team/note.txt: written through a mount at ",
+        // The execution that copied it, once it ended (not the newest one
+        // at some instant, which may still be VERIFYING).
         "\"Status\": \"SUCCESS\"",
+        "\"FilesTransferredBToA\": 1",
         "daemon exited with status 0",
         "both mounts are gone",
     ] {

@@ -179,3 +179,71 @@ fn text_logs_have_no_colours_off_a_terminal_and_no_timestamps_in_the_journal() {
         assert!(object.contains("INFO"), "{object}");
     }
 }
+
+/// `syncmount --log-format json -v ARGS…` with stdout and stderr captured
+/// apart: (exit code, stdout, stderr).
+fn json_run(env: &TaskEnv, args: &[&str]) -> (i32, String, String) {
+    let out = common::syncmount()
+        .args(["--log-format", "json", "-v", "--state-dir"])
+        .arg(&env.state)
+        .args(args)
+        .stdin(Stdio::null())
+        .env_remove("SYNCMOUNT_LOG_FORMAT")
+        .output()
+        .expect("run syncmount");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_every_line_is_json(stderr: &str) -> Vec<Value> {
+    stderr
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l)
+                .unwrap_or_else(|e| panic!("a stderr line is not JSON ({e}): {l:?}\n{stderr}"))
+        })
+        .collect()
+}
+
+#[test]
+fn with_json_logs_every_stderr_line_is_json_and_the_summary_goes_to_stdout() {
+    let env = TaskEnv::new("");
+    common::write_tree(&env.root().join("a"), &[("x.txt", b"x"), ("d/y.txt", b"y")]);
+    let (a, b) = (env.root().join("a"), env.root().join("b"));
+    let (code, stdout, stderr) =
+        json_run(&env, &["sync", &a.to_string_lossy(), &b.to_string_lossy()]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines = assert_every_line_is_json(&stderr);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "execution ended"
+                || messages(&[l]).iter().any(|m| m.contains("d/y.txt"))),
+        "-v logs the execution:\n{stderr}"
+    );
+    // The human summary is on stdout, not between the JSON lines.
+    assert!(
+        stdout.contains("SUCCESS") && stdout.contains("transferred 2 files"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("transferred 2 files"), "{stderr}");
+
+    // An error that ends the command is a JSON line too, at ERROR.
+    let missing = env.root().join("no-such-dir");
+    let (code, _, stderr) = json_run(
+        &env,
+        &["sync", &missing.to_string_lossy(), &b.to_string_lossy()],
+    );
+    assert_ne!(code, 0, "a missing source fails: {stderr}");
+    let lines = assert_every_line_is_json(&stderr);
+    assert!(
+        lines.iter().any(|l| l["level"] == "ERROR"
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no-such-dir"))),
+        "the error names the missing directory, as JSON:\n{stderr}"
+    );
+}

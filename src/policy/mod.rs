@@ -217,7 +217,7 @@ pub async fn run(cmd: PolicyCommand) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("syncmount policy: {e}");
+            crate::shared::failure(format_args!("syncmount policy: {e}"));
             2
         }
     }
@@ -239,7 +239,7 @@ async fn render(cmd: PolicyCommand) -> Result<String, PolicyError> {
                 trusted_principal: a.trusted_principal.as_deref(),
                 partition: &a.partition,
             })?;
-            eprintln!("{}", lifecycle_note(&a.destination_bucket));
+            crate::shared::notice(format_args!("{}", lifecycle_note(&a.destination_bucket)));
             match a.only {
                 TransferRolePart::Both => pretty(&p),
                 TransferRolePart::Inline => pretty(&p.inline),
@@ -248,7 +248,7 @@ async fn render(cmd: PolicyCommand) -> Result<String, PolicyError> {
         }
         PolicyCommand::DestinationBucket(a) => {
             let doc = destination_bucket_policy(&a.bucket, &a.role_arn, a.user_arn.as_deref())?;
-            eprintln!("{}", lifecycle_note(&a.bucket));
+            crate::shared::notice(format_args!("{}", lifecycle_note(&a.bucket)));
             pretty(&doc)
         }
         PolicyCommand::RestrictedBucket(a) => restricted(a).await?,
@@ -266,14 +266,14 @@ async fn restricted(a: RestrictedBucketArgs) -> Result<String, PolicyError> {
     if a.lookup {
         let user_id = lookup_caller_user_id(&a.conn, a.role_arn.as_deref()).await?;
         let id = allowed_from_caller(&user_id)?;
-        eprintln!("--lookup: allowing {}", id.describe());
+        crate::shared::notice(format_args!("--lookup: allowing {}", id.describe()));
         allowed.push(id);
     }
     let policy = restricted_bucket_policy(&a.bucket, &a.partition, &allowed)?;
     if !allowed.iter().any(|i| matches!(i, AllowedId::Account(_))) {
-        eprintln!(
+        crate::shared::notice(format_args!(
             "note: no --allow-account: once this policy is set, only the bucket owner's root user can change or delete it"
-        );
+        ));
     }
     match &a.merge {
         None => Ok(pretty(&policy)),

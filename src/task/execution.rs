@@ -22,7 +22,9 @@ use tracing::Instrument;
 use crate::config::spec::S3Overrides;
 use crate::config::{Config, LocationKind};
 use crate::engine::execute;
-use crate::engine::report::{epoch_ms, new_execution_id, Counters, Status};
+use crate::engine::report::{
+    epoch_ms, new_execution_id, CounterValues, Counters, ExecutionSummary, Status,
+};
 use crate::engine::run::ExecutionRequest;
 use crate::location::s3::S3Location;
 
@@ -212,9 +214,28 @@ async fn run_logged(
     let outcome = run_inner(ctx, &history, id, &cancel, counters, &mut held).await;
     watch_stop.store(true, Ordering::Relaxed);
     let _ = watcher.await;
+    // The metrics count the end before the history records it: whoever
+    // waits on the history (`task start --wait`) and then scrapes /metrics
+    // sees the final counters.
+    let before = history.get(id).ok().flatten();
     let status = match outcome {
-        Ok(status) => status,
+        Ok(summary) => {
+            if let Some(r) = &before {
+                let total = Duration::from_millis(summary.phases.total_ms);
+                count_end(&r.task, summary.status, &summary.counters, total);
+            }
+            if let Err(e) = history.finish(id, &summary) {
+                tracing::error!(execution_id = id, error = %e, "cannot record the end");
+                let _ = history.end(id, Status::Error, Some("HistoryError"), &e.to_string());
+            }
+            summary.status
+        }
         Err(stop) => {
+            if let Some(r) = &before {
+                let total =
+                    Duration::from_millis(epoch_ms().saturating_sub(r.timestamps.queued_ms));
+                count_end(&r.task, stop.status, &r.counters, total);
+            }
             if let Err(e) = history.end(id, stop.status, stop.code, &stop.detail) {
                 tracing::error!(execution_id = id, error = %e, "cannot record the end");
             }
@@ -232,13 +253,11 @@ async fn run_logged(
     status
 }
 
-/// Counts the recorded end in the metrics and runs the task's completion
-/// hooks with it.
+/// Runs the task's completion hooks with the recorded end.
 async fn on_end(ctx: &Context, history: &History, id: &str) {
     let Ok(Some(rec)) = history.get(id) else {
         return;
     };
-    count_end(&rec);
     let Some(task) = ctx.config.task(&rec.task) else {
         return;
     };
@@ -259,12 +278,10 @@ async fn on_end(ctx: &Context, history: &History, id: &str) {
     super::hooks::run_on_end(&task.on_end, &ended).await;
 }
 
-fn count_end(rec: &super::history::ExecutionRecord) {
-    let c = &rec.counters;
-    let status = rec.status.to_string();
-    let ended_ms = rec.timestamps.ended_ms.unwrap_or_else(epoch_ms);
+fn count_end(task: &str, status: Status, c: &CounterValues, duration: Duration) {
+    let status = status.to_string();
     crate::metrics::global().execution_ended(&crate::metrics::Ended {
-        task: &rec.task,
+        task,
         status: &status,
         files: &[
             ("transferred", c.files_transferred),
@@ -278,8 +295,8 @@ fn count_end(rec: &super::history::ExecutionRecord) {
             ("transferred", c.bytes_transferred),
             ("written", c.bytes_written),
         ],
-        duration: Duration::from_millis(rec.phases.total_ms),
-        ended_s: ended_ms as f64 / 1000.0,
+        duration,
+        ended_s: epoch_ms() as f64 / 1000.0,
     });
 }
 
@@ -329,7 +346,7 @@ async fn run_inner(
     cancel: &Arc<AtomicBool>,
     counters: Arc<Counters>,
     held: &mut Held,
-) -> Result<Status, Stop> {
+) -> Result<ExecutionSummary, Stop> {
     let rec = history
         .get(id)
         .map_err(|e| Stop::error("HistoryError", e.to_string()))?
@@ -431,10 +448,7 @@ async fn run_inner(
             ),
         ));
     }
-    history
-        .finish(id, &summary)
-        .map_err(|e| Stop::error("HistoryError", e.to_string()))?;
-    Ok(summary.status)
+    Ok(summary)
 }
 
 async fn cancelled(cancel: &AtomicBool) {
