@@ -12,7 +12,10 @@
 //! [`OpenOnDrop`] guard opens the server again when the test ends, panics
 //! included.
 //!
-//! What moto 5.2 enforces, as observed (see shared/TESTING.md too):
+//! What moto enforces, as observed on 5.2.5, the version scripts/requirements-test.txt
+//! pins (5.2.6 authorizes ListObjects(V2) as s3:ListObjects(V2), not
+//! s3:ListBucket, so no AWS-valid policy lets a user list there; see
+//! shared/TESTING.md too):
 //! - inline identity policies (PutUserPolicy / PutRolePolicy), on users and
 //!   on assumed-role sessions alike; keys it never issued are refused
 //!   (InvalidAccessKeyId for S3, InvalidClientTokenId for STS), the default
