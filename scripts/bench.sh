@@ -45,6 +45,11 @@
 # keys with a real base (examples/three_way_rss.rs). TW_KEYS, TW_DIRS and
 # TW_RSS_KEYS override those sizes.
 #
+# SM_BEFORE=/path/to/another/syncmount adds it as the tool
+# `syncmount-before` to the sync cases, in the same run: a change's cost
+# (issue 20: every local path through directory descriptors) is its ratio to
+# the binary before it.
+#
 # --quick runs 1,000 files and 128 MiB instead (two-way: 2,000 keys, and
 # 100,000 for the merge's RSS), to try the script.
 set -euo pipefail
@@ -149,6 +154,7 @@ case_small() {
     mb "$bucket"
     case $tool in
         syncmount) set -- "$SM" sync "$WORK/small" "s3://$bucket/t" "${SM_ARGS[@]}" ;;
+        syncmount-before) set -- "$SM_BEFORE" sync "$WORK/small" "s3://$bucket/t" "${SM_ARGS[@]}" ;;
         rclone) set -- "$RCLONE" sync "$WORK/small" "$(rc_remote "$bucket/t")" ;;
         rclone-eq) set -- "$RCLONE" sync "$WORK/small" "$(rc_remote "$bucket/t")" "${RC_EQ[@]}" ;;
         aws) set -- "$AWS" --endpoint-url "$EP" s3 sync --only-show-errors "$WORK/small" "s3://$bucket/t" ;;
@@ -161,6 +167,19 @@ case_small() {
     # whose listings carry no ETag, the first re-sync still HEADs).
     read -r s rss io < <(measure "$@")
     row "noop-again $tool seconds=$s rss_kib=$rss"
+    # The same tree down into an empty directory: a file created, written,
+    # given its mode and times and renamed per object.
+    local down="$WORK/small-down-$tool"
+    case $tool in
+        syncmount) set -- "$SM" sync "s3://$bucket/t" "$down" "${SM_ARGS[@]}" ;;
+        syncmount-before) set -- "$SM_BEFORE" sync "s3://$bucket/t" "$down" "${SM_ARGS[@]}" ;;
+        rclone) set -- "$RCLONE" sync "$(rc_remote "$bucket/t")" "$down" ;;
+        rclone-eq) set -- "$RCLONE" sync "$(rc_remote "$bucket/t")" "$down" "${RC_EQ[@]}" ;;
+        aws) set -- "$AWS" --endpoint-url "$EP" s3 sync --only-show-errors "s3://$bucket/t" "$down" ;;
+    esac
+    read -r s rss io < <(measure "$@")
+    row "small-down $tool seconds=$s objects_per_s=$(python3 -c "print(round($FILES/$s))") rss_kib=$rss"
+    rm -rf "$down"
 }
 
 case_big() {
@@ -172,6 +191,9 @@ case_big() {
         syncmount)
             up=("$SM" sync "$WORK/big" "s3://$bucket/b" "${SM_ARGS[@]}")
             down_cmd=("$SM" sync "s3://$bucket/b" "$down" "${SM_ARGS[@]}") ;;
+        syncmount-before)
+            up=("$SM_BEFORE" sync "$WORK/big" "s3://$bucket/b" "${SM_ARGS[@]}")
+            down_cmd=("$SM_BEFORE" sync "s3://$bucket/b" "$down" "${SM_ARGS[@]}") ;;
         rclone)
             up=("$RCLONE" sync "$WORK/big" "$(rc_remote "$bucket/b")")
             down_cmd=("$RCLONE" sync "$(rc_remote "$bucket/b")" "$down") ;;
@@ -205,11 +227,16 @@ case_s3s3() {
 }
 
 bench_sync() {
-    for tool in syncmount rclone rclone-eq aws; do
+    local tools=(syncmount rclone rclone-eq aws)
+    if [ -n "${SM_BEFORE:-}" ]; then
+        [ -x "$SM_BEFORE" ] || die "SM_BEFORE=$SM_BEFORE is not an executable"
+        tools=(syncmount-before syncmount "${tools[@]:1}")
+    fi
+    for tool in "${tools[@]}"; do
         log "small files + no-op: $tool"
         case_small "$tool" "small-$tool"
     done
-    for tool in syncmount rclone rclone-eq aws; do
+    for tool in "${tools[@]}"; do
         log "1 GiB up/down: $tool"
         case_big "$tool" "big-$tool"
     done
