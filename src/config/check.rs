@@ -446,10 +446,11 @@ fn check_lock(r: &mut Reader<'_>, config: &Config, lines: &KeyLines) {
             "[lock] kind = \"s3\" needs location = \"…\" (the S3 location that holds the lock)",
         );
     }
-    if l.lease_seconds == Some(0) {
+    let max = crate::config::units::MAX_DURATION.as_secs();
+    if let Some(n) = l.lease_seconds.filter(|n| *n == 0 || *n > max) {
         r.line(
             at("lease_seconds"),
-            "[lock] lease_seconds must be at least 1",
+            format!("[lock] lease_seconds `{n}`: must be from 1 to {max}"),
         );
     }
 }

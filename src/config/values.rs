@@ -39,24 +39,18 @@ pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duratio
         None => return Ok(None),
         Some(v) => v,
     };
-    let bad = |s: &str| {
-        D::Error::custom(format!(
-            "`{s}` is not a duration (seconds, or e.g. \"500ms\", \"2s\", \"1m\")"
-        ))
-    };
-    let secs = match v {
-        NumberOrText::Int(n) => n as f64,
-        NumberOrText::Float(f) => f,
+    let (secs, given) = match v {
+        NumberOrText::Int(n) => (n as f64, n.to_string()),
+        NumberOrText::Float(f) => (f, f.to_string()),
         NumberOrText::Text(s) => {
             return super::units::parse_duration(&s)
                 .map(Some)
                 .map_err(D::Error::custom)
         }
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(bad(&secs.to_string()));
-    }
-    Ok(Some(Duration::from_secs_f64(secs)))
+    super::units::duration_from_secs(secs, &given)
+        .map(Some)
+        .map_err(D::Error::custom)
 }
 
 /// A whole number from 0 up, for the key `key` (named in the error, with

@@ -55,7 +55,7 @@ pub struct DaemonArgs {
     pub pid_file: Option<PathBuf>,
     /// After SIGTERM, how long running executions may go on before they
     /// are cancelled.
-    #[arg(long, default_value_t = DEFAULT_GRACE_SECONDS)]
+    #[arg(long, default_value_t = DEFAULT_GRACE_SECONDS, value_parser = crate::config::units::parse_seconds)]
     pub grace_seconds: u64,
     /// Serve Prometheus metrics (executions, files and bytes per task,
     /// mounts' caches, S3 requests) at http://ADDR/metrics, e.g.
