@@ -35,22 +35,47 @@ enum NumberOrText {
 }
 
 pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let v = match Option::<NumberOrText>::deserialize(d)? {
+    named_duration(d, "")
+}
+
+/// `on_end_timeout`: a duration, its key named in the error.
+pub(super) fn on_end_timeout<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    named_duration(d, "on_end_timeout ")
+}
+
+/// A duration; an error starts with `prefix` (the key, where the caller
+/// wants it named).
+fn named_duration<'de, D: Deserializer<'de>>(
+    d: D,
+    prefix: &str,
+) -> Result<Option<Duration>, D::Error> {
+    let parsed = match Option::<NumberOrText>::deserialize(d)? {
         None => return Ok(None),
-        Some(v) => v,
+        Some(NumberOrText::Int(n)) => super::units::duration_from_secs(n as f64, &n.to_string()),
+        Some(NumberOrText::Float(f)) => super::units::duration_from_secs(f, &f.to_string()),
+        Some(NumberOrText::Text(s)) => super::units::parse_duration(&s),
     };
-    let (secs, given) = match v {
-        NumberOrText::Int(n) => (n as f64, n.to_string()),
-        NumberOrText::Float(f) => (f, f.to_string()),
-        NumberOrText::Text(s) => {
-            return super::units::parse_duration(&s)
-                .map(Some)
-                .map_err(D::Error::custom)
-        }
-    };
-    super::units::duration_from_secs(secs, &given)
+    parsed
         .map(Some)
-        .map_err(D::Error::custom)
+        .map_err(|e| D::Error::custom(format!("{prefix}{e}")))
+}
+
+/// `on_end_inherit_env`: true or false, its key named in the error.
+pub(super) fn on_end_inherit_env<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum FlagOrOther {
+        Flag(bool),
+        Other(toml::Value),
+    }
+    match FlagOrOther::deserialize(d)? {
+        FlagOrOther::Flag(b) => Ok(b),
+        FlagOrOther::Other(v) => Err(D::Error::custom(format!(
+            "on_end_inherit_env `{v}`: expected true or false"
+        ))),
+    }
 }
 
 /// A whole number from 0 up, for the key `key` (named in the error, with
