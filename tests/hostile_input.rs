@@ -105,7 +105,7 @@ fn assert_check_refuses(body: &str, value: &str) {
 }
 
 #[test]
-fn out_of_range_durations_in_config_and_flags_exit_2_naming_the_value() {
+fn out_of_range_durations_and_part_sizes_in_config_and_flags_exit_2_naming_the_value() {
     assert_check_refuses(
         "\n[[mount]]\nlocation = \"A\"\npath = \"/mnt/x\"\nmetadata_ttl = 1e30\n",
         "1000000000000000000000000000000",
@@ -114,6 +114,7 @@ fn out_of_range_durations_in_config_and_flags_exit_2_naming_the_value() {
         "\n[[mount]]\nlocation = \"A\"\npath = \"/mnt/x\"\nmetadata_ttl = \"1e11\"\n",
         "1e11",
     );
+    assert_check_refuses("part_size = 9223372036854775807\n", "9223372036854775807");
     assert_check_refuses(
         "schedule = \"rate(106751991167300 days)\"\n",
         "rate(106751991167300 days)",
@@ -139,6 +140,16 @@ fn out_of_range_durations_in_config_and_flags_exit_2_naming_the_value() {
         ),
         (
             vec!["daemon", "--grace-seconds", "18446744073709551615"],
+            "18446744073709551615",
+        ),
+        (
+            vec![
+                "sync",
+                "/tmp",
+                "s3://b/p",
+                "--part-size",
+                "18446744073709551615",
+            ],
             "18446744073709551615",
         ),
     ] {

@@ -301,6 +301,12 @@ impl TaskOptionsConfig {
         if self.bytes_per_second == Some(0) {
             out.push("bytes_per_second must be at least 1".to_string());
         }
+        if let Some(p) = self
+            .part_size
+            .and_then(|n| super::units::part_size_problem(n, &n.to_string()))
+        {
+            out.push(format!("part_size: {p}"));
+        }
         if let Err(e) = self.engine().filter() {
             out.push(e.to_string());
         }

@@ -55,6 +55,21 @@ pub fn parse_seconds(s: &str) -> Result<u64, String> {
     duration_from_secs(n as f64, s).map(|d| d.as_secs())
 }
 
+/// S3's largest part (UploadPart and UploadPartCopy).
+pub const MAX_PART_SIZE: u64 = 5 << 30;
+
+/// Why `part_size` (as given: `given`) cannot be used, if it cannot.
+pub fn part_size_problem(part_size: u64, given: &str) -> Option<String> {
+    (part_size > MAX_PART_SIZE)
+        .then(|| format!("part size `{given}` is over S3's limit of 5 GiB ({MAX_PART_SIZE} bytes)"))
+}
+
+/// `--part-size`: a size ([`parse_size`]) of at most 5 GiB.
+pub fn parse_part_size(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    part_size_problem(n, s).map_or(Ok(n), Err)
+}
+
 /// Seconds ("1.5"), or "500ms", "2s", "1m", "1h", at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -88,7 +103,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn arbitrary_text_never_panics_a_unit_parser(s in "\\PC{0,40}") {
-            let _ = (parse_size(&s), parse_duration(&s), parse_seconds(&s), parse_mode(&s));
+            let _ = (parse_size(&s), parse_duration(&s), parse_seconds(&s), parse_mode(&s), parse_part_size(&s));
         }
 
         #[test]
@@ -124,6 +139,9 @@ mod tests {
             Ok(Duration::from_secs(3650 * 3600))
         );
         assert_eq!(parse_seconds("30"), Ok(30));
+        assert_eq!(parse_part_size("5GiB"), Ok(5 << 30));
+        let over = parse_part_size("18446744073709551615").unwrap_err();
+        assert!(over.contains("`18446744073709551615`"), "{over}");
         let huge = parse_seconds("18446744073709551615").unwrap_err();
         assert!(huge.contains("18446744073709551615"), "{huge}");
         assert!(parse_seconds("-1").is_err());
