@@ -58,7 +58,7 @@ pub fn summary(text: &str) {
 fn say(level: &str, message: &str) {
     if !logs_json() {
         // Line by line: a message's own lines stay lines.
-        for line in message.lines() {
+        for line in message.split('\n') {
             eprintln!("{}", Escaped(line));
         }
         return;
