@@ -153,8 +153,9 @@ pub struct SyncArgs {
     /// runs (same state directory), instead of waiting for it.
     #[arg(long)]
     pub no_queue: bool,
-    /// S3 part size in bytes for multipart uploads and copies (min 5 MiB).
-    #[arg(long)]
+    /// S3 part size in bytes for multipart uploads and copies (min 5 MiB,
+    /// max 5 GiB).
+    #[arg(long, value_parser = crate::config::units::parse_part_size)]
     pub part_size: Option<u64>,
     /// Objects larger than this many bytes go up in parts.
     #[arg(long)]

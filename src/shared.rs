@@ -57,7 +57,10 @@ pub fn summary(text: &str) {
 
 fn say(level: &str, message: &str) {
     if !logs_json() {
-        eprintln!("{message}");
+        // Line by line: a message's own lines stay lines.
+        for line in message.split('\n') {
+            eprintln!("{}", Escaped(line));
+        }
         return;
     }
     let now = std::time::SystemTime::now()
@@ -81,5 +84,40 @@ fn say(level: &str, message: &str) {
             "target": "syncmount",
         });
         eprintln!("{json}");
+    }
+}
+
+/// Text from outside (a key, a path, an error naming them) as human output
+/// and text logs show it: control characters (C0, DEL, C1) are written as
+/// `\x1b` or `\u{9b}`, so a key from a bucket cannot recolour, move the
+/// cursor, rewrite a line (CR) or forge a log line (LF). JSON output needs
+/// none of this: JSON escapes them itself.
+pub struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(char::is_control) {
+            f.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().unwrap_or_default();
+            match u32::from(c) {
+                n @ 0..=0x7f => write!(f, "\\x{n:02x}")?,
+                n => write!(f, "\\u{{{n:x}}}")?,
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        f.write_str(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Escaped;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        let shown = Escaped("a\x1b[31mred\r\n\x07\t\x7f\u{9b}é/ü b").to_string();
+        assert_eq!(shown, "a\\x1b[31mred\\x0d\\x0a\\x07\\x09\\x7f\\u{9b}é/ü b");
+        assert_eq!(Escaped("plain/key.txt").to_string(), "plain/key.txt");
     }
 }

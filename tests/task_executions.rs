@@ -3,7 +3,8 @@
 //! never overlap (checked from the recorded phase times) and all succeed; a
 //! SIGKILLed execution is recorded as ERROR and never blocks the next one;
 //! cancel works from another process; queueing off refuses naming the
-//! running execution; `--wait` exits like `sync`.
+//! running execution; `--wait` exits like `sync`; control characters in
+//! a task's paths are shown escaped by `task start` and `task describe`.
 
 mod common;
 
@@ -331,4 +332,32 @@ async fn tasks_into_disjoint_prefixes_of_one_bucket_run_at_the_same_time() {
         assert!(server.exists(&bucket, &format!("x/big-{i}.bin")).await);
         assert!(server.exists(&bucket, &format!("xy/big-{i}.bin")).await);
     }
+}
+
+#[test]
+fn task_start_and_describe_show_control_characters_in_paths_escaped() {
+    let env = TaskEnv::new(&common::tasks::PAIR.replace("{root}/b\"", "{root}/b\\u001b[31m\\r\""));
+    common::write_tree(&env.root().join("a"), &[("f.txt", b"f")]);
+    let started = env.run(&["task", "start", "a-b", "--wait"]);
+    assert_eq!(started.status, 0, "{}", started.stderr);
+    let id = env.run(&["task", "executions", "a-b", "--json"]);
+    let recs: Value = serde_json::from_str(&id.stdout).expect("the executions as JSON");
+    let id = recs[0]["ExecutionId"].as_str().expect("an execution id");
+    let described = env.run(&["task", "describe", id]);
+    assert_eq!(described.status, 0, "{}", described.stderr);
+    for out in [&started, &described] {
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            !all.contains(['\x1b', '\r']),
+            "a raw control character: {all:?}"
+        );
+        assert!(
+            all.contains("/b\\x1b[31m\\x0d"),
+            "the path shown escaped: {all}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(env.root().join("b\x1b[31m\r/f.txt")).unwrap_or_default(),
+        b"f"
+    );
 }

@@ -20,13 +20,17 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Level, Metadata, Subscriber};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
+use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{fmt, EnvFilter, Registry};
 
 use crate::config::LogLevel;
 use crate::engine::report::TRANSFER_TARGET;
+use crate::shared::Escaped;
 
 pub use crate::shared::LOG_FORMAT_ENV;
 
@@ -69,6 +73,7 @@ pub fn init(verbose: u8, format: LogFormat) {
             .with_filter(filter)
             .boxed(),
         LogFormat::Text if stderr_is_journal() => fmt::layer()
+            .fmt_fields(EscapedFields)
             .without_time()
             .with_ansi(false)
             .with_writer(std::io::stderr)
@@ -76,6 +81,7 @@ pub fn init(verbose: u8, format: LogFormat) {
             .boxed(),
         // Colours only on a terminal: a detached mount or a daemon logs to a file.
         LogFormat::Text => fmt::layer()
+            .fmt_fields(EscapedFields)
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .with_filter(filter)
@@ -84,6 +90,25 @@ pub fn init(verbose: u8, format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// The fields of a text log line (the message too, and the spans'),
+/// formatted as tracing-subscriber does and then shown through
+/// [`Escaped`]: whatever a key holds, a line stays one line on stderr and
+/// carries no terminal escape. (JSON lines escape control characters
+/// themselves.)
+struct EscapedFields;
+
+impl<'w> FormatFields<'w> for EscapedFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut plain = String::new();
+        DefaultFields::new().format_fields(Writer::new(&mut plain), fields)?;
+        write!(writer, "{}", Escaped(&plain))
+    }
 }
 
 /// Whether stderr is the stream systemd connected to the journal.

@@ -19,6 +19,7 @@ use super::UsageError;
 use crate::config::Config;
 use crate::daemon::control::{self, Request};
 use crate::engine::report::Status;
+use crate::shared::Escaped;
 use crate::task::execution::{self, Context, TaskError};
 use crate::task::history::{ExecutionRecord, History};
 use crate::task::liveness::{self, RunnerLock};
@@ -309,14 +310,15 @@ fn human(r: &ExecutionRecord) -> String {
     let c = &r.counters;
     let mut s = format!(
         "{} {} (task {}): {} → {}\n  queued {}, launching {}, preparing {}, transferring {}, verifying {}, ended {}\n  transferred {} files ({} bytes written), skipped {}, deleted {}, verified {}, failed {}\n",
-        r.execution_id, r.status, r.task, r.source, r.destination,
+        r.execution_id, r.status, r.task, Escaped(&r.source), Escaped(&r.destination),
         utc(t.queued_ms), at(t.launching_ms), at(t.preparing_ms), at(t.transferring_ms), at(t.verifying_ms), at(t.ended_ms),
         c.files_transferred, c.bytes_written, c.files_skipped, c.files_deleted, c.files_verified, c.files_failed,
     );
     if let Some(e) = &r.error_detail {
         s.push_str(&format!(
-            "  error: {} {e}\n",
-            r.error_code.as_deref().unwrap_or("")
+            "  error: {} {}\n",
+            r.error_code.as_deref().unwrap_or(""),
+            Escaped(e)
         ));
     }
     if let Some(p) = &r.report_path {

@@ -301,6 +301,9 @@ fn check_tasks(r: &mut Reader<'_>, config: &Config, lines: &[KeyLines]) {
                 format!("task `{}`: auto_disable_after has no meaning without a schedule (it disables the schedule after repeated failures); add schedule = \"…\" or remove it", t.name),
             );
         }
+        for (key, p) in hook_problems(t) {
+            r.line(at(key), format!("task `{}`: {p}", t.name));
+        }
         for p in direction_problems(t) {
             r.line(name_line, format!("task `{}`: {p}", t.name));
         }
@@ -355,6 +358,31 @@ fn check_tasks(r: &mut Reader<'_>, config: &Config, lines: &[KeyLines]) {
             dests.push((t.name.clone(), line, place));
         }
     }
+}
+
+/// What is wrong with a task's `on_end_*` settings, by key.
+fn hook_problems(t: &TaskConfig) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if t.on_end_timeout == Some(std::time::Duration::ZERO) {
+        out.push((
+            "on_end_timeout",
+            "on_end_timeout must be more than 0 (how long each on_end command may run)".into(),
+        ));
+    }
+    for (key, set) in [
+        ("on_end_timeout", t.on_end_timeout.is_some()),
+        ("on_end_inherit_env", t.on_end_inherit_env),
+    ] {
+        if set && t.on_end.is_empty() {
+            out.push((
+                key,
+                format!(
+                    "{key} has no meaning without on_end = [\"…\"]; add the hooks or remove it"
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// Options that mean nothing for the task's direction.
@@ -446,10 +474,11 @@ fn check_lock(r: &mut Reader<'_>, config: &Config, lines: &KeyLines) {
             "[lock] kind = \"s3\" needs location = \"…\" (the S3 location that holds the lock)",
         );
     }
-    if l.lease_seconds == Some(0) {
+    let max = crate::config::units::MAX_DURATION.as_secs();
+    if let Some(n) = l.lease_seconds.filter(|n| *n == 0 || *n > max) {
         r.line(
             at("lease_seconds"),
-            "[lock] lease_seconds must be at least 1",
+            format!("[lock] lease_seconds `{n}`: must be from 1 to {max}"),
         );
     }
 }

@@ -17,7 +17,8 @@ use crate::location::s3::ListMode;
 use crate::task::schedule_state::DEFAULT_AUTO_DISABLE_AFTER;
 
 use super::values::{
-    auto_disable_after, byte_size, duration, history_days, max_reports, mode, value_enum,
+    auto_disable_after, byte_size, duration, history_days, max_reports, mode, on_end_inherit_env,
+    on_end_timeout, value_enum,
 };
 
 /// Keys of a `[[task]]` besides its options.
@@ -28,6 +29,8 @@ pub const TASK_KEYS: &[&str] = &[
     "schedule",
     "direction",
     "on_end",
+    "on_end_timeout",
+    "on_end_inherit_env",
     "auto_disable_after",
 ];
 /// Keys of a task's options (also what `--override` accepts).
@@ -95,6 +98,14 @@ pub struct TaskConfig {
     /// Commands run after each execution ended (`task::hooks`).
     #[serde(default)]
     pub on_end: Vec<String>,
+    /// How long each `on_end` command may run before its process group is
+    /// killed (default `task::hooks::HOOK_TIMEOUT`).
+    #[serde(default, deserialize_with = "on_end_timeout")]
+    pub on_end_timeout: Option<Duration>,
+    /// Give `on_end` commands the whole environment of the daemon (or
+    /// runner) instead of only `SYNCMOUNT_*`, `PATH` and `HOME`.
+    #[serde(default, deserialize_with = "on_end_inherit_env")]
+    pub on_end_inherit_env: bool,
     /// `one-way` (default: source → destination) or `two-way` (source and
     /// destination are sides A and B, kept equal in both directions).
     #[serde(default, deserialize_with = "value_enum")]
@@ -289,6 +300,12 @@ impl TaskOptionsConfig {
         }
         if self.bytes_per_second == Some(0) {
             out.push("bytes_per_second must be at least 1".to_string());
+        }
+        if let Some(p) = self
+            .part_size
+            .and_then(|n| super::units::part_size_problem(n, &n.to_string()))
+        {
+            out.push(format!("part_size: {p}"));
         }
         if let Err(e) = self.engine().filter() {
             out.push(e.to_string());

@@ -35,28 +35,47 @@ enum NumberOrText {
 }
 
 pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let v = match Option::<NumberOrText>::deserialize(d)? {
+    named_duration(d, "")
+}
+
+/// `on_end_timeout`: a duration, its key named in the error.
+pub(super) fn on_end_timeout<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    named_duration(d, "on_end_timeout ")
+}
+
+/// A duration; an error starts with `prefix` (the key, where the caller
+/// wants it named).
+fn named_duration<'de, D: Deserializer<'de>>(
+    d: D,
+    prefix: &str,
+) -> Result<Option<Duration>, D::Error> {
+    let parsed = match Option::<NumberOrText>::deserialize(d)? {
         None => return Ok(None),
-        Some(v) => v,
+        Some(NumberOrText::Int(n)) => super::units::duration_from_secs(n as f64, &n.to_string()),
+        Some(NumberOrText::Float(f)) => super::units::duration_from_secs(f, &f.to_string()),
+        Some(NumberOrText::Text(s)) => super::units::parse_duration(&s),
     };
-    let bad = |s: &str| {
-        D::Error::custom(format!(
-            "`{s}` is not a duration (seconds, or e.g. \"500ms\", \"2s\", \"1m\")"
-        ))
-    };
-    let secs = match v {
-        NumberOrText::Int(n) => n as f64,
-        NumberOrText::Float(f) => f,
-        NumberOrText::Text(s) => {
-            return super::units::parse_duration(&s)
-                .map(Some)
-                .map_err(D::Error::custom)
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(bad(&secs.to_string()));
+    parsed
+        .map(Some)
+        .map_err(|e| D::Error::custom(format!("{prefix}{e}")))
+}
+
+/// `on_end_inherit_env`: true or false, its key named in the error.
+pub(super) fn on_end_inherit_env<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum FlagOrOther {
+        Flag(bool),
+        Other(toml::Value),
     }
-    Ok(Some(Duration::from_secs_f64(secs)))
+    match FlagOrOther::deserialize(d)? {
+        FlagOrOther::Flag(b) => Ok(b),
+        FlagOrOther::Other(v) => Err(D::Error::custom(format!(
+            "on_end_inherit_env `{v}`: expected true or false"
+        ))),
+    }
 }
 
 /// A whole number from 0 up, for the key `key` (named in the error, with

@@ -55,7 +55,7 @@ pub struct DaemonArgs {
     pub pid_file: Option<PathBuf>,
     /// After SIGTERM, how long running executions may go on before they
     /// are cancelled.
-    #[arg(long, default_value_t = DEFAULT_GRACE_SECONDS)]
+    #[arg(long, default_value_t = DEFAULT_GRACE_SECONDS, value_parser = crate::config::units::parse_seconds)]
     pub grace_seconds: u64,
     /// Serve Prometheus metrics (executions, files and bytes per task,
     /// mounts' caches, S3 requests) at http://ADDR/metrics, e.g.
@@ -118,6 +118,14 @@ pub async fn run(
     }
     let sock = control::socket_path(&state_dir);
     let _ = std::fs::remove_file(&sock);
+    // Handlers before the socket: a reload or stop as soon as the socket
+    // answers (or READY is sent) must not find the default action, which
+    // would kill the process.
+    let signals = Signals {
+        hup: signal(SignalKind::hangup())?,
+        term: signal(SignalKind::terminate())?,
+        int: signal(SignalKind::interrupt())?,
+    };
     let listener = tokio::net::UnixListener::bind(&sock)?;
     if let Some(p) = &args.pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))?;
@@ -146,13 +154,6 @@ pub async fn run(
     d.mounts.apply(&d.ctx.config).await;
     let (tx, rx) = mpsc::channel::<Control>(16);
     let acceptor = tokio::spawn(accept(listener, tx));
-    // Handlers first: a reload or stop right after READY must not find the
-    // default action (which would kill the process).
-    let signals = Signals {
-        hup: signal(SignalKind::hangup())?,
-        term: signal(SignalKind::terminate())?,
-        int: signal(SignalKind::interrupt())?,
-    };
     notify(&format!("READY=1\nSTATUS={}", d.status()));
     tracing::info!(pid = std::process::id(), "daemon ready");
     d.serve(rx, signals).await;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::shared::Escaped;
 use serde::Serialize;
 
 /// Live counters, updated by the transfer workers.
@@ -171,8 +172,8 @@ impl Report {
             println!(
                 "would {} {} ({})",
                 r.action,
-                r.key,
-                r.reason.as_deref().unwrap_or("")
+                Escaped(&r.key),
+                Escaped(r.reason.as_deref().unwrap_or(""))
             );
         }
         if let Some(f) = &self.file {
@@ -296,8 +297,8 @@ impl ExecutionSummary {
             "{} {}: {} → {}\n  transferred {} files ({} bytes written), skipped {}, deleted {}, verified {}, failed {}\n  phases: preparing {} ms, transferring {} ms, verifying {} ms, total {} ms\n",
             self.execution_id,
             self.status,
-            self.source,
-            self.destination,
+            Escaped(&self.source),
+            Escaped(&self.destination),
             c.files_transferred,
             c.bytes_written,
             c.files_skipped,
@@ -320,14 +321,14 @@ impl ExecutionSummary {
             ));
         }
         if let Some(d) = &self.error_detail {
-            s.push_str(&format!("  error: {d}\n"));
+            s.push_str(&format!("  error: {}\n", Escaped(d)));
         }
         for f in &self.failed_objects {
             s.push_str(&format!(
                 "  failed: {} ({}): {}\n",
-                f.key,
+                Escaped(&f.key),
                 f.action,
-                f.error.as_deref().unwrap_or("")
+                Escaped(f.error.as_deref().unwrap_or(""))
             ));
         }
         if let Some(p) = &self.report_path {

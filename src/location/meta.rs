@@ -173,33 +173,44 @@ impl PosixMeta {
     }
 
     /// Reads any of the three families; keys are matched case-insensitively
-    /// because some servers capitalise them.
+    /// because some servers capitalise them. A value that does not parse or
+    /// is out of range counts as absent, with a warning naming its key.
     pub fn from_user_metadata(meta: &HashMap<String, String>) -> PosixMeta {
         let lower: HashMap<String, &str> = meta
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
             .collect();
-        let get = |k: &str| lower.get(k).map(|v| v.trim());
+        let time = |key: &str, parse: fn(&str) -> Option<i128>| field(&lower, key, &parse);
+        let id = |key: &str| field(&lower, key, &|v: &str| v.parse::<u32>().ok());
         PosixMeta {
-            mtime_ns: get("file-mtime")
-                .and_then(parse_aws_time)
-                .or_else(|| get("mtime").and_then(parse_seconds)),
-            mode: get("file-permissions")
-                .and_then(|v| u32::from_str_radix(v, 8).ok())
-                .or_else(|| get("mode").and_then(parse_bare_mode)),
-            uid: get("file-owner")
-                .or_else(|| get("uid"))
-                .and_then(|v| v.parse().ok()),
-            gid: get("file-group")
-                .or_else(|| get("gid"))
-                .and_then(|v| v.parse().ok()),
-            rdev: get("rdev").and_then(|v| v.parse().ok()),
+            mtime_ns: time("file-mtime", parse_aws_time).or_else(|| time("mtime", parse_seconds)),
+            mode: field(&lower, "file-permissions", &|v: &str| {
+                u32::from_str_radix(v, 8).ok().filter(|m| *m <= MAX_MODE)
+            })
+            .or_else(|| field(&lower, "mode", &parse_bare_mode)),
+            uid: id("file-owner").or_else(|| id("uid")),
+            gid: id("file-group").or_else(|| id("gid")),
+            rdev: field(&lower, "rdev", &|v: &str| v.parse::<u64>().ok()),
             // Ours (as file-mtime), else s3fs's decimal seconds.
-            ctime_ns: get("file-ctime")
-                .and_then(parse_aws_time)
-                .or_else(|| get("ctime").and_then(parse_seconds)),
+            ctime_ns: time("file-ctime", parse_aws_time).or_else(|| time("ctime", parse_seconds)),
         }
     }
+}
+
+/// The value of `key` as `parse` reads it; a value it refuses is absent,
+/// with a warning (a bucket's writer controls it: never a panic, never
+/// silently wrong).
+fn field<T>(
+    lower: &HashMap<String, &str>,
+    key: &str,
+    parse: &dyn Fn(&str) -> Option<T>,
+) -> Option<T> {
+    let raw = lower.get(key)?;
+    let parsed = parse(raw.trim());
+    if parsed.is_none() {
+        tracing::warn!(key, value = ?raw, "ignoring user metadata value: not a number in range");
+    }
+    parsed
 }
 
 /// (year, month 1-12, day 1-31): the proleptic Gregorian date of a day count since 1970-01-01
@@ -247,12 +258,26 @@ fn rclone_mtime(ns: i128) -> String {
     format!("{sign}{}.{:09}", a / 1_000_000_000, a % 1_000_000_000)
 }
 
+/// Times further from the epoch than this (either way) are out of range:
+/// signed 64-bit nanoseconds (years 1677 to 2262) is what every consumer
+/// (a `timespec`, a `SystemTime`, the history, a conflict's name) holds
+/// without overflow.
+const MAX_TIME_NS: i128 = i64::MAX as i128;
+
+/// Largest `st_mode`: type bits and permission bits, nothing above.
+const MAX_MODE: u32 = 0o177777;
+
+fn time_in_range(ns: i128) -> Option<i128> {
+    (ns.unsigned_abs() <= MAX_TIME_NS.unsigned_abs()).then_some(ns)
+}
+
 /// AWS's `file-mtime`: nanoseconds with an `ns` suffix, else milliseconds.
 fn parse_aws_time(v: &str) -> Option<i128> {
-    match v.strip_suffix("ns") {
-        Some(ns) => ns.parse().ok(),
-        None => v.parse::<i128>().ok().map(|ms| ms * 1_000_000),
-    }
+    let ns = match v.strip_suffix("ns") {
+        Some(ns) => ns.parse().ok()?,
+        None => v.parse::<i128>().ok()?.checked_mul(1_000_000)?,
+    };
+    time_in_range(ns)
 }
 
 /// rclone's and s3fs's `mtime`: decimal seconds, possibly fractional.
@@ -266,20 +291,24 @@ fn parse_seconds(v: &str) -> Option<i128> {
     if !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let secs: i128 = whole.parse().ok()?;
-    let mut frac_ns = 0i128;
-    for (i, b) in frac.bytes().take(9).enumerate() {
-        frac_ns += i128::from(b - b'0') * 10i128.pow(8 - i as u32);
+    // A sign belongs in front of the whole number only ("--1", "-+1").
+    if !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    let ns = secs * 1_000_000_000 + frac_ns;
-    Some(if neg { -ns } else { ns })
+    let secs: i128 = whole.parse().ok()?;
+    let frac_ns = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(9)
+        .fold(0i128, |acc, b| acc * 10 + i128::from(b - b'0'));
+    let ns = secs.checked_mul(1_000_000_000)?.checked_add(frac_ns)?;
+    time_in_range(if neg { -ns } else { ns })
 }
 
 /// A bare `mode` is decimal (s3fs) when that reads as a valid `st_mode`
 /// (a file type, and no bits above 0o177777), else octal (rclone): rclone's
 /// `100664` read as decimal is over the limit, s3fs's `33188` is not.
 fn parse_bare_mode(v: &str) -> Option<u32> {
-    const MAX_MODE: u32 = 0o177777;
     let valid = |m: u32| {
         m <= MAX_MODE
             && matches!(
@@ -439,5 +468,49 @@ mod tests {
         let ns = -1_500_000_000i128;
         assert_eq!(system_time_to_ns(ns_to_system_time(ns).unwrap()), ns);
         assert_eq!(parse_seconds(&rclone_mtime(ns)), Some(ns));
+    }
+
+    #[test]
+    fn out_of_range_times_and_ids_are_absent() {
+        let m = PosixMeta::from_user_metadata(&map(&[
+            ("file-mtime", "99999999999999999999"),
+            ("mtime", "1000000000000000000000000000000"),
+            ("file-ctime", "170141183460469231731687303715884105727ns"),
+            ("ctime", "1e30"),
+            ("file-owner", "99999999999999999999"),
+            ("file-group", "4294967296"),
+            ("file-permissions", "7777777"),
+            ("rdev", "18446744073709551616"),
+        ]));
+        assert_eq!(m, PosixMeta::default());
+        // The edges of the range still read.
+        let edge = PosixMeta::from_user_metadata(&map(&[("file-mtime", "9223372036854775807ns")]));
+        assert_eq!(edge.mtime_ns, Some(i128::from(i64::MAX)));
+        assert!(edge.mtime().is_some());
+        assert_eq!(
+            parse_seconds("-9223372036.854775807"),
+            Some(-i128::from(i64::MAX))
+        );
+        assert_eq!(parse_seconds("9223372037"), None);
+        assert_eq!(parse_seconds("--1"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_metadata_values_never_panic(key in "(?i)(file-)?(mtime|ctime|permissions|owner|group)|mode|uid|gid|rdev", value in ".{0,60}") {
+            let m = PosixMeta::from_user_metadata(&map(&[(&key, &value)]));
+            let _ = (m.mtime(), m.ctime(), m.kind());
+            if let Some(ns) = m.mtime_ns.or(m.ctime_ns) {
+                proptest::prop_assert!(ns.unsigned_abs() <= MAX_TIME_NS.unsigned_abs());
+            }
+        }
+
+        #[test]
+        fn numeric_metadata_values_never_panic(value in "-?[0-9]{0,45}(\\.[0-9]{0,12})?(ns)?") {
+            for key in ["file-mtime", "mtime", "file-ctime", "ctime"] {
+                let m = PosixMeta::from_user_metadata(&map(&[(key, &value)]));
+                let _ = (m.mtime(), m.ctime());
+            }
+        }
     }
 }

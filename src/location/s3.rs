@@ -876,7 +876,9 @@ pub fn part_size_for(len: u64, min_part: u64, max_parts: u64) -> u64 {
 }
 
 pub(super) fn budget_kib(part_size: u64) -> usize {
-    (DEFAULT_BYTE_BUDGET.max(part_size * 2) / 1024) as usize
+    let kib = DEFAULT_BYTE_BUDGET.max(part_size.saturating_mul(2)) / 1024;
+    // A semaphore holds at most usize::MAX >> 3 permits.
+    usize::try_from(kib).map_or(Semaphore::MAX_PERMITS, |k| k.min(Semaphore::MAX_PERMITS))
 }
 
 #[cfg(test)]

@@ -275,7 +275,7 @@ async fn on_end(ctx: &Context, history: &History, id: &str) {
         status: &status,
         record: &record,
     };
-    super::hooks::run_on_end(&task.on_end, &ended).await;
+    super::hooks::run_on_end(task, &ended).await;
 }
 
 fn count_end(task: &str, status: Status, c: &CounterValues, duration: Duration) {

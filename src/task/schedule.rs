@@ -8,6 +8,7 @@
 //! lists `a,b`. Times are UTC. Pure: [`Schedule::next_after`] is plain
 //! arithmetic over Unix seconds.
 
+use crate::config::units::MAX_DURATION;
 use crate::location::meta::civil_from_days;
 use std::time::Duration;
 
@@ -76,7 +77,7 @@ impl Schedule {
     /// The first time strictly after `t` (Unix seconds) when it fires.
     pub fn next_after(&self, t: i64) -> Option<i64> {
         match self {
-            Schedule::Rate(d) => Some(t + d.as_secs() as i64),
+            Schedule::Rate(d) => t.checked_add(i64::try_from(d.as_secs()).ok()?),
             Schedule::Cron(c) => c.next_after(t),
         }
     }
@@ -99,7 +100,13 @@ fn parse_rate(inner: &str) -> Result<Duration, String> {
         "day" | "days" => 86_400,
         other => return Err(format!("unknown unit `{other}`")),
     };
-    Ok(Duration::from_secs(n.saturating_mul(secs)))
+    let total = n.checked_mul(secs).filter(|t| *t <= MAX_DURATION.as_secs());
+    total.map(Duration::from_secs).ok_or_else(|| {
+        format!(
+            "rate `{inner}` is too long: at most {} days",
+            MAX_DURATION.as_secs() / 86_400
+        )
+    })
 }
 
 /// Parses one field into a bit set over `lo..=hi`.
@@ -360,6 +367,9 @@ mod tests {
             ("cron(0 0 5-1 * ? *)", "backwards"),
             ("cron(0 0 ? * FOO *)", "`FOO`"),
             ("every day", "not a rate"),
+            ("rate(106751991167300 days)", "too long"),
+            ("rate(18446744073709551615 seconds)", "too long"),
+            ("rate(3651 days)", "too long"),
         ] {
             let e = Schedule::parse(expr).unwrap_err().to_string();
             assert!(e.contains(why), "{expr}: {e}");
@@ -383,5 +393,31 @@ mod tests {
                 .next_after(0),
             None
         );
+    }
+
+    #[test]
+    fn the_longest_rate_still_gives_a_next_time() {
+        assert_eq!(next("rate(3650 days)", 0), 3650 * 86_400);
+        let far = Schedule::parse("rate(1 day)").unwrap();
+        assert_eq!(far.next_after(i64::MAX), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_expressions_never_panic(
+            expr in "(rate\\(|cron\\()?[-0-9a-zA-Z ,*/?#L]{0,40}\\)?",
+            now in 0i64..8_000_000_000,
+        ) {
+            if let Ok(s) = Schedule::parse(&expr) {
+                let _ = s.next_after(now);
+            }
+        }
+
+        #[test]
+        fn arbitrary_rates_are_bounded(n in proptest::num::u64::ANY, unit in "seconds|minutes|hours|days") {
+            if let Ok(Schedule::Rate(d)) = Schedule::parse(&format!("rate({n} {unit})")) {
+                proptest::prop_assert!(d <= MAX_DURATION);
+            }
+        }
     }
 }

@@ -71,11 +71,12 @@ pub(super) fn started_by(entry: &Entry, upload: &Listed, live: &HashSet<String>)
         // It was not open when we listed, so it began after; a server
         // whose clock says otherwise keeps no usable start times (moto
         // reports one fixed date): the listing alone decides then.
-        (Some(t), Some(listed)) if t + CLOCK_SLACK_MS >= listed => {
+        // Saturating: the times are the server's, whatever it says.
+        (Some(t), Some(listed)) if t.saturating_add(CLOCK_SLACK_MS) >= listed => {
             let ended = entry
                 .created_by_ms
-                .unwrap_or(listed + CREATE_TIMEOUT.as_millis() as i64);
-            t <= ended + CLOCK_SLACK_MS
+                .unwrap_or(listed.saturating_add(CREATE_TIMEOUT.as_millis() as i64));
+            t <= ended.saturating_add(CLOCK_SLACK_MS)
         }
         _ => true,
     }
