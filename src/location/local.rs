@@ -284,16 +284,22 @@ impl Location for LocalLocation {
             Ok(None) => return Ok(None),
             Err(e) => return Err(self.io_err("stat", key, e)),
         };
+        // A link where a directory is expected: the key is not there (the
+        // listing never goes through it either); writing it is refused.
         let found = self
             .blocking("stat", key, move || {
-                let dir = root.dir(&at.parent)?;
-                dirfd::stat_at(dir.as_fd(), &at.name)
+                let dir = match root.dir(&at.parent) {
+                    Err(e) if absent(&e) || dirfd::is_symlink_in_path(&e) => return Ok(None),
+                    r => r?,
+                };
+                match dirfd::stat_at(dir.as_fd(), &at.name) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                    r => r.map(Some),
+                }
             })
-            .await;
-        let m = match found {
-            Ok(m) => m,
-            Err(LocationError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e),
+            .await?;
+        let Some(m) = found else {
+            return Ok(None);
         };
         if m.is_dir() != key.ends_with('/') {
             return Ok(None);
