@@ -138,3 +138,95 @@ async fn create_new_refuses_to_replace() {
         .is_err());
     assert_eq!(fs::read(d.path().join("f")).unwrap(), b"f");
 }
+
+/// Swaps `a` and `b` with renameat2(RENAME_EXCHANGE) until `stop`, at most
+/// `max` times; returns how many swaps it made.
+fn swap_until(
+    a: PathBuf,
+    b: PathBuf,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    max: u64,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut n = 0;
+        while n < max && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &a,
+                rustix::fs::CWD,
+                &b,
+                rustix::fs::RenameFlags::EXCHANGE,
+            )
+            .unwrap();
+            n += 1;
+        }
+        n
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_swapped_for_a_link_mid_run_is_never_followed_by_either_resolver() {
+    for how in [Resolver::Openat2, Resolver::Walk] {
+        let outside = tempfile::tempdir().unwrap();
+        touch(outside.path(), "victim");
+        let victim_mode = fs::metadata(outside.path().join("victim")).unwrap().mode() & 0o777;
+        let d = tempfile::tempdir().unwrap();
+        touch(d.path(), "d/own");
+        std::os::unix::fs::symlink(outside.path(), d.path().join("swap")).unwrap();
+        let loc = LocalLocation::with_resolver(d.path(), how).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swaps = swap_until(
+            d.path().join("d"),
+            d.path().join("swap"),
+            stop.clone(),
+            10_000_000,
+        );
+        for i in 0..200 {
+            let key = format!("d/f{i}");
+            let src = Arc::new(super::super::MemorySource(Bytes::from(vec![1u8; 1000])));
+            let _ = loc
+                .write(&key, src, &PosixMeta::default(), WriteMode::Replace)
+                .await;
+            let _ = loc.read_range("d/victim", 0..6, None).await.map(|b| {
+                assert_ne!(&b[..], b"victim", "{how:?} read through the link");
+            });
+            let _ = loc.stat("d/victim").await.map(|s| assert!(s.is_none()));
+            let _ = loc.delete("d/victim").await;
+            let _ = loc
+                .make_dir(&format!("d/m{i}/"), &PosixMeta::default())
+                .await;
+            let private = PosixMeta {
+                mode: Some(0o100600),
+                ..Default::default()
+            };
+            let _ = loc.set_meta("d/victim", &private).await;
+        }
+        let _: Vec<_> = loc.list().collect().await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(swaps.join().unwrap() > 0);
+        let names: Vec<_> = fs::read_dir(outside.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["victim"], "{how:?}");
+        assert_eq!(fs::read(outside.path().join("victim")).unwrap(), b"victim");
+        let mode = fs::metadata(outside.path().join("victim")).unwrap().mode();
+        assert_eq!(mode & 0o777, victim_mode, "{how:?}");
+    }
+}
+
+#[tokio::test]
+async fn both_resolvers_write_list_and_prune_alike() {
+    for how in [Resolver::Openat2, Resolver::Walk] {
+        let d = tempfile::tempdir().unwrap();
+        let loc = LocalLocation::with_resolver(d.path().join("made"), how).unwrap();
+        let src = Arc::new(super::super::MemorySource(Bytes::from_static(b"x")));
+        loc.write("a/b/c", src, &PosixMeta::default(), WriteMode::Replace)
+            .await
+            .unwrap();
+        assert_eq!(collect_keys(&loc).await.unwrap(), vec!["a/b/c"], "{how:?}");
+        assert_eq!(loc.read_range("a/b/c", 0..1, None).await.unwrap(), "x");
+        loc.delete("a/b/c").await.unwrap();
+        assert_eq!(fs::read_dir(d.path().join("made")).unwrap().count(), 0);
+    }
+}
