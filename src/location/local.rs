@@ -92,7 +92,7 @@ impl LocalLocation {
     }
 
     /// The open root; `None` while the directory does not exist.
-    fn opened_root(&self) -> io::Result<Option<Arc<Root>>> {
+    pub(super) fn opened_root(&self) -> io::Result<Option<Arc<Root>>> {
         if let Some(r) = self.root.get() {
             return Ok(Some(r.clone()));
         }
@@ -129,7 +129,7 @@ impl LocalLocation {
         Ok((root, at))
     }
 
-    fn key_path(&self, key: &str) -> Result<KeyPath> {
+    pub(super) fn key_path(&self, key: &str) -> Result<KeyPath> {
         let rel = key::key_to_relpath(key).map_err(|reason| self.unsafe_key(key, reason))?;
         let name = rel
             .file_name()
@@ -197,7 +197,7 @@ impl LocalLocation {
 
 /// A missing directory on the way (or a file where one was expected) means
 /// the key is absent.
-fn absent(e: &io::Error) -> bool {
+pub(super) fn absent(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
@@ -493,54 +493,6 @@ impl Location for LocalLocation {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
-    }
-}
-
-impl LocalLocation {
-    /// Deletes `key` (a directory key: its directory, when empty); with
-    /// `prune`, the directories it leaves empty too, as a bucket has no
-    /// empty directories once their last key is gone.
-    async fn remove(&self, key: &str, prune: bool) -> Result<()> {
-        let at = self.key_path(key)?;
-        let is_dir = key.ends_with('/');
-        let root = match self.opened_root() {
-            Ok(Some(r)) => r,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(self.io_err("delete", key, e)),
-        };
-        self.blocking("delete", key, move || {
-            let dir = match root.dir(&at.parent) {
-                Err(e) if absent(&e) => return Ok(()),
-                r => r?,
-            };
-            match dirfd::unlink_in(dir.as_fd(), &at.name, is_dir) {
-                // A marker for a directory that still has content: the
-                // directory stays, as it would in a bucket.
-                Err(e) if prune && is_dir && e.raw_os_error() == Some(libc::ENOTEMPTY) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                r => r?,
-            }
-            if prune {
-                prune_empty(&root, &at.parent);
-            }
-            Ok(())
-        })
-        .await
-    }
-}
-
-/// Removes the directories of `rel` that are left empty, deepest first,
-/// each relative to its parent's descriptor; stops at the first that is not.
-fn prune_empty(root: &Root, rel: &Path) {
-    let mut dir = rel.to_path_buf();
-    while let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
-        let removed = root
-            .dir(parent)
-            .and_then(|fd| dirfd::unlink_in(fd.as_fd(), name, true));
-        if removed.is_err() {
-            break;
-        }
-        dir = parent.to_path_buf();
     }
 }
 

@@ -1,10 +1,11 @@
-//! Writing and checksumming the files of a [`LocalLocation`]: a key's
+//! Writing, deleting and checksumming the files of a [`LocalLocation`]: a key's
 //! content goes to a temp file created in the key's directory (relative to
 //! that directory's descriptor, `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600),
 //! chunks of a large source fetched concurrently and written at their
 //! offsets under a process-wide byte budget, then fsynced, given its mode,
 //! owner and mtime on the open descriptor; the caller renames it into place.
 //! Links and special files are made under the temp name the same way.
+//! Deletes unlink relative to the key's directory descriptor.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -12,12 +13,14 @@ use std::io;
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use futures::stream::{StreamExt, TryStreamExt};
 
 use super::dirfd;
-use super::local::{perm_of, LocalLocation, DEFAULT_FILE_MODE};
+use super::dirfd::Root;
+use super::local::{absent, perm_of, LocalLocation, DEFAULT_FILE_MODE};
 use super::meta::{FileKind, MAX_LINK_TARGET};
 use super::special;
 use super::{ByteSource, Checksum, Location, LocationError, PosixMeta, Result, WriteOutcome};
@@ -247,5 +250,53 @@ impl LocalLocation {
             }
         })
         .await
+    }
+}
+
+impl LocalLocation {
+    /// Deletes `key` (a directory key: its directory, when empty); with
+    /// `prune`, the directories it leaves empty too, as a bucket has no
+    /// empty directories once their last key is gone.
+    pub(super) async fn remove(&self, key: &str, prune: bool) -> Result<()> {
+        let at = self.key_path(key)?;
+        let is_dir = key.ends_with('/');
+        let root = match self.opened_root() {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(self.io_err("delete", key, e)),
+        };
+        self.blocking("delete", key, move || {
+            let dir = match root.dir(&at.parent) {
+                Err(e) if absent(&e) => return Ok(()),
+                r => r?,
+            };
+            match dirfd::unlink_in(dir.as_fd(), &at.name, is_dir) {
+                // A marker for a directory that still has content: the
+                // directory stays, as it would in a bucket.
+                Err(e) if prune && is_dir && e.raw_os_error() == Some(libc::ENOTEMPTY) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                r => r?,
+            }
+            if prune {
+                prune_empty(&root, &at.parent);
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Removes the directories of `rel` that are left empty, deepest first,
+/// each relative to its parent's descriptor; stops at the first that is not.
+fn prune_empty(root: &Root, rel: &Path) {
+    let mut dir = rel.to_path_buf();
+    while let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
+        let removed = root
+            .dir(parent)
+            .and_then(|fd| dirfd::unlink_in(fd.as_fd(), name, true));
+        if removed.is_err() {
+            break;
+        }
+        dir = parent.to_path_buf();
     }
 }
