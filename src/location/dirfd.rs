@@ -130,6 +130,9 @@ impl Root {
             match self.openat2(rel) {
                 Ok(fd) => return Ok(fd),
                 Err(Errno::NOSYS) => OPENAT2_MISSING.store(true, Ordering::Relaxed),
+                // Some seccomp profiles answer EPERM for a system call they
+                // do not know: the walk is as safe.
+                Err(Errno::PERM) => {}
                 // Walked again only to name the link (or the file) in the
                 // way; the walk is as safe, so a raced success is fine.
                 Err(Errno::LOOP | Errno::NOTDIR | Errno::XDEV) => {}

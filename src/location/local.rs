@@ -87,10 +87,6 @@ impl LocalLocation {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root_path
-    }
-
     /// The open root; `None` while the directory does not exist.
     pub(super) fn opened_root(&self) -> io::Result<Option<Arc<Root>>> {
         if let Some(r) = self.root.get() {
