@@ -134,8 +134,9 @@ impl Root {
                 // do not know: the walk is as safe.
                 Err(Errno::PERM) => {}
                 // Walked again only to name the link (or the file) in the
-                // way; the walk is as safe, so a raced success is fine.
-                Err(Errno::LOOP | Errno::NOTDIR | Errno::XDEV) => {}
+                // way, or after renames kept racing the lookup (EAGAIN);
+                // the walk is as safe, so a raced success is fine.
+                Err(Errno::LOOP | Errno::NOTDIR | Errno::XDEV | Errno::AGAIN) => {}
                 Err(e) => return Err(e.into()),
             }
         }
