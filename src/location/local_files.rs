@@ -5,10 +5,9 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 
+use super::dirfd::Found;
 use super::meta::{FileKind, PosixMeta};
-use super::special;
 
 /// Prefix of our temp files; they are never listed as keys.
 pub(super) const TEMP_PREFIX: &str = ".syncmount-";
@@ -44,21 +43,16 @@ pub(super) fn pid_alive(pid: u32) -> bool {
     }
 }
 
-pub(super) fn meta_of(m: &fs::Metadata) -> PosixMeta {
-    let mtime_ns = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
-    let rdev = matches!(
-        special::kind_of(m),
-        FileKind::CharDevice | FileKind::BlockDevice
-    )
-    .then(|| m.rdev());
+pub(super) fn meta_of(m: &Found) -> PosixMeta {
+    let rdev = matches!(m.kind(), FileKind::CharDevice | FileKind::BlockDevice).then_some(m.rdev);
     PosixMeta {
-        mtime_ns: Some(mtime_ns),
-        mode: Some(m.mode()),
-        uid: Some(m.uid()),
-        gid: Some(m.gid()),
+        mtime_ns: Some(m.mtime_ns),
+        mode: Some(m.mode),
+        uid: Some(m.uid),
+        gid: Some(m.gid),
         rdev,
         // Shown by a mount of the directory; never written elsewhere
         // (meta_to_write drops it).
-        ctime_ns: Some(i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())),
+        ctime_ns: Some(m.ctime_ns),
     }
 }

@@ -8,10 +8,12 @@
 //! both go through the same `write`, so atomicity, multipart and checksums live
 //! in the store, once.
 
+pub mod dirfd;
 pub mod key;
 pub mod known_meta;
 pub mod local;
 mod local_files;
+mod local_write;
 pub mod memory;
 pub mod meta;
 pub mod s3;

@@ -11,49 +11,33 @@
 //! New links and nodes are made under a temp name in the target directory
 //! and renamed over the key, so a reader sees the old entry or the new one.
 
-use std::ffi::CString;
-use std::fs;
+use std::ffi::OsStr;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
+use rustix::fs::{self as rfs, FileType, Mode};
+use rustix::io::Errno;
+
+use super::dirfd::{self, Found};
 use super::meta::{FileKind, PosixMeta};
-
-/// What a key holds locally: its kind from `lstat`'s mode.
-pub fn kind_of(m: &fs::Metadata) -> FileKind {
-    FileKind::of_mode(m.mode())
-}
 
 /// The size a key of this local kind lists with: a link's target length,
 /// nothing for special files.
-pub fn listed_size(m: &fs::Metadata) -> u64 {
-    match kind_of(m) {
+pub fn listed_size(m: &Found) -> u64 {
+    match m.kind() {
         FileKind::Dir => 0,
         k if k.is_special() => 0,
         // lstat's size of a link is its target's length.
-        _ => m.len(),
+        _ => m.size,
     }
 }
 
-/// The content of a link or special file (never opened).
-pub fn content(path: &Path, kind: FileKind) -> io::Result<Vec<u8>> {
+/// The content of a link or special file `name` in `dir` (never opened).
+pub fn content(dir: BorrowedFd<'_>, name: &OsStr, kind: FileKind) -> io::Result<Vec<u8>> {
     match kind {
-        FileKind::Symlink => Ok(fs::read_link(path)?.as_os_str().as_bytes().to_vec()),
+        FileKind::Symlink => dirfd::read_link_at(dir, name),
         _ => Ok(Vec::new()),
-    }
-}
-
-fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
-}
-
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
@@ -71,10 +55,15 @@ impl From<io::Error> for MakeError {
     }
 }
 
-/// Makes `tmp` as a link to `target` or a node of `meta`'s kind, with the
-/// metadata applied (nothing followed).
-pub fn make(tmp: &Path, kind: FileKind, target: &[u8], meta: &PosixMeta) -> Result<(), MakeError> {
-    let c = cpath(tmp)?;
+/// Makes `tmp` in `dir` as a link to `target` or a node of `meta`'s kind,
+/// with the metadata applied (nothing followed).
+pub fn make(
+    dir: BorrowedFd<'_>,
+    tmp: &OsStr,
+    kind: FileKind,
+    target: &[u8],
+    meta: &PosixMeta,
+) -> Result<(), MakeError> {
     match kind {
         FileKind::Symlink => {
             if target.is_empty() || target.contains(&0) {
@@ -83,89 +72,86 @@ pub fn make(tmp: &Path, kind: FileKind, target: &[u8], meta: &PosixMeta) -> Resu
                     "a symbolic link's target must be non-empty and contain no NUL byte",
                 )));
             }
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), tmp)?;
+            rfs::symlinkat(OsStr::from_bytes(target), dir, tmp).map_err(io::Error::from)?;
         }
         _ => {
-            let mode = kind.type_bits() | meta.mode.map_or(0o644, |m| m & 0o7777);
-            let rdev = meta.rdev.unwrap_or(0) as libc::dev_t;
-            // SAFETY: `c` is a valid NUL-terminated path.
-            let rc = unsafe { libc::mknod(c.as_ptr(), mode, rdev) };
-            if let Err(e) = check(rc) {
-                if e.raw_os_error() == Some(libc::EPERM) {
+            let perm = meta.mode.map_or(0o644, |m| m & 0o7777);
+            let file_type = FileType::from_raw_mode(kind.type_bits());
+            let rdev = meta.rdev.unwrap_or(0);
+            // Made private; the mode is set once the node is pinned.
+            match rfs::mknodat(dir, tmp, file_type, Mode::from_raw_mode(perm & 0o700), rdev) {
+                Ok(()) => {}
+                Err(Errno::PERM) => {
                     return Err(MakeError::NotPermitted(format!(
                         "a {} can be created only by root (mknod needs CAP_MKNOD); skipped",
                         kind.name()
-                    )));
+                    )))
                 }
-                return Err(e.into());
+                Err(e) => return Err(MakeError::Io(e.into())),
             }
         }
     }
-    apply_meta(tmp, kind, meta)?;
+    let applied = PosixMeta {
+        mode: Some(meta.mode.unwrap_or(kind.type_bits() | 0o644)),
+        ..*meta
+    };
+    apply_meta(dir, tmp, kind, &applied)?;
     Ok(())
 }
 
 /// Applies mode, owner (as root) and mtime to a link or node without
 /// following it. A link's own mode cannot be changed on Linux (always 0777).
-pub fn apply_meta(path: &Path, kind: FileKind, meta: &PosixMeta) -> io::Result<()> {
-    let c = cpath(path)?;
-    if kind != FileKind::Symlink {
-        if let Some(mode) = meta.mode {
-            // fchmodat does not follow a non-link; the node is not opened.
-            // SAFETY: `c` is a valid NUL-terminated path.
-            check(unsafe { libc::fchmodat(libc::AT_FDCWD, c.as_ptr(), mode & 0o7777, 0) })?;
-        }
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 && (meta.uid.is_some() || meta.gid.is_some()) {
-        let (u, g) = (meta.uid.unwrap_or(u32::MAX), meta.gid.unwrap_or(u32::MAX));
-        // SAFETY: `c` is a valid NUL-terminated path; -1 leaves an id as is.
-        let _ = unsafe { libc::lchown(c.as_ptr(), u, g) };
-    }
-    if let Some(ns) = meta.mtime_ns {
-        let mtime = libc::timespec {
-            tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
-            tv_nsec: ns.rem_euclid(1_000_000_000) as libc::c_long,
-        };
-        let atime = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        };
-        let times = [atime, mtime];
-        // SAFETY: `c` is a valid path and `times` holds two timespecs.
-        check(unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                times.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        })?;
-    }
-    Ok(())
+pub fn apply_meta(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    kind: FileKind,
+    meta: &PosixMeta,
+) -> io::Result<()> {
+    let perm = meta
+        .mode
+        .filter(|_| kind != FileKind::Symlink)
+        .map(|m| m & 0o7777);
+    dirfd::apply_meta_at(dir, name, perm, meta)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::location::meta::{S_IFIFO, S_IFLNK};
+    use std::os::fd::{AsFd, OwnedFd};
+
+    fn open_dir(d: &tempfile::TempDir) -> OwnedFd {
+        rfs::open(
+            d.path(),
+            rfs::OFlags::PATH | rfs::OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap()
+    }
 
     #[test]
     fn a_link_is_made_with_its_time_and_never_followed() {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("l");
+        let dir = open_dir(&d);
         let meta = PosixMeta {
             mtime_ns: Some(1_600_000_000_123_000_000),
             mode: Some(S_IFLNK | 0o777),
             ..Default::default()
         };
-        make(&p, FileKind::Symlink, b"../../etc/passwd", &meta).unwrap();
-        let m = fs::symlink_metadata(&p).unwrap();
-        assert_eq!(kind_of(&m), FileKind::Symlink);
-        assert_eq!(m.mtime(), 1_600_000_000);
-        assert_eq!(m.mtime_nsec(), 123_000_000);
+        let name = OsStr::new("l");
+        make(
+            dir.as_fd(),
+            name,
+            FileKind::Symlink,
+            b"../../etc/passwd",
+            &meta,
+        )
+        .unwrap();
+        let m = dirfd::stat_at(dir.as_fd(), name).unwrap();
+        assert_eq!(m.kind(), FileKind::Symlink);
+        assert_eq!(m.mtime_ns, 1_600_000_000_123_000_000);
         assert_eq!(
-            content(&p, FileKind::Symlink).unwrap(),
+            content(dir.as_fd(), name, FileKind::Symlink).unwrap(),
             b"../../etc/passwd".to_vec()
         );
         assert_eq!(listed_size(&m), 16);
@@ -174,23 +160,26 @@ mod tests {
     #[test]
     fn a_fifo_is_made_with_its_mode() {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("f");
+        let dir = open_dir(&d);
         let meta = PosixMeta {
             mode: Some(S_IFIFO | 0o640),
             ..Default::default()
         };
-        make(&p, FileKind::Fifo, b"", &meta).unwrap();
-        let m = fs::symlink_metadata(&p).unwrap();
-        assert_eq!(kind_of(&m), FileKind::Fifo);
-        assert_eq!(m.mode() & 0o7777, 0o640);
+        let name = OsStr::new("f");
+        make(dir.as_fd(), name, FileKind::Fifo, b"", &meta).unwrap();
+        let m = dirfd::stat_at(dir.as_fd(), name).unwrap();
+        assert_eq!(m.kind(), FileKind::Fifo);
+        assert_eq!(m.mode & 0o7777, 0o640);
         assert_eq!(listed_size(&m), 0);
     }
 
     #[test]
     fn an_empty_link_target_is_refused() {
         let d = tempfile::tempdir().unwrap();
+        let dir = open_dir(&d);
         let err = make(
-            &d.path().join("l"),
+            dir.as_fd(),
+            OsStr::new("l"),
             FileKind::Symlink,
             b"",
             &PosixMeta::default(),

@@ -764,4 +764,5 @@ pub fn tempdir() -> tempfile::TempDir {
 pub mod daemon;
 pub mod fault_proxy;
 pub mod mount;
+pub mod sentinel;
 pub mod tasks;
