@@ -71,7 +71,7 @@ else
     for f in tests/*.rs; do
         name=$(basename "$f" .rs)
         case $name in
-            mount_* | daemon_mounts) serial+=(--test "$name") ;;
+            mount_* | daemon_mounts | local_links_outside_root) serial+=(--test "$name") ;;
             *) parallel+=(--test "$name") ;;
         esac
     done
