@@ -112,6 +112,10 @@ pub struct ObjectRecord {
     /// `socket`, `character device`, `block device`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
+    /// Privileged metadata not written (setuid/setgid bits the task does
+    /// not preserve): `location/privilege.rs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<String>,
 }
 
 /// Where the per-object log lines go (a task's `log_level = "transfer"`

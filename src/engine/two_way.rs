@@ -139,6 +139,7 @@ struct Pair {
     /// Conflict names this execution writes: their own keys are left to
     /// the next run (see `Item::after`).
     conflict_names: Mutex<std::collections::HashSet<String>>,
+    privileges: crate::location::privilege::Privileges,
 }
 
 fn record(key: &str, action: &'static str, result: &'static str, reason: String) -> ObjectRecord {
@@ -152,6 +153,7 @@ fn record(key: &str, action: &'static str, result: &'static str, reason: String)
         checksum: None,
         verified: false,
         kind: None,
+        dropped: None,
     }
 }
 
@@ -200,6 +202,7 @@ impl Pair {
             verify: self.verify,
             dry_run: self.dry_run,
             cache: None,
+            privileges: self.privileges,
         }
     }
 
@@ -1091,6 +1094,7 @@ pub async fn execute(
         spool,
         fatal: Mutex::new(None),
         conflict_names: Mutex::default(),
+        privileges: req.options.privileges,
     };
     let clock = Clock {
         start: Instant::now(),

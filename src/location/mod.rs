@@ -14,6 +14,7 @@ pub mod local;
 mod local_files;
 pub mod memory;
 pub mod meta;
+pub mod privilege;
 pub mod s3;
 mod s3_list;
 pub mod s3_settings;
