@@ -735,13 +735,14 @@ impl Filesystem for MountFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let res = self.child(parent, name).and_then(|key| {
             let meta = new_meta(&self.core, req, libc::S_IFREG, mode, umask);
             let meta = self.core.allowed(&key, caller(req), meta)?;
-            let (staged, a) = self.run(self.core.create(&key, meta))?;
+            let exclusive = flags & libc::O_EXCL != 0;
+            let (staged, a) = self.run(self.core.create(&key, meta, exclusive, caller(req)))?;
             let attr = self.entry(&key, &a);
             lock(&self.opened_versions).remove(&attr.ino.0);
             Ok((attr, self.add_handle(Handle::Write(staged))))
