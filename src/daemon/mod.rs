@@ -107,7 +107,7 @@ pub async fn run(
         return background::daemonize(&args, &state_dir, config_path.as_deref()).await;
     }
     let config = Config::load(config_path.as_deref()).map_err(|e| UsageError(e.to_string()))?;
-    std::fs::create_dir_all(&state_dir)?;
+    crate::shared::private::create_state_dir(&state_dir)?;
     if let Some(Ok(r)) = control::ask(&state_dir, &Request::Ping).await {
         return Err(UsageError(format!(
             "a daemon (pid {}) already serves {}",
@@ -116,9 +116,7 @@ pub async fn run(
         ))
         .into());
     }
-    let sock = control::socket_path(&state_dir);
-    let _ = std::fs::remove_file(&sock);
-    let listener = tokio::net::UnixListener::bind(&sock)?;
+    let listener = control::bind(&state_dir)?;
     if let Some(p) = &args.pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))?;
     }
@@ -157,7 +155,7 @@ pub async fn run(
     tracing::info!(pid = std::process::id(), "daemon ready");
     d.serve(rx, signals).await;
     acceptor.abort();
-    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(control::socket_path(&state_dir));
     d.shutdown(Duration::from_secs(args.grace_seconds)).await;
     if let Some(m) = metrics {
         m.abort();

@@ -153,11 +153,11 @@ impl Report {
         let file = match path {
             Some(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
+                    crate::shared::private::create_dir(dir)?;
                 }
-                Some(Mutex::new(std::io::BufWriter::new(std::fs::File::create(
-                    p,
-                )?)))
+                Some(Mutex::new(std::io::BufWriter::new(
+                    crate::shared::private::create_file(p)?,
+                )))
             }
             None => None,
         };

@@ -52,14 +52,14 @@ pub struct Staged {
 impl Staged {
     /// A new empty staged file for `key` in `dir`.
     pub fn create(dir: &Path, key: &str, meta: PosixMeta) -> io::Result<Staged> {
-        std::fs::create_dir_all(dir)?;
+        crate::shared::private::own_dir(dir)?;
         let name = format!(
             ".stage-{}-{:016x}",
             std::process::id(),
             rand::random::<u64>()
         );
         let path = dir.join(name);
-        let file = std::fs::OpenOptions::new()
+        let file = crate::shared::private::options()
             .read(true)
             .write(true)
             .create_new(true)
