@@ -369,9 +369,13 @@ impl Core {
             _ => {}
         }
         let staged = Arc::new(Staged::create(&self.settings.staging_dir, key, meta)?);
+        if found.is_none() {
+            staged.set_created_by(Some(caller));
+        }
         if let Some(old) = lock(&self.staged).insert(key.to_string(), staged.clone()) {
             // An earlier writer's content is replaced by the new file.
             old.mark_unlinked();
+            staged.set_created_by(None);
         }
         self.note(key, true);
         self.invalidate(key);
@@ -382,12 +386,41 @@ impl Core {
     /// Uploads a staged file if it changed (close and fsync).
     pub async fn commit(&self, staged: &Staged) -> FsResult<()> {
         let key = staged.key();
-        let res = staged.upload(&self.loc).await;
+        let mut res = staged.upload(&self.loc).await.map_err(FsError::from);
+        if let (Err(_), Some(caller)) = (&res, staged.created_by()) {
+            res = self.replace_found(staged, caller, res).await;
+        }
         if res.is_err() {
             self.metrics.upload_failures.inc();
         }
         self.invalidate(&key);
-        res.map_err(FsError::from)
+        res
+    }
+
+    /// The upload of a file `caller` made under a free name failed: when
+    /// another client made that name meanwhile, what is there now is
+    /// replaced only for a caller who may write it (EACCES otherwise, the
+    /// object left alone); any other failure stands.
+    async fn replace_found(
+        &self,
+        staged: &Staged,
+        caller: Caller,
+        failed: FsResult<()>,
+    ) -> FsResult<()> {
+        let key = staged.key();
+        self.invalidate(&key);
+        match self.probe_store(&key).await? {
+            None => failed,
+            Some(a) if a.is_dir => Err(FsError::IsDir),
+            Some(a) if !may_access(&a, caller, WRITE) => {
+                tracing::warn!(key = %key, uid = caller.uid, "another client made this name while it was written: not replaced (no write permission)");
+                Err(FsError::NotPermitted(Refusal::Replace))
+            }
+            Some(_) => {
+                staged.set_created_by(None);
+                staged.upload(&self.loc).await.map_err(FsError::from)
+            }
+        }
     }
 
     /// Uploads every open file with unsaved changes (before unmounting);
