@@ -97,6 +97,15 @@ async fn setuid_bits_and_devices_from_a_bucket_are_dropped_by_default_and_report
             out.stderr
         );
     }
+    // The next run finds the file as it would write it: nothing to do for
+    // it; the device is reported again.
+    let again = sync_ok(
+        &s,
+        state.path(),
+        &[&s.url(&bucket, ""), &path_str(dst.path())],
+    );
+    assert_eq!(counter(&again, "FilesTransferred"), 0, "{again}");
+    assert_eq!(counter(&again, "FilesSkipped"), 2, "{again}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -85,6 +85,7 @@ impl TaskOptions {
             preserve_deleted: self.preserve_deleted,
             filter,
             dst_keys_are_paths: dst.keys_are_paths(),
+            privileges: self.privileges,
         }
     }
 }

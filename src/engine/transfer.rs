@@ -125,7 +125,7 @@ impl Transfer {
             return;
         }
         match self.infos(&src, &dst).await {
-            Ok((si, di)) => match decide_with_info(&si, &di) {
+            Ok((si, di)) => match decide_with_info(&self.as_written(&si), &di) {
                 None => {
                     if let Some(c) = &self.cache {
                         c.record(&src.key, source_fingerprint(&src), fingerprint(&dst));
@@ -361,6 +361,16 @@ impl Transfer {
             .write(dst_key, source, &meta, WriteMode::Replace)
             .await?;
         Ok((out, (meta.kind(), dropped)))
+    }
+
+    /// The source's `info` as a copy here would write it (without the
+    /// setuid/setgid bits a local destination does not keep), to compare.
+    fn as_written(&self, info: &ObjectInfo) -> ObjectInfo {
+        let mut i = info.clone();
+        if self.dst.keys_are_paths() {
+            i.meta = crate::location::privilege::as_written(&i.meta, self.privileges);
+        }
+        i
     }
 
     /// What of `meta` may be written at a destination that makes local

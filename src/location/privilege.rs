@@ -75,22 +75,27 @@ pub fn unprivileged(meta: &PosixMeta, p: Privileges) -> Unprivileged {
             kind.name()
         ));
     }
-    let setid = meta.mode.map_or(0, |m| m & SETID_BITS);
-    if setid == 0 || p.setid == PreserveSetid::Preserve {
-        return Unprivileged::Write {
-            meta: *meta,
-            dropped: None,
-        };
-    }
-    let mut kept = *meta;
-    kept.mode = meta.mode.map(|m| m & !SETID_BITS);
+    let kept = as_written(meta, p);
+    let dropped = meta.mode.unwrap_or(0) & !kept.mode.unwrap_or(0) & SETID_BITS;
     Unprivileged::Write {
         meta: kept,
-        dropped: Some(format!(
-            "{} dropped (preserve_setid = \"none\")",
-            setid_names(setid)
-        )),
+        dropped: (dropped != 0).then(|| {
+            format!(
+                "{} dropped (preserve_setid = \"none\")",
+                setid_names(dropped)
+            )
+        }),
     }
+}
+
+/// `meta` with the setuid/setgid bits `p` does not keep taken off: what a
+/// written file gets, and what a comparison with one should expect.
+pub fn as_written(meta: &PosixMeta, p: Privileges) -> PosixMeta {
+    let mut kept = *meta;
+    if p.setid == PreserveSetid::None {
+        kept.mode = meta.mode.map(|m| m & !SETID_BITS);
+    }
+    kept
 }
 
 fn setid_names(bits: u32) -> &'static str {
