@@ -111,7 +111,8 @@ async fn what_the_daemon_keeps_is_private_under_umask_000_and_nobody_is_refused(
     common::write_tree(&env.root().join("a"), &[("one.txt", b"one")]);
     common::write_tree(&env.root().join("c"), &[("two.txt", b"two")]);
     let mnt = env.root().join("mnt");
-    let d = Daemon::start(&env, &mnt);
+    let pid_file = common::path_str(&env.state.join("daemon.pid"));
+    let d = Daemon::start_with(&env, &["--pid-file", &pid_file], &mnt);
 
     for task in ["a-b", "c-b2"] {
         let id = env.start(task, &[]);
@@ -131,6 +132,11 @@ async fn what_the_daemon_keeps_is_private_under_umask_000_and_nobody_is_refused(
     for want in [
         "history.db",
         "known-meta.db",
+        "daemon.pid",
+        "history.db-wal",
+        "pairs",
+        "bases",
+        "locks",
         "daemon.sock",
         "reports",
         "executions",

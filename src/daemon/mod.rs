@@ -118,7 +118,7 @@ pub async fn run(
     }
     let listener = control::bind(&state_dir)?;
     if let Some(p) = &args.pid_file {
-        std::fs::write(p, format!("{}\n", std::process::id()))?;
+        crate::shared::private::write_file(p, format!("{}\n", std::process::id()))?;
     }
     let metrics = crate::metrics::serve(args.metrics_addr)
         .await
