@@ -1,7 +1,7 @@
 //! Through a mount of a local directory, a user other than root writes no
 //! setuid/setgid bit and no device into that directory (the rule `sync`
 //! follows for a bucket's metadata, `location/privilege.rs`): their chmod
-//! keeps its other bits, the set-ID ones are dropped.
+//! keeps its other bits, the set-ID ones are dropped; root's are kept.
 
 mod common;
 
@@ -35,5 +35,9 @@ fn set_id_bits_from_another_user_do_not_reach_the_local_directory() {
         "set-ID bits reached the disk"
     );
 
+    std::fs::write(m.path("roots"), b"x").unwrap();
+    std::fs::set_permissions(m.path("roots"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let on_disk = std::fs::metadata(src.path().join("roots")).unwrap();
+    assert_eq!(on_disk.mode() & 0o7777, 0o4755, "root's own chmod is kept");
     assert_eq!(m.unmount(), Some(0));
 }

@@ -19,9 +19,17 @@ const MEM: (u32, u32) = (1, 1);
 async fn put_privileged(s: &S3Server, bucket: &str) {
     let client = s.client().await;
     let dev = libc::makedev(MEM.0, MEM.1).to_string();
-    for (key, body, mode, rdev) in [
-        ("bin/su", &b"#!/bin/sh\nid\n"[..], "0104755", None),
-        ("mem", &b""[..], "020666", Some(dev)),
+    // `bin/sg` has an owner: restoring it must not clear the bits again.
+    for (key, body, mode, rdev, owner) in [
+        ("bin/su", &b"#!/bin/sh\nid\n"[..], "0104755", None, None),
+        (
+            "bin/sg",
+            &b"#!/bin/sh\nid -g\n"[..],
+            "0102755",
+            None,
+            Some("0"),
+        ),
+        ("mem", &b""[..], "020666", Some(dev), None),
     ] {
         let mut put = client
             .put_object()
@@ -32,6 +40,9 @@ async fn put_privileged(s: &S3Server, bucket: &str) {
             .body(aws_sdk_s3::primitives::ByteStream::from(body.to_vec()));
         if let Some(r) = rdev {
             put = put.metadata("rdev", r);
+        }
+        if let Some(o) = owner {
+            put = put.metadata("file-owner", o).metadata("file-group", o);
         }
         put.send()
             .await
@@ -80,6 +91,15 @@ async fn setuid_bits_and_devices_from_a_bucket_are_dropped_by_default_and_report
             .is_some_and(|d| d.contains("setuid bit dropped")),
         "{su_line}"
     );
+    let sg = std::fs::symlink_metadata(dst.path().join("bin/sg")).unwrap();
+    assert_eq!(sg.mode() & 0o7777, 0o755, "the setgid bit was written");
+    let sg_line = records_for(&lines, "bin/sg")[0];
+    assert!(
+        sg_line["dropped"]
+            .as_str()
+            .is_some_and(|d| d.contains("setgid bit dropped")),
+        "{sg_line}"
+    );
     let mem_line = records_for(&lines, "mem")[0];
     assert_eq!(mem_line["result"], "skipped", "{mem_line}");
     assert!(
@@ -105,7 +125,7 @@ async fn setuid_bits_and_devices_from_a_bucket_are_dropped_by_default_and_report
         &[&s.url(&bucket, ""), &path_str(dst.path())],
     );
     assert_eq!(counter(&again, "FilesTransferred"), 0, "{again}");
-    assert_eq!(counter(&again, "FilesSkipped"), 2, "{again}");
+    assert_eq!(counter(&again, "FilesSkipped"), 3, "{again}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -132,6 +152,13 @@ async fn setuid_bits_and_devices_are_restored_when_the_task_asks() {
     assert_eq!(counter(&summary, "SpecialFilesTransferred"), 1, "{summary}");
     let su = std::fs::symlink_metadata(dst.path().join("bin/su")).unwrap();
     assert_eq!(su.mode() & 0o7777, 0o4755);
+    let sg = std::fs::symlink_metadata(dst.path().join("bin/sg")).unwrap();
+    assert_eq!(
+        sg.mode() & 0o7777,
+        0o2755,
+        "restored, then cleared by chown"
+    );
+    assert_eq!(sg.uid(), 0);
     let mem = std::fs::symlink_metadata(dst.path().join("mem")).unwrap();
     assert!(mem.file_type().is_char_device());
     assert_eq!(mem.rdev(), libc::makedev(MEM.0, MEM.1));

@@ -171,12 +171,13 @@ fn apply_meta(
     } else {
         DEFAULT_FILE_MODE
     };
-    let perm = meta.mode.map(|m| m & 0o7777).unwrap_or(default);
-    fs::set_permissions(path, fs::Permissions::from_mode(perm))?;
+    // Owner first: chown clears setuid/setgid bits, which the mode then sets.
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 && (meta.uid.is_some() || meta.gid.is_some()) {
         let _ = std::os::unix::fs::chown(path, meta.uid, meta.gid);
     }
+    let perm = meta.mode.map(|m| m & 0o7777).unwrap_or(default);
+    fs::set_permissions(path, fs::Permissions::from_mode(perm))?;
     if let Some(t) = meta.mtime() {
         match file {
             Some(f) => f.set_modified(t)?,
