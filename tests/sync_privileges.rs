@@ -50,6 +50,15 @@ async fn put_privileged(s: &S3Server, bucket: &str) {
     }
 }
 
+/// The report line of `key` names `what` among what was dropped.
+fn assert_dropped(lines: &[serde_json::Value], key: &str, what: &str) {
+    let line = records_for(lines, key)[0];
+    assert!(
+        line["dropped"].as_str().is_some_and(|d| d.contains(what)),
+        "{line}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn setuid_bits_and_devices_from_a_bucket_are_dropped_by_default_and_reported() {
     common::require_root("checking what root writes");
@@ -83,23 +92,11 @@ async fn setuid_bits_and_devices_from_a_bucket_are_dropped_by_default_and_report
     assert_eq!(counter(&summary, "SpecialFilesTransferred"), 0, "{summary}");
 
     let lines = read_report(&report);
-    let su_line = records_for(&lines, "bin/su")[0];
-    assert_eq!(su_line["result"], "ok", "{su_line}");
-    assert!(
-        su_line["dropped"]
-            .as_str()
-            .is_some_and(|d| d.contains("setuid bit dropped")),
-        "{su_line}"
-    );
+    assert_eq!(records_for(&lines, "bin/su")[0]["result"], "ok");
+    assert_dropped(&lines, "bin/su", "setuid bit dropped");
     let sg = std::fs::symlink_metadata(dst.path().join("bin/sg")).unwrap();
     assert_eq!(sg.mode() & 0o7777, 0o755, "the setgid bit was written");
-    let sg_line = records_for(&lines, "bin/sg")[0];
-    assert!(
-        sg_line["dropped"]
-            .as_str()
-            .is_some_and(|d| d.contains("setgid bit dropped")),
-        "{sg_line}"
-    );
+    assert_dropped(&lines, "bin/sg", "setgid bit dropped");
     let mem_line = records_for(&lines, "mem")[0];
     assert_eq!(mem_line["result"], "skipped", "{mem_line}");
     assert!(
@@ -198,5 +195,44 @@ async fn a_task_in_the_config_takes_the_same_options() {
         "{}{}",
         refused.stdout,
         refused.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_way_sync_drops_and_reports_them_the_same_way() {
+    common::require_root("checking what root writes");
+    let s = common::moto();
+    let bucket = s.new_bucket("privileged-two-way").await;
+    put_privileged(&s, &bucket).await;
+    let dst = common::tempdir();
+    let state = common::tempdir();
+    let report = state.path().join("report.jsonl");
+    let summary = sync_ok(
+        &s,
+        state.path(),
+        &[
+            &s.url(&bucket, ""),
+            &path_str(dst.path()),
+            "--two-way",
+            "--report",
+            &path_str(&report),
+        ],
+    );
+    assert_eq!(counter(&summary, "FilesSkipped"), 1, "{summary}");
+    let su = std::fs::symlink_metadata(dst.path().join("bin/su")).unwrap();
+    assert_eq!(su.mode() & 0o7777, 0o755);
+    assert!(std::fs::symlink_metadata(dst.path().join("mem")).is_err());
+    let lines = read_report(&report);
+    assert_dropped(&lines, "bin/su", "setuid bit dropped");
+    // The bucket keeps what it holds: the next run copies nothing back.
+    let again = sync_ok(
+        &s,
+        state.path(),
+        &[&s.url(&bucket, ""), &path_str(dst.path()), "--two-way"],
+    );
+    assert_eq!(counter(&again, "FilesTransferred"), 0, "{again}");
+    assert_eq!(
+        s.head_metadata(&bucket, "bin/su").await["file-permissions"],
+        "0104755"
     );
 }

@@ -261,9 +261,9 @@ impl Transfer {
         src: &Entry,
         info: Option<ObjectInfo>,
         dst_key: &str,
-    ) -> Result<(WriteOutcome, bool), LocationError> {
-        let (out, verified, _) = self.copy_kind_to(src, info, dst_key).await?;
-        Ok((out, verified))
+    ) -> Result<(WriteOutcome, bool, Option<String>), LocationError> {
+        let (out, verified, (_, dropped)) = self.copy_kind_to(src, info, dst_key).await?;
+        Ok((out, verified, dropped))
     }
 
     /// [`copy_to`](Self::copy_to), also saying what kind of file was copied

@@ -385,10 +385,11 @@ impl Pair {
             .copy_to(entry, info, &entry.key)
             .await
         {
-            Ok((out, verified)) => {
+            Ok((out, verified, dropped)) => {
                 self.copied(to, out.bytes, verified);
                 r.checksum = out.stored.map(|c| c.to_string());
                 r.verified = verified;
+                r.dropped = dropped;
                 self.record_copied(from, entry, &meta, out.crc32c).await;
                 self.report.record(r);
             }
@@ -687,7 +688,7 @@ impl Pair {
                     .copy_to(le, Some(li.clone()), name)
                     .await
                 {
-                    Ok((out, verified)) => self.copied(to, out.bytes, verified),
+                    Ok((out, verified, _)) => self.copied(to, out.bytes, verified),
                     Err(e) => {
                         let why = self.explain(&e).await;
                         return self.failed(key, "conflict", reason, why);
@@ -697,8 +698,9 @@ impl Pair {
         }
         let meta = meta_to_write(we, Some(&wi));
         match self.transfer(w, l).copy_to(we, Some(wi), key).await {
-            Ok((out, verified)) => {
+            Ok((out, verified, dropped)) => {
                 self.copied(l, out.bytes, verified);
+                r.dropped = dropped;
                 self.record_copied(w, we, &meta, out.crc32c).await;
                 self.report.record(r);
             }
