@@ -58,6 +58,7 @@ async fn main() {
         preserve_deleted: PreserveDeleted::Remove,
         filter: Filter::default(),
         dst_keys_are_paths: true,
+        privileges: Default::default(),
     };
     let start = std::time::Instant::now();
     let (mut copy, mut del, mut skip, mut other) = (0u64, 0u64, 0u64, 0u64);

@@ -28,6 +28,7 @@ use crate::engine::report::{new_execution_id, Counters, ExecutionSummary, Status
 use crate::engine::run::{ExecutionRequest, TaskOptions, DEFAULT_CONCURRENCY};
 use crate::engine::three_way::{ConflictPolicy, MaxDelete, TwoWayOptions};
 use crate::engine::transfer::VerifyMode;
+use crate::location::privilege::{PreserveDevices, PreserveSetid, Privileges};
 use crate::location::s3::{ListMode, S3Location};
 use crate::location::s3_settings::Sse;
 use crate::location::Location;
@@ -174,6 +175,15 @@ pub struct SyncArgs {
     /// s3:PutObjectTagging on the destination) or write none (`none`).
     #[arg(long, value_enum, default_value = "preserve")]
     pub object_tags: crate::location::s3::ObjectTags,
+    /// Character and block devices at a local destination: `none` creates
+    /// none (reported as skipped; DataSync's PreserveDevices), `preserve`
+    /// recreates them (root only).
+    #[arg(long, value_enum, default_value = "none")]
+    pub preserve_devices: PreserveDevices,
+    /// Setuid/setgid bits of files written to a local destination: `none`
+    /// clears them (each reported), `preserve` keeps them.
+    #[arg(long, value_enum, default_value = "none")]
+    pub preserve_setid: PreserveSetid,
     /// Keep SRC and DST equal in both directions (sides A and B): what
     /// changed on one side is copied to the other, deletions propagate
     /// where the other side is unchanged, conflicts are kept. The state
@@ -337,6 +347,10 @@ fn task_options(args: &SyncArgs) -> TaskOptions {
         }),
         max_delete: args.max_delete,
         force: args.force,
+        privileges: Privileges {
+            devices: args.preserve_devices,
+            setid: args.preserve_setid,
+        },
     }
 }
 

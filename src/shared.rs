@@ -1,8 +1,11 @@
 //! Argument and error types the command line shares with the layers below
 //! it (the daemon, the mount command), kept here so that nothing below the
-//! CLI imports from it.
+//! CLI imports from it; [`private`] makes the files and directories
+//! syncmount keeps for itself.
 
 use clap::Args;
+
+pub mod private;
 
 /// S3 connection settings that apply to both sides.
 #[derive(Args, Debug, Clone, Default)]

@@ -305,7 +305,14 @@ async fn fifos_sockets_and_devices_round_trip_as_root() {
         let down = sync_ok(
             &s,
             state.path(),
-            &[&url, &path_str(&out_dir), "--report", &path_str(&report)],
+            &[
+                &url,
+                &path_str(&out_dir),
+                "--report",
+                &path_str(&report),
+                "--preserve-devices",
+                "preserve",
+            ],
         );
         assert_eq!(counter(&down, "SpecialFilesTransferred"), 3, "{down}");
         let kind_of = |key: &str| records_for(&read_report(&report), key)[0]["kind"].clone();
@@ -355,6 +362,8 @@ async fn as_another_user_a_device_is_reported_and_skipped() {
                 "--state-dir",
                 &path_str(&work.path().join("state")),
                 "--json",
+                "--preserve-devices",
+                "preserve",
             ]
             .map(String::from),
         );
@@ -415,7 +424,12 @@ async fn links_and_devices_stored_by_s3fs_come_down_as_such() {
     let down = sync_ok(
         &s,
         state.path(),
-        &[&s.url(&bucket, ""), &path_str(dst.path())],
+        &[
+            &s.url(&bucket, ""),
+            &path_str(dst.path()),
+            "--preserve-devices",
+            "preserve",
+        ],
     );
     assert_eq!(counter(&down, "SymlinksTransferred"), 1, "{down}");
     assert_eq!(counter(&down, "SpecialFilesTransferred"), 1, "{down}");

@@ -203,7 +203,9 @@ fn launch_child(
     lock: &RunnerLock,
 ) -> anyhow::Result<u32> {
     let exe = std::env::current_exe()?;
-    let log = std::fs::File::create(state_dir.join("executions").join(format!("{id}.log")))?;
+    let log = crate::shared::private::create_file(
+        &state_dir.join("executions").join(format!("{id}.log")),
+    )?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("-v")
         .arg("--state-dir")

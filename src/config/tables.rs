@@ -13,6 +13,7 @@ use crate::engine::diff::{Overwrite, PreserveDeleted, TransferMode};
 use crate::engine::run::{TaskOptions, DEFAULT_CONCURRENCY};
 use crate::engine::three_way::{ConflictPolicy, MaxDelete, TwoWayOptions};
 use crate::engine::transfer::VerifyMode;
+use crate::location::privilege::{PreserveDevices, PreserveSetid, Privileges};
 use crate::location::s3::ListMode;
 use crate::task::schedule_state::DEFAULT_AUTO_DISABLE_AFTER;
 
@@ -54,6 +55,8 @@ pub const OPTION_KEYS: &[&str] = &[
     "max_delete",
     "force",
     "log_level",
+    "preserve_devices",
+    "preserve_setid",
 ];
 pub const MOUNT_KEYS: &[&str] = &[
     "location",
@@ -211,6 +214,14 @@ pub struct TaskOptionsConfig {
     /// What the task's executions log (default `basic`).
     #[serde(default, deserialize_with = "value_enum")]
     pub log_level: Option<LogLevel>,
+    /// DataSync's PreserveDevices: `none` (default) creates no character
+    /// or block device at a local destination, `preserve` does (as root).
+    #[serde(default, deserialize_with = "value_enum")]
+    pub preserve_devices: Option<PreserveDevices>,
+    /// `none` (default) clears setuid/setgid bits of files written to a
+    /// local destination, `preserve` keeps them.
+    #[serde(default, deserialize_with = "value_enum")]
+    pub preserve_setid: Option<PreserveSetid>,
 }
 
 impl TaskOptionsConfig {
@@ -238,7 +249,9 @@ impl TaskOptionsConfig {
             conflict_policy,
             max_delete,
             force,
-            log_level
+            log_level,
+            preserve_devices,
+            preserve_setid
         )
     }
 
@@ -263,6 +276,10 @@ impl TaskOptionsConfig {
                 .and_then(|m| m.parse().ok())
                 .unwrap_or_default(),
             force: self.force.unwrap_or(false),
+            privileges: Privileges {
+                devices: self.preserve_devices.unwrap_or_default(),
+                setid: self.preserve_setid.unwrap_or_default(),
+            },
         }
     }
 

@@ -19,17 +19,14 @@ pub(super) async fn daemonize(
     config: Option<&Path>,
 ) -> anyhow::Result<i32> {
     use std::os::unix::process::CommandExt;
-    std::fs::create_dir_all(state_dir)?;
+    crate::shared::private::create_state_dir(state_dir)?;
     let state_dir = std::path::absolute(state_dir)?;
     let pid_file = std::path::absolute(
         args.pid_file
             .clone()
             .unwrap_or_else(|| state_dir.join("daemon.pid")),
     )?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(state_dir.join("daemon.log"))?;
+    let log = crate::shared::private::append_file(&state_dir.join("daemon.log"))?;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.arg("-v").arg("--state-dir").arg(&state_dir);
     if let Some(c) = config {

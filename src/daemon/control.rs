@@ -3,6 +3,12 @@
 //! config) rather than in a child of the shell. One JSON line each way per
 //! connection. When nothing listens there, the CLI runs executions itself
 //! under the same guards.
+//!
+//! The socket starts tasks as the daemon's user, so it is private twice
+//! over: made 0600 before it has its name (bound in a fresh 0700 directory,
+//! then renamed into place: no moment at which the umask decides), and
+//! every connection's peer uid, from `SO_PEERCRED`, must be root or the
+//! daemon's own; anyone else is refused in words and logged.
 
 use std::path::{Path, PathBuf};
 
@@ -42,10 +48,58 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Sends `req` to the daemon; None when no daemon listens (no socket, or a
-/// stale one).
+/// stale one). A socket this user may not open is an error naming it.
 pub async fn ask(state_dir: &Path, req: &Request) -> Option<std::io::Result<Response>> {
-    let mut stream = UnixStream::connect(socket_path(state_dir)).await.ok()?;
+    let path = socket_path(state_dir);
+    let mut stream = match UnixStream::connect(&path).await {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Some(Err(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "the daemon's control socket {} is not open to this user: {e}",
+                    path.display()
+                ),
+            )))
+        }
+        Err(_) => return None,
+    };
     Some(exchange(&mut stream, req).await)
+}
+
+/// Binds the control socket at [`socket_path`] with mode 0600 from the
+/// start: bound in a new 0700 directory beside it, narrowed, then renamed
+/// over the old name.
+pub fn bind(state_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let nest = state_dir.join(format!(".sock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&nest);
+    crate::shared::private::create_dir(&nest)?;
+    let inner = nest.join("daemon.sock");
+    let bound = tokio::net::UnixListener::bind(&inner).and_then(|l| {
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&inner, socket_path(state_dir))?;
+        Ok(l)
+    });
+    let _ = std::fs::remove_dir_all(&nest);
+    bound
+}
+
+/// Whether the peer of `stream` may talk to the daemon: root, or the
+/// daemon's own user. `Err` says who was refused, for the answer and log.
+pub fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    let own = unsafe { libc::geteuid() };
+    match stream.peer_cred() {
+        Ok(c) if c.uid() == 0 || c.uid() == own => Ok(()),
+        Ok(c) => Err(format!(
+            "uid {} (pid {}) may not use this daemon's control socket: only root and uid {own} may",
+            c.uid(),
+            c.pid()
+                .map_or_else(|| "unknown".to_string(), |p| p.to_string())
+        )),
+        Err(e) => Err(format!("the peer's credentials cannot be read: {e}")),
+    }
 }
 
 async fn exchange(stream: &mut UnixStream, req: &Request) -> std::io::Result<Response> {
@@ -65,14 +119,23 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
+    let refused = peer_allowed(&stream);
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     if BufReader::new(read).read_line(&mut line).await.is_err() {
         return;
     }
-    let resp = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => answer(req).await,
-        Err(e) => Response {
+    let resp = match (refused, serde_json::from_str::<Request>(&line)) {
+        (Err(who), _) => {
+            tracing::warn!("control socket: refused {who}");
+            Response {
+                error: Some(format!("refused: {who}")),
+                usage: true,
+                ..Default::default()
+            }
+        }
+        (Ok(()), Ok(req)) => answer(req).await,
+        (Ok(()), Err(e)) => Response {
             error: Some(format!("bad request: {e}")),
             usage: true,
             ..Default::default()

@@ -107,7 +107,7 @@ pub async fn run(
         return background::daemonize(&args, &state_dir, config_path.as_deref()).await;
     }
     let config = Config::load(config_path.as_deref()).map_err(|e| UsageError(e.to_string()))?;
-    std::fs::create_dir_all(&state_dir)?;
+    crate::shared::private::create_state_dir(&state_dir)?;
     if let Some(Ok(r)) = control::ask(&state_dir, &Request::Ping).await {
         return Err(UsageError(format!(
             "a daemon (pid {}) already serves {}",
@@ -116,8 +116,6 @@ pub async fn run(
         ))
         .into());
     }
-    let sock = control::socket_path(&state_dir);
-    let _ = std::fs::remove_file(&sock);
     // Handlers before the socket: a reload or stop as soon as the socket
     // answers (or READY is sent) must not find the default action, which
     // would kill the process.
@@ -126,9 +124,9 @@ pub async fn run(
         term: signal(SignalKind::terminate())?,
         int: signal(SignalKind::interrupt())?,
     };
-    let listener = tokio::net::UnixListener::bind(&sock)?;
+    let listener = control::bind(&state_dir)?;
     if let Some(p) = &args.pid_file {
-        std::fs::write(p, format!("{}\n", std::process::id()))?;
+        crate::shared::private::write_file(p, format!("{}\n", std::process::id()))?;
     }
     let metrics = crate::metrics::serve(args.metrics_addr)
         .await
@@ -158,7 +156,7 @@ pub async fn run(
     tracing::info!(pid = std::process::id(), "daemon ready");
     d.serve(rx, signals).await;
     acceptor.abort();
-    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(control::socket_path(&state_dir));
     d.shutdown(Duration::from_secs(args.grace_seconds)).await;
     if let Some(m) = metrics {
         m.abort();

@@ -119,11 +119,15 @@ impl Base {
             message: e.to_string(),
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| BaseError {
+            crate::shared::private::create_dir(dir).map_err(|e| BaseError {
                 path: path.display().to_string(),
                 message: e.to_string(),
             })?;
         }
+        crate::shared::private::prepare_db(path).map_err(|e| BaseError {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         let conn = open_conn(path).map_err(err)?;
         let ok: String = conn
             .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))

@@ -14,6 +14,7 @@ use futures::stream::{BoxStream, Peekable, StreamExt};
 
 use super::clash::ClashFilter;
 use super::filter::Filter;
+use crate::location::privilege::{self, Privileges};
 use crate::location::{key, Checksum, Entry, LocationError, ObjectInfo, PosixMeta};
 
 #[derive(
@@ -56,6 +57,9 @@ pub struct DiffOptions {
     /// The destination maps keys to local paths: unsafe keys and
     /// file/directory clashes are skipped.
     pub dst_keys_are_paths: bool,
+    /// What of the source's privileged metadata such a destination gets:
+    /// a setuid bit it does not keep is no difference.
+    pub privileges: Privileges,
 }
 
 /// Why a key is copied.
@@ -214,7 +218,7 @@ fn compare(s: &Entry, d: &Entry, opts: &DiffOptions) -> Action {
     let dst_mtime = d.meta.and_then(|m| m.mtime_ns);
     match same_mtime(src_mtime, dst_mtime) {
         Some(true) => match (s.meta, d.meta) {
-            (Some(a), Some(b)) if meta_differs(&a, &b) => {
+            (Some(a), Some(b)) if meta_differs(&as_written(&a, opts), &b) => {
                 copy(s, Some(d), CopyReason::MetadataDiffers)
             }
             _ => skip(&s.key, SkipReason::Unchanged),
@@ -234,6 +238,15 @@ fn compare(s: &Entry, d: &Entry, opts: &DiffOptions) -> Action {
             src: s.clone(),
             dst: d.clone(),
         },
+    }
+}
+
+/// The source's metadata `m` as a copy to the destination writes it.
+fn as_written(m: &PosixMeta, opts: &DiffOptions) -> PosixMeta {
+    if opts.dst_keys_are_paths {
+        privilege::as_written(m, opts.privileges)
+    } else {
+        *m
     }
 }
 

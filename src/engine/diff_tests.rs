@@ -60,6 +60,7 @@ fn opts() -> DiffOptions {
         preserve_deleted: PreserveDeleted::Remove,
         filter: Filter::default(),
         dst_keys_are_paths: false,
+        privileges: Default::default(),
     }
 }
 
@@ -231,6 +232,35 @@ fn a_size_difference_is_found_even_when_the_etags_are_equal() {
     assert_eq!(
         decide(Some(&s), Some(&d), &opts()),
         Some(copy_of(&s, Some(&d), CopyReason::SizeDiffers))
+    );
+}
+
+#[test]
+fn a_setuid_bit_a_local_destination_does_not_keep_is_no_difference() {
+    let with_mode = |mode: u32| {
+        let mut e = with_mtime(entry("su", 3), 5);
+        if let Some(m) = e.meta.as_mut() {
+            m.mode = Some(0o100000 | mode);
+        }
+        e
+    };
+    let (s, d) = (with_mode(0o4755), with_mode(0o755));
+    assert_eq!(
+        decide(Some(&s), Some(&d), &local_opts()),
+        Some(unchanged("su"))
+    );
+    let keeps = DiffOptions {
+        privileges: crate::location::privilege::Privileges::ALL,
+        ..local_opts()
+    };
+    assert_eq!(
+        decide(Some(&s), Some(&d), &keeps),
+        Some(copy_of(&s, Some(&d), CopyReason::MetadataDiffers))
+    );
+    // A bucket keeps what it is given: still a difference there.
+    assert_eq!(
+        decide(Some(&s), Some(&d), &opts()),
+        Some(copy_of(&s, Some(&d), CopyReason::MetadataDiffers))
     );
 }
 
@@ -1122,6 +1152,7 @@ fn check_against_model(
         preserve_deleted,
         filter: Filter::default(),
         dst_keys_are_paths,
+        privileges: Default::default(),
     };
 
     // The naive model: every key of the union, in byte order, decided alone.

@@ -113,6 +113,10 @@ pub struct ObjectRecord {
     /// `socket`, `character device`, `block device`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
+    /// Privileged metadata not written (setuid/setgid bits the task does
+    /// not preserve): `location/privilege.rs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<String>,
 }
 
 /// Where the per-object log lines go (a task's `log_level = "transfer"`
@@ -150,11 +154,11 @@ impl Report {
         let file = match path {
             Some(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
+                    crate::shared::private::create_dir(dir)?;
                 }
-                Some(Mutex::new(std::io::BufWriter::new(std::fs::File::create(
-                    p,
-                )?)))
+                Some(Mutex::new(std::io::BufWriter::new(
+                    crate::shared::private::create_file(p)?,
+                )))
             }
             None => None,
         };

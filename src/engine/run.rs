@@ -20,6 +20,7 @@ use super::state::PairCache;
 use super::three_way::{MaxDelete, TwoWayOptions};
 use super::throttle::Throttle;
 use super::transfer::{Transfer, VerifyMode};
+use crate::location::privilege::Privileges;
 use crate::location::Location;
 
 /// DataSync's task options.
@@ -43,6 +44,9 @@ pub struct TaskOptions {
     /// Deliberate mass deletes: neither `max_delete` nor the check for a
     /// side that lists nothing refuses the execution.
     pub force: bool,
+    /// Setuid/setgid bits and devices written to a local destination
+    /// (DataSync's PreserveDevices; none of either by default).
+    pub privileges: Privileges,
 }
 
 impl Default for TaskOptions {
@@ -60,6 +64,7 @@ impl Default for TaskOptions {
             two_way: None,
             max_delete: MaxDelete::default(),
             force: false,
+            privileges: Privileges::default(),
         }
     }
 }
@@ -80,6 +85,7 @@ impl TaskOptions {
             preserve_deleted: self.preserve_deleted,
             filter,
             dst_keys_are_paths: dst.keys_are_paths(),
+            privileges: self.privileges,
         }
     }
 }
@@ -171,6 +177,7 @@ pub async fn execute_one_way(
         verify: req.options.verify_mode,
         dry_run: req.options.dry_run,
         cache: open_cache(&req, src.as_ref(), dst.as_ref()),
+        privileges: req.options.privileges,
     };
     let clock = Clock {
         start: Instant::now(),
@@ -510,6 +517,7 @@ pub(super) async fn verify_whole(
                     checksum: None,
                     verified: false,
                     kind: None,
+                    dropped: None,
                 });
             }
             (_, None) => {}

@@ -24,8 +24,8 @@ pub struct Spool<T> {
 impl<T: Serialize + DeserializeOwned> Spool<T> {
     /// A new, empty spool at `path` (an old file there is replaced).
     pub fn create(path: PathBuf) -> Result<Self, String> {
-        let file =
-            File::create(&path).map_err(|e| format!("cannot create `{}`: {e}", path.display()))?;
+        let file = crate::shared::private::create_file(&path)
+            .map_err(|e| format!("cannot create `{}`: {e}", path.display()))?;
         Ok(Spool {
             path,
             out: Mutex::new(Some(BufWriter::new(file))),

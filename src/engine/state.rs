@@ -78,7 +78,7 @@ impl PairCache {
     /// is deleted and made anew, which is always safe for a cache.
     pub fn open(path: &Path, read_only: bool) -> rusqlite::Result<PairCache> {
         if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
+            let _ = crate::shared::private::create_dir(dir);
         }
         match Self::open_checked(path, read_only) {
             Ok(c) => Ok(c),
@@ -95,6 +95,9 @@ impl PairCache {
     }
 
     fn open_checked(path: &Path, read_only: bool) -> rusqlite::Result<PairCache> {
+        if !read_only {
+            crate::shared::private::prepare_sqlite(path)?;
+        }
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // A cache: losing the last writes to a crash only costs HEADs later.

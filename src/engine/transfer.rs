@@ -11,9 +11,10 @@ use super::diff::{decide_with_info, meta_to_write, Action, CopyReason, SkipReaso
 use super::report::{Counters, ObjectRecord, Report};
 use super::state::{fingerprint, source_fingerprint, PairCache};
 use super::throttle::{MeteredSource, Throttle};
+use crate::location::privilege::{unprivileged, Privileges, Unprivileged};
 use crate::location::{
     ByteSource, Checksum, Entry, FileKind, Location, LocationError, LocationSource, ObjectAttrs,
-    ObjectInfo, WithAttrs, WriteMode, WriteOutcome,
+    ObjectInfo, PosixMeta, WithAttrs, WriteMode, WriteOutcome,
 };
 
 /// Tries per object for transient failures, on top of the SDK's own retries
@@ -25,6 +26,10 @@ const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// Objects up to this size whose metadata the listing lacks are read whole
 /// in one GET (body and metadata together) instead of a HEAD and a GET.
 const WHOLE_READ_MAX: u64 = 8 * 1024 * 1024;
+
+/// What a copy wrote: the kind of file, and the privileged metadata it
+/// dropped (see [`Transfer::allowed`]).
+type Written = (FileKind, Option<String>);
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -50,6 +55,8 @@ pub struct Transfer {
     pub dry_run: bool,
     /// What earlier executions of this pair saw as equal (saves HEADs).
     pub cache: Option<Arc<PairCache>>,
+    /// Setuid/setgid bits and devices written to a local destination.
+    pub privileges: Privileges,
 }
 
 fn record(key: &str, action: &'static str, result: &'static str) -> ObjectRecord {
@@ -63,6 +70,7 @@ fn record(key: &str, action: &'static str, result: &'static str) -> ObjectRecord
         checksum: None,
         verified: false,
         kind: None,
+        dropped: None,
     }
 }
 
@@ -117,7 +125,7 @@ impl Transfer {
             return;
         }
         match self.infos(&src, &dst).await {
-            Ok((si, di)) => match decide_with_info(&si, &di) {
+            Ok((si, di)) => match decide_with_info(&self.as_written(&si), &di) {
                 None => {
                     if let Some(c) = &self.cache {
                         c.record(&src.key, source_fingerprint(&src), fingerprint(&dst));
@@ -144,8 +152,15 @@ impl Transfer {
             None if src.meta.is_some() => Ok(None),
             None => info_of(self.src.as_ref(), src).await.map(Some),
         };
-        let meta = match info {
-            Ok(i) => meta_to_write(src, i.as_ref()),
+        let meta = match info.and_then(|i| self.allowed(&src.key, meta_to_write(src, i.as_ref()))) {
+            Ok((meta, dropped)) => {
+                r.dropped = dropped;
+                meta
+            }
+            Err(LocationError::Unsupported { message, .. }) => {
+                skipped_unsupported(&self.counters, &mut r, message);
+                return self.report.record(r);
+            }
             Err(e) => {
                 self.fail(&mut r, &e).await;
                 return self.report.record(r);
@@ -199,7 +214,8 @@ impl Transfer {
             return self.rewrite_meta(src, info, r).await;
         }
         match self.copy_kind_to(src, info, &src.key).await {
-            Ok((out, verified, kind)) => {
+            Ok((out, verified, (kind, dropped))) => {
+                r.dropped = dropped;
                 Counters::add(&self.counters.files_transferred, 1);
                 Counters::add(&self.counters.bytes_written, out.bytes);
                 if verified {
@@ -245,18 +261,19 @@ impl Transfer {
         src: &Entry,
         info: Option<ObjectInfo>,
         dst_key: &str,
-    ) -> Result<(WriteOutcome, bool), LocationError> {
-        let (out, verified, _) = self.copy_kind_to(src, info, dst_key).await?;
-        Ok((out, verified))
+    ) -> Result<(WriteOutcome, bool, Option<String>), LocationError> {
+        let (out, verified, (_, dropped)) = self.copy_kind_to(src, info, dst_key).await?;
+        Ok((out, verified, dropped))
     }
 
-    /// [`copy_to`](Self::copy_to), also saying what kind of file was copied.
+    /// [`copy_to`](Self::copy_to), also saying what kind of file was copied
+    /// and what privileged metadata was dropped.
     async fn copy_kind_to(
         &self,
         src: &Entry,
         info: Option<ObjectInfo>,
         dst_key: &str,
-    ) -> Result<(WriteOutcome, bool, FileKind), LocationError> {
+    ) -> Result<(WriteOutcome, bool, Written), LocationError> {
         let (out, kind) = with_retries(|| self.copy_once(src, info.clone(), dst_key)).await?;
         let (out, verified) = self.verify_written(dst_key, out).await?;
         Ok((out, verified, kind))
@@ -267,15 +284,14 @@ impl Transfer {
         src: &Entry,
         info: Option<ObjectInfo>,
         dst_key: &str,
-    ) -> Result<(WriteOutcome, FileKind), LocationError> {
+    ) -> Result<(WriteOutcome, Written), LocationError> {
         if src.is_dir_marker() {
             let info = match (&info, src.meta) {
                 (Some(_), _) | (None, Some(_)) => info,
                 (None, None) => self.src.stat(&src.key).await?,
             };
-            self.dst
-                .make_dir(dst_key, &meta_to_write(src, info.as_ref()))
-                .await?;
+            let (meta, dropped) = self.allowed(dst_key, meta_to_write(src, info.as_ref()))?;
+            self.dst.make_dir(dst_key, &meta).await?;
             let out = WriteOutcome {
                 bytes: 0,
                 crc32c: None,
@@ -285,7 +301,7 @@ impl Transfer {
                 mtime_ns: None,
                 mode: None,
             };
-            return Ok((out, FileKind::Dir));
+            return Ok((out, (FileKind::Dir, dropped)));
         }
         let listed = ObjectInfo {
             size: src.size,
@@ -307,7 +323,7 @@ impl Transfer {
                 .map(|i| i.meta)
                 .or(src.meta)
                 .unwrap_or_default();
-            return Ok((out, kind.kind()));
+            return Ok((out, (kind.kind(), None)));
         }
         let (info, source) = match (info, src.meta) {
             (Some(i), _) => {
@@ -329,7 +345,7 @@ impl Transfer {
                 (i.clone(), self.source_for(src, &i))
             }
         };
-        let meta = meta_to_write(src, Some(&info));
+        let (meta, dropped) = self.allowed(dst_key, meta_to_write(src, Some(&info)))?;
         // An S3 source's headers and user metadata go along (S3 → S3).
         let source: Arc<dyn ByteSource> = if info.attrs == ObjectAttrs::default() {
             source
@@ -344,7 +360,44 @@ impl Transfer {
             .dst
             .write(dst_key, source, &meta, WriteMode::Replace)
             .await?;
-        Ok((out, meta.kind()))
+        Ok((out, (meta.kind(), dropped)))
+    }
+
+    /// The source's `info` as a copy here would write it (without the
+    /// setuid/setgid bits a local destination does not keep), to compare.
+    fn as_written(&self, info: &ObjectInfo) -> ObjectInfo {
+        let mut i = info.clone();
+        if self.dst.keys_are_paths() {
+            i.meta = crate::location::privilege::as_written(&i.meta, self.privileges);
+        }
+        i
+    }
+
+    /// What of `meta` may be written at a destination that makes local
+    /// files (setuid/setgid bits and devices only as the task allows),
+    /// with what was dropped, logged per key; a refused device is
+    /// `Unsupported` (reported as skipped). Other destinations keep it all.
+    fn allowed(
+        &self,
+        key: &str,
+        meta: PosixMeta,
+    ) -> Result<(PosixMeta, Option<String>), LocationError> {
+        if !self.dst.keys_are_paths() {
+            return Ok((meta, None));
+        }
+        match unprivileged(&meta, self.privileges) {
+            Unprivileged::Write { meta, dropped } => {
+                if let Some(d) = &dropped {
+                    tracing::warn!(key = %key, "{d}");
+                }
+                Ok((meta, dropped))
+            }
+            Unprivileged::Refuse(message) => Err(LocationError::Unsupported {
+                location: self.dst.describe(),
+                key: key.to_string(),
+                message,
+            }),
+        }
     }
 
     /// The error, with what its location can add (principal, fix command).

@@ -139,6 +139,7 @@ struct Pair {
     /// Conflict names this execution writes: their own keys are left to
     /// the next run (see `Item::after`).
     conflict_names: Mutex<std::collections::HashSet<String>>,
+    privileges: crate::location::privilege::Privileges,
 }
 
 fn record(key: &str, action: &'static str, result: &'static str, reason: String) -> ObjectRecord {
@@ -152,6 +153,7 @@ fn record(key: &str, action: &'static str, result: &'static str, reason: String)
         checksum: None,
         verified: false,
         kind: None,
+        dropped: None,
     }
 }
 
@@ -200,6 +202,7 @@ impl Pair {
             verify: self.verify,
             dry_run: self.dry_run,
             cache: None,
+            privileges: self.privileges,
         }
     }
 
@@ -382,10 +385,11 @@ impl Pair {
             .copy_to(entry, info, &entry.key)
             .await
         {
-            Ok((out, verified)) => {
+            Ok((out, verified, dropped)) => {
                 self.copied(to, out.bytes, verified);
                 r.checksum = out.stored.map(|c| c.to_string());
                 r.verified = verified;
+                r.dropped = dropped;
                 self.record_copied(from, entry, &meta, out.crc32c).await;
                 self.report.record(r);
             }
@@ -684,7 +688,7 @@ impl Pair {
                     .copy_to(le, Some(li.clone()), name)
                     .await
                 {
-                    Ok((out, verified)) => self.copied(to, out.bytes, verified),
+                    Ok((out, verified, _)) => self.copied(to, out.bytes, verified),
                     Err(e) => {
                         let why = self.explain(&e).await;
                         return self.failed(key, "conflict", reason, why);
@@ -694,8 +698,9 @@ impl Pair {
         }
         let meta = meta_to_write(we, Some(&wi));
         match self.transfer(w, l).copy_to(we, Some(wi), key).await {
-            Ok((out, verified)) => {
+            Ok((out, verified, dropped)) => {
                 self.copied(l, out.bytes, verified);
+                r.dropped = dropped;
                 self.record_copied(w, we, &meta, out.crc32c).await;
                 self.report.record(r);
             }
@@ -1091,6 +1096,7 @@ pub async fn execute(
         spool,
         fatal: Mutex::new(None),
         conflict_names: Mutex::default(),
+        privileges: req.options.privileges,
     };
     let clock = Clock {
         start: Instant::now(),

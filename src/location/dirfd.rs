@@ -370,11 +370,12 @@ fn ids(meta: &PosixMeta) -> (Option<rfs::Uid>, Option<rfs::Gid>) {
 /// Applies mode `perm`, owner (as root; a failure to chown is not fatal:
 /// a file system may not support it) and mtime on an open file.
 pub fn apply_meta_fd(fd: BorrowedFd<'_>, perm: u32, meta: &PosixMeta) -> io::Result<()> {
-    rfs::fchmod(fd, Mode::from_raw_mode(perm))?;
+    // Owner first: chown clears setuid/setgid bits, which the mode then sets.
     if is_root() && (meta.uid.is_some() || meta.gid.is_some()) {
         let (u, g) = ids(meta);
         let _ = rfs::fchown(fd, u, g);
     }
+    rfs::fchmod(fd, Mode::from_raw_mode(perm))?;
     if let Some(t) = meta.mtime_ns.and_then(times_of) {
         rfs::futimens(fd, &t)?;
     }
@@ -399,16 +400,18 @@ pub fn apply_meta_at(
         Mode::empty(),
     )?;
     let kind = stat_fd(pinned.as_fd())?.kind();
+    // Owner first (chown clears setuid/setgid), on the pinned inode itself
+    // (AT_EMPTY_PATH), not on whatever the name holds by then.
+    if is_root() && (meta.uid.is_some() || meta.gid.is_some()) {
+        let (u, g) = ids(meta);
+        let _ = rfs::chownat(pinned.as_fd(), "", u, g, AtFlags::EMPTY_PATH);
+    }
     if let (Some(perm), false) = (perm, kind == FileKind::Symlink) {
         // fchmod refuses an O_PATH descriptor; its /proc/self/fd entry
         // names exactly the pinned inode (what glibc's fchmodat with
         // AT_SYMLINK_NOFOLLOW does).
         let proc_path = format!("/proc/self/fd/{}", pinned.as_raw_fd());
         rfs::chmod(proc_path.as_str(), Mode::from_raw_mode(perm))?;
-    }
-    if is_root() && (meta.uid.is_some() || meta.gid.is_some()) {
-        let (u, g) = ids(meta);
-        let _ = rfs::chownat(dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW);
     }
     if let Some(t) = meta.mtime_ns.and_then(times_of) {
         rfs::utimensat(dir, name, &t, AtFlags::SYMLINK_NOFOLLOW)?;

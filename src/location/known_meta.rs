@@ -107,6 +107,7 @@ impl KnownMeta {
     pub fn open(state_dir: &Path, store: &str) -> Option<KnownMeta> {
         let path = state_dir.join("known-meta.db");
         let open = || -> rusqlite::Result<Connection> {
+            crate::shared::private::prepare_sqlite(&path)?;
             let conn = Connection::open(&path)?;
             conn.busy_timeout(Duration::from_secs(5))?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -120,7 +121,7 @@ impl KnownMeta {
             conn.execute_batch(SCHEMA)?;
             Ok(conn)
         };
-        if let Err(e) = std::fs::create_dir_all(state_dir) {
+        if let Err(e) = crate::shared::private::create_dir(state_dir) {
             tracing::warn!(dir = %state_dir.display(), error = %e, "no remembered metadata: cannot make the state directory");
             return None;
         }

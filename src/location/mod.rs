@@ -16,6 +16,7 @@ mod local_files;
 mod local_write;
 pub mod memory;
 pub mod meta;
+pub mod privilege;
 pub mod s3;
 mod s3_list;
 pub mod s3_settings;

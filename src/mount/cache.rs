@@ -443,7 +443,7 @@ impl DiskCache {
         // they are keyed by ETag so they would be safe, but their sizes are
         // not in the index: start empty.
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+        crate::shared::private::own_dir(&dir)?;
         let evict_dir = dir.clone();
         let index = moka::sync::Cache::builder()
             .max_capacity(size)
@@ -499,7 +499,7 @@ impl DiskCache {
         let path: &Path = &self.dir;
         let tmp = path.join(format!(".{name}.tmp"));
         let crc = crc32c::crc32c(body).to_be_bytes();
-        let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        let written = crate::shared::private::create_file(&tmp).and_then(|mut f| {
             f.write_all(body)?;
             f.write_all(&crc)
         });

@@ -199,12 +199,9 @@ pub fn detach(args: &MountArgs, state_dir: &Path) -> anyhow::Result<i32> {
         .clone()
         .unwrap_or_else(|| default_log(state_dir, &args.mountpoint));
     if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::shared::private::create_dir(dir)?;
     }
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
+    let out = crate::shared::private::append_file(&log)
         .map_err(|e| anyhow::anyhow!("cannot open the mount log `{}`: {e}", log.display()))?;
     let start_len = out.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe()?;

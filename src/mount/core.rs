@@ -14,6 +14,7 @@ use crate::location::{key, move_key, DirItem, FileKind, Location, ObjectInfo, Po
 use super::cache::{Attr, BlockCache, MetaCache};
 use super::error::{FsError, FsResult};
 use super::inode::{name_of, parent_of};
+use super::permission::{may_access, Caller, Refusal, WRITE};
 use super::prefetch::Budget;
 use super::write::Staged;
 
@@ -216,6 +217,12 @@ impl Core {
                 return Ok(None);
             }
         }
+        self.probe_store(path).await
+    }
+
+    /// [`probe`](Self::probe)'s question put to the store, its answer kept
+    /// in the metadata cache.
+    async fn probe_store(&self, path: &str) -> FsResult<Option<Attr>> {
         let dir_key = format!("{path}/");
         // Both questions at once; once the directory answers yes, the file's
         // answer is not awaited: a server that keeps keys as files (s3s-fs)
@@ -237,6 +244,16 @@ impl Core {
             None => file?.map(|info| self.attr_of_info(false, &info)),
         };
         self.meta.put(path, found.clone());
+        Ok(found)
+    }
+
+    /// What the store holds at `key` now, the caches aside (and put in
+    /// them): a file or a directory.
+    async fn stored(&self, key: &str) -> FsResult<Option<Attr>> {
+        let found = self.probe_store(key).await?;
+        if found.is_some() {
+            self.note(key, true);
+        }
         Ok(found)
     }
 
@@ -326,18 +343,39 @@ impl Core {
         Ok(staged)
     }
 
-    /// Creates (or truncates) `key` as a new staged file.
-    pub async fn create(&self, key: &str, meta: PosixMeta) -> FsResult<(Arc<Staged>, Attr)> {
+    /// Creates (or truncates) `key` as a new staged file for `caller`.
+    /// An exclusive create (`O_EXCL`) asks the store itself when the cache
+    /// says the name is free: another client may have made it within the
+    /// metadata TTL, and it must then be EEXIST, not replaced. A name that
+    /// turns out to exist is replaced only by a caller who may write it.
+    pub async fn create(
+        &self,
+        key: &str,
+        meta: PosixMeta,
+        exclusive: bool,
+        caller: Caller,
+    ) -> FsResult<(Arc<Staged>, Attr)> {
         self.writable()?;
-        if let Some(a) = self.probe(key).await? {
-            if a.is_dir {
-                return Err(FsError::IsDir);
+        let found = match self.probe(key).await? {
+            None if exclusive && self.staged(key).is_none() => self.stored(key).await?,
+            found => found,
+        };
+        match found {
+            Some(a) if a.is_dir => return Err(FsError::IsDir),
+            Some(_) if exclusive => return Err(FsError::Exists),
+            Some(a) if !may_access(&a, caller, WRITE) => {
+                return Err(FsError::NotPermitted(Refusal::Replace))
             }
+            _ => {}
         }
         let staged = Arc::new(Staged::create(&self.settings.staging_dir, key, meta)?);
+        if found.is_none() {
+            staged.set_created_by(Some(caller));
+        }
         if let Some(old) = lock(&self.staged).insert(key.to_string(), staged.clone()) {
             // An earlier writer's content is replaced by the new file.
             old.mark_unlinked();
+            staged.set_created_by(None);
         }
         self.note(key, true);
         self.invalidate(key);
@@ -348,12 +386,41 @@ impl Core {
     /// Uploads a staged file if it changed (close and fsync).
     pub async fn commit(&self, staged: &Staged) -> FsResult<()> {
         let key = staged.key();
-        let res = staged.upload(&self.loc).await;
+        let mut res = staged.upload(&self.loc).await.map_err(FsError::from);
+        if let (Err(_), Some(caller)) = (&res, staged.created_by()) {
+            res = self.replace_found(staged, caller, res).await;
+        }
         if res.is_err() {
             self.metrics.upload_failures.inc();
         }
         self.invalidate(&key);
-        res.map_err(FsError::from)
+        res
+    }
+
+    /// The upload of a file `caller` made under a free name failed: when
+    /// another client made that name meanwhile, what is there now is
+    /// replaced only for a caller who may write it (EACCES otherwise, the
+    /// object left alone); any other failure stands.
+    async fn replace_found(
+        &self,
+        staged: &Staged,
+        caller: Caller,
+        failed: FsResult<()>,
+    ) -> FsResult<()> {
+        let key = staged.key();
+        self.invalidate(&key);
+        match self.probe_store(&key).await? {
+            None => failed,
+            Some(a) if a.is_dir => Err(FsError::IsDir),
+            Some(a) if !may_access(&a, caller, WRITE) => {
+                tracing::warn!(key = %key, uid = caller.uid, "another client made this name while it was written: not replaced (no write permission)");
+                Err(FsError::NotPermitted(Refusal::Replace))
+            }
+            Some(_) => {
+                staged.set_created_by(None);
+                staged.upload(&self.loc).await.map_err(FsError::from)
+            }
+        }
     }
 
     /// Uploads every open file with unsaved changes (before unmounting);

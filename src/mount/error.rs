@@ -53,7 +53,7 @@ impl FsError {
             FsError::Refused(_) => Errno::EXDEV,
             FsError::BadHandle => Errno::EBADF,
             // utimensat(2): setting times to now without the right to is EACCES.
-            FsError::NotPermitted(Refusal::TouchNow) => Errno::EACCES,
+            FsError::NotPermitted(Refusal::TouchNow | Refusal::Replace) => Errno::EACCES,
             FsError::NotPermitted(_) => Errno::EPERM,
             FsError::Store(e) => match e {
                 LocationError::NotFound { .. } => Errno::ENOENT,

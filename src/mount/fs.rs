@@ -525,7 +525,9 @@ impl Filesystem for MountFs {
                 .run(self.core.probe(key.trim_end_matches('/')))?
                 .ok_or(FsError::NotFound)?;
             may_set_attr(&current, caller(req), &asked)?;
-            let change = meta_change(mode, uid, gid, mtime);
+            let change =
+                self.core
+                    .allowed(&key, caller(req), meta_change(mode, uid, gid, mtime))?;
             self.run(self.core.set_attr(&key, is_dir, change, size))
         });
         match res {
@@ -545,6 +547,7 @@ impl Filesystem for MountFs {
     ) {
         self.new_entry("mkdir", parent, name, reply, |key| {
             let meta = new_meta(&self.core, req, libc::S_IFDIR, mode, umask);
+            let meta = self.core.allowed(key, caller(req), meta)?;
             self.run(self.core.mkdir(&format!("{key}/"), meta))
         })
     }
@@ -590,6 +593,7 @@ impl Filesystem for MountFs {
             if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) {
                 meta.rdev = Some(u64::from(rdev));
             }
+            let meta = self.core.allowed(key, caller(req), meta)?;
             self.run(self.core.mknod(key, meta))
         })
     }
@@ -731,12 +735,14 @@ impl Filesystem for MountFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let res = self.child(parent, name).and_then(|key| {
             let meta = new_meta(&self.core, req, libc::S_IFREG, mode, umask);
-            let (staged, a) = self.run(self.core.create(&key, meta))?;
+            let meta = self.core.allowed(&key, caller(req), meta)?;
+            let exclusive = flags & libc::O_EXCL != 0;
+            let (staged, a) = self.run(self.core.create(&key, meta, exclusive, caller(req)))?;
             let attr = self.entry(&key, &a);
             lock(&self.opened_versions).remove(&attr.ino.0);
             Ok((attr, self.add_handle(Handle::Write(staged))))

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::location::meta::MAX_LINK_TARGET;
-use crate::location::{FileKind, MemorySource, PosixMeta, WriteMode};
+use crate::location::privilege::{unprivileged, Privileges, Unprivileged};
+use crate::location::{FileKind, LocationError, MemorySource, PosixMeta, WriteMode};
 
 use super::cache::Attr;
 use super::core::Core;
 use super::error::{FsError, FsResult};
+use super::permission::Caller;
 
 impl Core {
     /// Makes `key` a symbolic link to `target`.
@@ -49,6 +51,31 @@ impl Core {
             .await?;
         self.created(key);
         Ok(self.attr_of(false, size, None, &meta, None))
+    }
+
+    /// What of `meta` `caller` may write under `key` when the mount is of a
+    /// local directory: root anything it asks; anyone else no device and no
+    /// setuid/setgid bit (`location/privilege.rs`, the rule `sync` follows
+    /// for a bucket's metadata), a refused device being EPERM. A bucket
+    /// behind the mount keeps what it is given: mounts show no setuid bit
+    /// and no device to the host (`nosuid`, `nodev`).
+    pub fn allowed(&self, key: &str, caller: Caller, meta: PosixMeta) -> FsResult<PosixMeta> {
+        if !self.loc.keys_are_paths() || caller.uid == 0 {
+            return Ok(meta);
+        }
+        match unprivileged(&meta, Privileges::default()) {
+            Unprivileged::Write { meta, dropped } => {
+                if let Some(d) = dropped {
+                    tracing::warn!(key = %key, uid = caller.uid, "{d}");
+                }
+                Ok(meta)
+            }
+            Unprivileged::Refuse(message) => Err(FsError::Store(LocationError::Unsupported {
+                location: self.loc.describe(),
+                key: key.to_string(),
+                message,
+            })),
+        }
     }
 
     /// The target of the link `key`; EINVAL when it is no link.

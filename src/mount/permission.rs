@@ -93,6 +93,8 @@ pub enum Refusal {
     SetTimes,
     #[error("only root, the owner or a user who may write may set a file's times to now")]
     TouchNow,
+    #[error("only a user who may write a file may replace it")]
+    Replace,
 }
 
 /// Whether `caller` may make `change` to a file whose attributes are `a`;

@@ -21,6 +21,8 @@ use bytes::Bytes;
 
 use crate::location::{ByteSource, Location, LocationError, PosixMeta, Result, WriteMode};
 
+use super::permission::Caller;
+
 /// Bytes read from the store per request when staging an existing object.
 const STAGE_CHUNK: u64 = 8 * 1024 * 1024;
 
@@ -37,6 +39,11 @@ struct State {
     /// Unlinked while open: never uploaded.
     unlinked: bool,
     handles: u32,
+    /// Made by this caller under a name the mount saw free: uploaded only
+    /// while the name is still free (`WriteMode::CreateNew`), so an object
+    /// another client made meanwhile is not replaced unchecked
+    /// (`Core::commit`).
+    created_by: Option<Caller>,
 }
 
 /// One staged file, shared by every handle open on it.
@@ -52,14 +59,14 @@ pub struct Staged {
 impl Staged {
     /// A new empty staged file for `key` in `dir`.
     pub fn create(dir: &Path, key: &str, meta: PosixMeta) -> io::Result<Staged> {
-        std::fs::create_dir_all(dir)?;
+        crate::shared::private::own_dir(dir)?;
         let name = format!(
             ".stage-{}-{:016x}",
             std::process::id(),
             rand::random::<u64>()
         );
         let path = dir.join(name);
-        let file = std::fs::OpenOptions::new()
+        let file = crate::shared::private::options()
             .read(true)
             .write(true)
             .create_new(true)
@@ -75,6 +82,7 @@ impl Staged {
                 meta,
                 unlinked: false,
                 handles: 1,
+                created_by: None,
             }),
             gate: tokio::sync::RwLock::new(()),
         })
@@ -140,8 +148,21 @@ impl Staged {
         s.handles == 0
     }
 
+    /// Renamed: the kernel checked the rename, which replaces its target.
     pub fn set_key(&self, key: &str) {
-        self.state().key = key.to_string();
+        let mut s = self.state();
+        s.key = key.to_string();
+        s.created_by = None;
+    }
+
+    /// A new name made by `caller` (see `State::created_by`); `None` once
+    /// replacing what is there is allowed.
+    pub fn set_created_by(&self, caller: Option<Caller>) {
+        self.state().created_by = caller;
+    }
+
+    pub fn created_by(&self) -> Option<Caller> {
+        self.state().created_by
     }
 
     pub fn mark_unlinked(&self) {
@@ -196,22 +217,29 @@ impl Staged {
     /// Uploads the staged content when it changed since the last upload.
     pub async fn upload(&self, loc: &Arc<dyn Location>) -> Result<()> {
         let _alone = self.gate.write().await;
-        let (key, size, meta) = {
+        let (key, size, meta, mode) = {
             let s = self.state();
             if !s.dirty || s.unlinked {
                 return Ok(());
             }
-            (s.key.clone(), s.size, s.meta)
+            let mode = match s.created_by {
+                Some(_) => WriteMode::CreateNew,
+                None => WriteMode::Replace,
+            };
+            (s.key.clone(), s.size, s.meta, mode)
         };
         let source = Arc::new(StagedSource {
             file: self.file.clone(),
             len: size,
         });
-        if let Err(e) = loc.write(&key, source, &meta, WriteMode::Replace).await {
+        if let Err(e) = loc.write(&key, source, &meta, mode).await {
             self.state().failed = true;
             return Err(e);
         }
         let mut s = self.state();
+        s.failed = false;
+        // Stored: later uploads replace what this one wrote.
+        s.created_by = None;
         // A rename while uploading moved the key: upload again under the new one.
         if s.key == key {
             s.dirty = false;

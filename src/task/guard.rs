@@ -11,7 +11,7 @@
 //! and joined under a second lock (`.registry`), so no one can take a file
 //! that is being created for a stale one.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -139,9 +139,9 @@ fn live_claims(dir: &Path) -> io::Result<Vec<Claim>> {
 
 /// The registry lock: held while the claims are scanned and joined.
 fn lock_registry(dir: &Path) -> Result<File, GuardError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    crate::shared::private::create_dir(dir).map_err(io_err(dir))?;
     let reg_path = dir.join(".registry");
-    let registry = OpenOptions::new()
+    let registry = crate::shared::private::options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -167,7 +167,7 @@ fn try_acquire(dir: &Path, claim: &Claim) -> Result<Result<Guard, Claim>, GuardE
         return Ok(Err(holder));
     }
     let path = dir.join(format!("{}.json", claim.execution_id));
-    let file = File::create(&path).map_err(io_err(&path))?;
+    let file = crate::shared::private::create_file(&path).map_err(io_err(&path))?;
     flock(&file, false).map_err(io_err(&path))?;
     let body = serde_json::to_vec(claim).map_err(|e| GuardError::Io {
         path: path.display().to_string(),

@@ -178,10 +178,12 @@ impl History {
             path: path.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(state_dir).map_err(|source| HistoryError::Io {
-            path: state_dir.display().to_string(),
-            source,
-        })?;
+        crate::shared::private::create_state_dir(state_dir)
+            .and_then(|()| crate::shared::private::prepare_db(&path))
+            .map_err(|source| HistoryError::Io {
+                path: state_dir.display().to_string(),
+                source,
+            })?;
         let conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         // journal_mode=WAL is persistent; switching needs a moment alone,

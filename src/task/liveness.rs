@@ -35,9 +35,9 @@ impl RunnerLock {
     pub fn create(state_dir: &Path, id: &str) -> io::Result<RunnerLock> {
         let path = lock_path(state_dir, id);
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
+            crate::shared::private::create_dir(dir)?;
         }
-        let file = File::create(&path)?;
+        let file = crate::shared::private::create_file(&path)?;
         if !try_flock(&file)? {
             return Err(io::Error::other(format!(
                 "{} is locked by another process",

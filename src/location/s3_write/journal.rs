@@ -75,7 +75,7 @@ pub(super) fn now_ms() -> u64 {
 /// and a crash (even of the machine) keeps it.
 pub(super) fn store(path: &Path, entry: &Entry) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = crate::shared::private::create_file(&tmp)?;
     f.write_all(&serde_json::to_vec(entry).map_err(std::io::Error::other)?)?;
     f.sync_data()?;
     std::fs::rename(&tmp, path)
@@ -167,7 +167,7 @@ impl Intent {
         };
         let name = format!("{}-{:016x}.json", entry.pid, rand::random::<u64>());
         let path = dir.join(name);
-        let written = std::fs::create_dir_all(dir).and_then(|()| store(&path, &entry));
+        let written = crate::shared::private::create_dir(dir).and_then(|()| store(&path, &entry));
         let path = match written {
             Ok(()) => Some(path),
             Err(e) => {
