@@ -314,8 +314,7 @@ impl Core {
     /// key, filled with the current content unless truncated.
     pub async fn open_write(&self, key: &str, truncate: bool) -> FsResult<Arc<Staged>> {
         self.writable()?;
-        if let Some(s) = self.staged(key) {
-            s.add_handle();
+        if let Some(s) = self.staged(key).filter(|s| s.add_handle()) {
             if truncate {
                 let s2 = s.clone();
                 tokio::task::spawn_blocking(move || s2.truncate(0))

@@ -137,8 +137,17 @@ impl Staged {
         self.state().failed
     }
 
-    pub fn add_handle(&self) {
-        self.state().handles += 1;
+    /// One more handle on this staged file; false when its last handle
+    /// already closed (its release is under way and will drop it from the
+    /// mount's table): the opener must stage the key anew, or a write through
+    /// it would escape an unlink that no longer finds it in the table.
+    pub fn add_handle(&self) -> bool {
+        let mut s = self.state();
+        if s.handles == 0 {
+            return false;
+        }
+        s.handles += 1;
+        true
     }
 
     /// One handle closed; true when it was the last.
