@@ -69,14 +69,9 @@ fn say(level: &str, message: &str) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let (y, m, d) = crate::location::meta::civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
+    let (y, m, d, hh, mm, ss) = crate::location::meta::utc_fields(now.as_secs() as i64);
     let timestamp = format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60,
+        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:06}Z",
         now.subsec_micros()
     );
     for line in message.lines().filter(|l| !l.trim().is_empty()) {

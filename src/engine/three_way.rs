@@ -15,7 +15,7 @@
 use std::time::SystemTime;
 
 use super::base::BaseRow;
-use crate::location::meta::{civil_from_days, system_time_to_ns};
+use crate::location::meta::{system_time_to_ns, utc_fields};
 use crate::location::{Entry, ObjectInfo};
 
 /// One side of a two-way pair.
@@ -308,14 +308,9 @@ pub fn conflicted_key(name: &str) -> Option<&str> {
 /// `YYYYMMDDTHHMMSS.mmmZ` for nanoseconds since the epoch.
 fn utc_stamp(ns: i128) -> String {
     let ms = ns.div_euclid(1_000_000);
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days as i64);
+    let (y, m, d, hh, mm, ss) = utc_fields(ms.div_euclid(1000) as i64);
     format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
+        "{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}.{:03}Z",
         ms.rem_euclid(1000)
     )
 }

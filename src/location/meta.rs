@@ -213,6 +213,15 @@ fn field<T>(
     parsed
 }
 
+/// A UTC time of day and date, from seconds since the epoch: (year,
+/// month, day, hour, minute, second); what every timestamp we print is
+/// made of.
+pub fn utc_fields(secs: i64) -> (i64, u32, u32, i64, i64, i64) {
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    (y, m, d, s / 3600, s % 3600 / 60, s % 60)
+}
+
 /// (year, month 1-12, day 1-31): the proleptic Gregorian date of a day count since 1970-01-01
 /// (Howard Hinnant's published algorithm).
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {

@@ -9,7 +9,7 @@
 //! arithmetic over Unix seconds.
 
 use crate::config::units::MAX_DURATION;
-use crate::location::meta::civil_from_days;
+use crate::location::meta::{civil_from_days, utc_fields};
 use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -269,15 +269,8 @@ impl Cron {
 
 /// `2026-11-24T13:05:07Z` for a time in epoch milliseconds.
 pub fn utc(ms: u64) -> String {
-    let secs = (ms / 1000) as i64;
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
+    let (y, m, d, hh, mm, ss) = utc_fields((ms / 1000) as i64);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
 #[cfg(test)]
